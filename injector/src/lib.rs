@@ -1,0 +1,15 @@
+//! injector: eBPF network fault injector for Kubernetes workers. The library behind the
+//! `injector` binary: the daemon, the map access, and the parsing of what users type.
+
+pub mod daemon;
+pub mod ifaces;
+pub mod kernel;
+pub mod local;
+pub mod parse;
+pub mod qdisc;
+
+/// The eBPF object built from injector-ebpf by build.rs, embedded at compile time.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/injector"));
+
+/// Where a daemon pins its maps unless told otherwise.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/injector";
