@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod ifaces;
 pub mod kernel;
 pub mod local;
+pub mod netns;
 pub mod parse;
 pub mod qdisc;
 

@@ -29,6 +29,10 @@ enum Cmd {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Enter this network namespace first (a name under /run/netns, or a path). Unlike
+        /// `ip netns exec` it keeps the host's /sys, so the pins land in the host's bpffs.
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// Edit a running daemon's pinned maps on this node directly (first-light interface).
     Local {
@@ -75,8 +79,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bpffs,
             ifaces,
             log_json,
+            netns,
         } => {
             init_logs(log_json);
+            if let Some(ns) = netns {
+                injector::netns::enter(&ns)?;
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

@@ -203,7 +203,10 @@ mod tests {
         ] {
             let e = cidr("--to", v).unwrap_err();
             let m = e.to_string();
-            assert!(m.starts_with("--to: ") && m.contains(&format!("'{v}'")), "{v}: {m}");
+            assert!(
+                m.starts_with("--to: ") && m.contains(&format!("'{v}'")),
+                "{v}: {m}"
+            );
         }
     }
 

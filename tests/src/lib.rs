@@ -1,1 +1,39 @@
+//! Test support shared by the privileged tests, the benchmarks and the demo: the two-node flannel
+//! lab in network namespaces, and daemons running in its nodes.
 
+pub mod cmd;
+pub mod daemon;
+pub mod lab;
+pub mod proc;
+
+use std::path::PathBuf;
+
+/// The built `injector` binary: `$INJECTOR_BIN`, or `target/<profile>/injector` next to the
+/// running test executable (`target/<profile>/deps/...`). `cargo xtask test` builds it first.
+pub fn injector_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("INJECTOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("injector");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p injector` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Panics unless running as root: the lab needs CAP_NET_ADMIN and CAP_BPF.
+pub fn require_root() {
+    // SAFETY: no arguments.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "privileged test: run as root (cargo xtask test)"
+    );
+}

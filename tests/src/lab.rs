@@ -1,0 +1,502 @@
+//! The two-node flannel lab in network namespaces: per node a `cni0` bridge, pods (netns with
+//! `eth0`, host `veth*` on cni0) and `flannel.1` (VXLAN vni 1, port 8472, nolearning) with the
+//! static route/neigh/fdb entries flannel's VXLAN backend installs; nodes joined by an underlay veth.
+//! Every name carries a per-run prefix; `Drop` tears it all down unless `keep()` was called.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::cmd::{in_ns, ip, output, run};
+
+/// Pod MTU, as flannel sets it: underlay 1500 minus the 50 bytes of VXLAN encapsulation.
+pub const POD_MTU: &str = "1450";
+/// Where bpffs is mounted; daemons of a lab pin under `BPFFS/<prefix>-<node>`.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Short name, e.g. `n1p2` (node 1, pod 2).
+    pub name: String,
+    /// The pod's network namespace.
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+    /// The host-side veth in the node netns (a port of cni0).
+    pub host_veth: String,
+    /// 1-based node number.
+    pub node: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `node1`, `node2`.
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    /// This node's pod subnet, 10.42.N.0/24.
+    pub pod_cidr: String,
+    pub flannel_mac: String,
+    pub pods: Vec<Pod>,
+}
+
+impl Node {
+    /// bpffs directory for this node's daemon.
+    pub fn bpffs(&self) -> String {
+        format!("{BPFFS}/{}", self.netns)
+    }
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub nodes: Vec<Node>,
+    keep: bool,
+}
+
+/// A prefix unique to this run: `tag` plus 6 hex digits from the pid and the clock.
+pub fn run_prefix(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mix = (std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(nanos);
+    format!("{tag}{:06x}", mix & 0xff_ffff)
+}
+
+fn host_veth_name(pod_netns: &str) -> String {
+    // Like the CNI bridge plugin: "veth" + 8 hex digits; a stable hash of the pod.
+    let h = pod_netns.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("veth{h:08x}")
+}
+
+fn sysctl(ns: &str, kv: &str) -> Result<()> {
+    in_ns(ns, "sysctl", &["-qw", kv]).map(drop)
+}
+
+impl Lab {
+    /// Builds the lab: two nodes with `pods_per_node` pods each. On any error, what was built is
+    /// torn down before the error returns.
+    pub fn up(prefix: &str, pods_per_node: u8) -> Result<Lab> {
+        assert!(
+            (1..=200).contains(&pods_per_node),
+            "pods_per_node must be 1..=200"
+        );
+        let nodes = (1..=2u8)
+            .map(|n| {
+                let netns = format!("{prefix}-node{n}");
+                let pods = (1..=pods_per_node)
+                    .map(|p| {
+                        let pod_ns = format!("{prefix}-n{n}p{p}");
+                        Pod {
+                            name: format!("n{n}p{p}"),
+                            host_veth: host_veth_name(&pod_ns),
+                            netns: pod_ns,
+                            ip: Ipv4Addr::new(10, 42, n, 1 + p),
+                            ip6: Ipv6Addr::new(
+                                0xfd00,
+                                0x42,
+                                u16::from(n),
+                                0,
+                                0,
+                                0,
+                                0,
+                                u16::from(1 + p),
+                            ),
+                            node: n,
+                        }
+                    })
+                    .collect();
+                Node {
+                    name: format!("node{n}"),
+                    netns,
+                    underlay_ip: Ipv4Addr::new(172, 30, 0, n),
+                    pod_cidr: format!("10.42.{n}.0/24"),
+                    flannel_mac: format!("0e:42:00:00:00:{n:02x}"),
+                    pods,
+                }
+            })
+            .collect();
+        let lab = Lab {
+            prefix: prefix.to_string(),
+            nodes,
+            keep: false,
+        };
+        lab.build()
+            .with_context(|| format!("building lab {prefix}"))?;
+        Ok(lab)
+    }
+
+    fn build(&self) -> Result<()> {
+        for node in &self.nodes {
+            ip("", &["netns", "add", &node.netns])?;
+            let ns = node.netns.as_str();
+            ip(ns, &["link", "set", "lo", "up"])?;
+            sysctl(ns, "net.ipv4.ip_forward=1")?;
+            sysctl(ns, "net.ipv6.conf.all.forwarding=1")?;
+        }
+        let (n1, n2) = (&self.nodes[0], &self.nodes[1]);
+        // The underlay: eth0 of node1 <-> eth0 of node2.
+        ip(
+            &n1.netns,
+            &[
+                "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &n2.netns,
+            ],
+        )?;
+        for node in &self.nodes {
+            let ns = node.netns.as_str();
+            ip(
+                ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", node.underlay_ip),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            ip(ns, &["link", "set", "eth0", "up"])?;
+            self.build_cni(node)?;
+        }
+        for node in &self.nodes {
+            self.build_flannel(node)?;
+        }
+        Ok(())
+    }
+
+    fn build_cni(&self, node: &Node) -> Result<()> {
+        let ns = node.netns.as_str();
+        let n = node.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
+        ip(ns, &["link", "add", "cni0", "type", "bridge"])?;
+        ip(ns, &["link", "set", "cni0", "mtu", POD_MTU])?;
+        ip(
+            ns,
+            &["addr", "add", &format!("10.42.{n}.1/24"), "dev", "cni0"],
+        )?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("fd00:42:{n}::1/64"),
+                "dev",
+                "cni0",
+                "nodad",
+            ],
+        )?;
+        ip(ns, &["link", "set", "cni0", "up"])?;
+        for pod in &node.pods {
+            ip("", &["netns", "add", &pod.netns])?;
+            let p = pod.netns.as_str();
+            ip(
+                ns,
+                &[
+                    "link",
+                    "add",
+                    &pod.host_veth,
+                    "mtu",
+                    POD_MTU,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "mtu",
+                    POD_MTU,
+                    "netns",
+                    p,
+                ],
+            )?;
+            ip(ns, &["link", "set", &pod.host_veth, "master", "cni0", "up"])?;
+            ip(p, &["link", "set", "lo", "up"])?;
+            ip(
+                p,
+                &["addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"],
+            )?;
+            ip(
+                p,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/64", pod.ip6),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
+            )?;
+            ip(p, &["link", "set", "eth0", "up"])?;
+            ip(
+                p,
+                &["route", "add", "default", "via", &format!("10.42.{n}.1")],
+            )?;
+            ip(
+                p,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd00:42:{n}::1"),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn build_flannel(&self, node: &Node) -> Result<()> {
+        let ns = node.netns.as_str();
+        let n = node.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
+        let local = node.underlay_ip.to_string();
+        ip(
+            ns,
+            &[
+                "link",
+                "add",
+                "flannel.1",
+                "address",
+                &node.flannel_mac,
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "local",
+                &local,
+                "dev",
+                "eth0",
+                "dstport",
+                "8472",
+                "nolearning",
+            ],
+        )?;
+        ip(ns, &["link", "set", "flannel.1", "mtu", POD_MTU])?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("10.42.{n}.0/32"),
+                "dev",
+                "flannel.1",
+            ],
+        )?;
+        ip(ns, &["link", "set", "flannel.1", "up"])?;
+        // What flanneld installs for each other node's lease.
+        for peer in self.nodes.iter().filter(|p| p.name != node.name) {
+            let pn = peer.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
+            let gw = format!("10.42.{pn}.0");
+            ip(
+                ns,
+                &[
+                    "route",
+                    "add",
+                    &peer.pod_cidr,
+                    "via",
+                    &gw,
+                    "dev",
+                    "flannel.1",
+                    "onlink",
+                ],
+            )?;
+            ip(
+                ns,
+                &[
+                    "neigh",
+                    "add",
+                    &gw,
+                    "lladdr",
+                    &peer.flannel_mac,
+                    "dev",
+                    "flannel.1",
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+            run(
+                "bridge",
+                &[
+                    "-n",
+                    ns,
+                    "fdb",
+                    "append",
+                    &peer.flannel_mac,
+                    "dev",
+                    "flannel.1",
+                    "dst",
+                    &peer.underlay_ip.to_string(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Pod `p` (1-based) of node `n` (1-based).
+    pub fn pod(&self, n: u8, p: u8) -> &Pod {
+        &self.nodes[usize::from(n - 1)].pods[usize::from(p - 1)]
+    }
+
+    pub fn node(&self, n: u8) -> &Node {
+        &self.nodes[usize::from(n - 1)]
+    }
+
+    /// Leaves the lab up when this value is dropped (for `cargo xtask lab up`).
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+
+    /// `count` pings from `from` to `to`, 10 ms apart; returns how many were answered.
+    pub fn ping(&self, from: &Pod, to: IpAddr, count: u32) -> Result<u32> {
+        let c = count.to_string();
+        let t = to.to_string();
+        let out = output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &from.netns,
+                "ping",
+                "-q",
+                "-n",
+                "-c",
+                &c,
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                &t,
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
+    }
+}
+
+/// Reads "N packets transmitted, M received" from ping's summary.
+pub fn parse_ping_received(out: &str) -> Option<u32> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let after = line.split(", ").nth(1)?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = down(&self.prefix)
+        {
+            eprintln!("lab {}: teardown failed: {e:#}", self.prefix);
+        }
+    }
+}
+
+/// Network namespaces whose name starts with `prefix-`.
+pub fn namespaces(prefix: &str) -> Result<Vec<String>> {
+    let out = run("ip", &["netns", "list"])?;
+    let want = format!("{prefix}-");
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&want))
+        .map(String::from)
+        .collect())
+}
+
+/// Tears down everything of lab `prefix`: processes in its namespaces (SIGTERM, then SIGKILL),
+/// the namespaces (and with them every link), and bpffs directories named after it. Idempotent.
+pub fn down(prefix: &str) -> Result<()> {
+    let nss = namespaces(prefix)?;
+    let mut pids: Vec<i32> = Vec::new();
+    for ns in &nss {
+        if let Ok(out) = run("ip", &["netns", "pids", ns]) {
+            pids.extend(out.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    crate::proc::terminate_pids(&pids);
+    let mut errors = String::new();
+    for ns in &nss {
+        if let Err(e) = ip("", &["netns", "del", ns]) {
+            let _ = writeln!(errors, "{e:#}");
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(BPFFS) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                // bpffs: unlinking a pin drops our reference; the directory then goes.
+                if let Err(e) = std::fs::remove_dir_all(e.path()) {
+                    let _ = writeln!(errors, "removing {}: {e}", BPFFS);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{errors}")
+    }
+}
+
+/// A human-readable summary of lab `prefix`: namespaces, their links and addresses, pins.
+pub fn status(prefix: &str) -> Result<String> {
+    let nss = namespaces(prefix)?;
+    let mut s = String::new();
+    if nss.is_empty() {
+        writeln!(s, "lab {prefix}: down (no namespaces named {prefix}-*)")?;
+        return Ok(s);
+    }
+    writeln!(s, "lab {prefix}: {} namespaces", nss.len())?;
+    for ns in &nss {
+        writeln!(s, "== {ns}")?;
+        for l in ip(ns, &["-br", "addr"])?.lines() {
+            writeln!(s, "   {l}")?;
+        }
+        if let Ok(p) = run("ip", &["netns", "pids", ns])
+            && !p.trim().is_empty()
+        {
+            writeln!(
+                s,
+                "   processes: {}",
+                p.split_whitespace().collect::<Vec<_>>().join(" ")
+            )?;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(BPFFS) {
+        for e in rd.flatten().filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+        }) {
+            writeln!(s, "bpffs {}", e.path().display())?;
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summary_is_read() {
+        let out = "--- 10.42.2.2 ping statistics ---\n20 packets transmitted, 17 received, 15% packet loss, time 190ms\n";
+        assert_eq!(parse_ping_received(out), Some(17));
+        let out = "5 packets transmitted, 0 received, +5 errors, 100% packet loss, time 40ms\n";
+        assert_eq!(parse_ping_received(out), Some(0));
+        assert_eq!(parse_ping_received("garbage"), None);
+    }
+
+    #[test]
+    fn names_fit_and_are_unique_per_run() {
+        let a = run_prefix("t");
+        assert_eq!(a.len(), 7);
+        // Linux interface names are at most 15 bytes.
+        assert!(host_veth_name("t123456-n1p200").len() <= 15);
+        assert_ne!(host_veth_name("x-n1p1"), host_veth_name("x-n1p2"));
+    }
+}

@@ -1,0 +1,3 @@
+pub fn run(_u: bool) -> anyhow::Result<()> {
+    todo!()
+}
