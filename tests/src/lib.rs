@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod lab;
 pub mod proc;
+pub mod snapshot;
 
 use std::path::PathBuf;
 
