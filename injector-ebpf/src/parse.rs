@@ -48,6 +48,8 @@ pub fn destination<B: Bytes>(pkt: &B) -> Option<Dst> {
             if vihl >> 4 != 4 || vihl & 0x0f < 5 {
                 return None;
             }
+            // The whole header, options included, must be there.
+            pkt.read::<u8>(off + usize::from(vihl & 0x0f) * 4 - 1)?;
             Some(Dst::V4(pkt.read::<[u8; 4]>(off + 16)?))
         }
         ETH_P_IPV6 => {
