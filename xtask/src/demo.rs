@@ -16,12 +16,19 @@ use crate::{bootstrap, root, sh};
 fn ping(l: &Lab, from: &Pod, to: &Pod, v6: bool) -> Result<u32> {
     let dst: IpAddr = if v6 { to.ip6.into() } else { to.ip.into() };
     let got = l.ping(from, dst, 20)?;
-    println!("  ping {} ({}) -> {} ({dst}): {got}/20 answered", from.name, from.ip, to.name);
+    println!(
+        "  ping {} ({}) -> {} ({dst}): {got}/20 answered",
+        from.name, from.ip, to.name
+    );
     Ok(got)
 }
 
 fn local(d: &Daemon, args: &[&str]) -> Result<()> {
-    println!("  $ injector local --bpffs {} {}", d.bpffs.display(), args.join(" "));
+    println!(
+        "  $ injector local --bpffs {} {}",
+        d.bpffs.display(),
+        args.join(" ")
+    );
     for line in d.local(args)?.lines() {
         println!("    {line}");
     }
@@ -39,9 +46,15 @@ pub fn run() -> Result<()> {
     println!("\n== 1. the lab: two flannel nodes in network namespaces (prefix {prefix})");
     let l = Lab::up(&prefix, 2)?;
     for n in &l.nodes {
-        println!("  {} ({}): cni0 {} flannel.1 vni 1 underlay {}", n.name, n.netns, n.pod_cidr, n.underlay_ip);
+        println!(
+            "  {} ({}): cni0 {} flannel.1 vni 1 underlay {}",
+            n.name, n.netns, n.pod_cidr, n.underlay_ip
+        );
         for p in &n.pods {
-            println!("    pod {} {} / {}  host veth {}", p.name, p.ip, p.ip6, p.host_veth);
+            println!(
+                "    pod {} {} / {}  host veth {}",
+                p.name, p.ip, p.ip6, p.host_veth
+            );
         }
     }
 
@@ -49,20 +62,41 @@ pub fn run() -> Result<()> {
     let d1 = Daemon::start(&bin, l.node(1))?;
     let d2 = Daemon::start(&bin, l.node(2))?;
     for d in [&d1, &d2] {
-        let attached = d.log_text().lines().filter(|l| l.contains("attached")).count();
-        println!("  {}: {attached} interfaces, maps pinned under {}", d.node, d.bpffs.display());
+        let attached = d
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("attached"))
+            .count();
+        println!(
+            "  {}: {attached} interfaces, maps pinned under {}",
+            d.node,
+            d.bpffs.display()
+        );
     }
 
     let (a, b, c, e) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1), l.pod(2, 2));
     println!("\n== 3. before: every pod reaches every other, same node and across flannel.1");
     for to in [b, c, e] {
-        ensure!(ping(&l, a, to, false)? == 20, "baseline ping to {} failed", to.name);
+        ensure!(
+            ping(&l, a, to, false)? == 20,
+            "baseline ping to {} failed",
+            to.name
+        );
     }
 
-    println!("\n== 4. drop everything to pod {} ({}) for 30 s, enforced in the kernel", c.name, c.ip);
-    local(&d1, &["add-drop", "--to", &c.ip.to_string(), "--for", "30s"])?;
+    println!(
+        "\n== 4. drop everything to pod {} ({}) for 30 s, enforced in the kernel",
+        c.name, c.ip
+    );
+    local(
+        &d1,
+        &["add-drop", "--to", &c.ip.to_string(), "--for", "30s"],
+    )?;
     ensure!(ping(&l, a, c, false)? == 0, "the drop did not take effect");
-    ensure!(ping(&l, a, e, false)? == 20, "another pod on that node was affected");
+    ensure!(
+        ping(&l, a, e, false)? == 20,
+        "another pod on that node was affected"
+    );
     ensure!(ping(&l, a, b, false)? == 20, "a same-node pod was affected");
     local(&d1, &["stats"])?;
 
@@ -76,10 +110,19 @@ pub fn run() -> Result<()> {
     drop(l);
     let left = lab::namespaces(&prefix)?;
     ensure!(left.is_empty(), "namespaces left: {left:?}");
-    ensure!(cmd::run("ip", &["netns", "list"])? == host_netns, "`ip netns list` differs from before");
-    ensure!(cmd::ip("", &["-o", "link", "show"])? == host_links, "`ip link` differs from before");
+    ensure!(
+        cmd::run("ip", &["netns", "list"])? == host_netns,
+        "`ip netns list` differs from before"
+    );
+    ensure!(
+        cmd::ip("", &["-o", "link", "show"])? == host_links,
+        "`ip link` differs from before"
+    );
     ensure!(lab::status(&prefix)?.contains("down"));
-    println!("  `ip netns list` and `ip link` are as before; no pins under {}/{prefix}-*", lab::BPFFS);
+    println!(
+        "  `ip netns list` and `ip link` are as before; no pins under {}/{prefix}-*",
+        lab::BPFFS
+    );
     println!("\ndemo: ok");
     Ok(())
 }

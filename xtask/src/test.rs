@@ -8,7 +8,17 @@ use crate::{bootstrap, sh};
 pub fn run(unprivileged_only: bool) -> Result<()> {
     bootstrap()?;
     sh("cargo", &["fmt", "--all", "--", "--check"])?;
-    sh("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     // Unit tests of every crate: pure logic, no privileges.
     sh("cargo", &["test", "--workspace", "--lib", "--bins"])?;
     if unprivileged_only {
@@ -17,10 +27,22 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     }
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the privileged tests (lab, BPF_PROG_TEST_RUN) need root: run `sudo -E cargo xtask test`, or pass --unprivileged");
+        bail!(
+            "the privileged tests (lab, BPF_PROG_TEST_RUN) need root: run `sudo -E cargo xtask test`, or pass --unprivileged"
+        );
     }
     // The tests run the built binary (injector_tests::injector_bin).
     sh("cargo", &["build", "-p", "injector"])?;
-    sh("cargo", &["test", "-p", "injector-tests", "--tests", "--", "--test-threads=2"])?;
+    sh(
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "injector-tests",
+            "--tests",
+            "--",
+            "--test-threads=2",
+        ],
+    )?;
     Ok(())
 }
