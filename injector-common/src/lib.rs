@@ -1,100 +1,342 @@
-//! Types shared by the eBPF programs and userspace: map names, map values, hook ids.
+//! Types shared by the eBPF programs and userspace: map names, map values, hook ids, the flow hash.
 //! Everything is `#[repr(C)]`, `Copy`, without `bool` or implicit padding (sizes asserted below).
+//!
+//! Classification: four LPM tries (source address, destination address, source port, destination
+//! port) map a prefix to the [`RuleSet`] of rules whose sets contain it (the userspace compiler
+//! folds overlapping prefixes, so the longest match is exact). A packet's candidate rules are the
+//! intersection of the four lookups with the protocol's mask. Every classification map is keyed by a
+//! generation byte: userspace fills the inactive generation, then flips [`ctrl::GEN`] in one write.
 #![no_std]
+
+pub mod flow;
 
 /// Names of the maps in the eBPF object; also the file names of their pins.
 pub mod maps {
-    /// LPM trie: IPv4 destination prefix (network byte order) -> [`Target`](crate::Target).
+    /// LPM trie `[gen, a, b, c, d]` -> [`RuleSet`](crate::RuleSet) of rules whose sources contain it.
+    pub const SRC_V4: &str = "SRC_V4";
     pub const DST_V4: &str = "DST_V4";
-    /// LPM trie: IPv6 destination prefix (network byte order) -> [`Target`](crate::Target).
+    /// LPM trie `[gen, 16 address bytes]` -> [`RuleSet`](crate::RuleSet).
+    pub const SRC_V6: &str = "SRC_V6";
     pub const DST_V6: &str = "DST_V6";
-    /// Per-CPU array indexed by [`Hook`](crate::Hook): [`HookStats`](crate::HookStats).
+    /// LPM trie `[gen, port_hi, port_lo]` -> [`RuleSet`](crate::RuleSet).
+    pub const SPORT: &str = "SPORT";
+    pub const DPORT: &str = "DPORT";
+    /// Array `gen * MASKS_PER_GEN + mask` -> [`RuleSet`](crate::RuleSet); see [`mask`](crate::mask).
+    pub const MASKS: &str = "MASKS";
+    /// Array `gen * MAX_RULES + rule` -> [`Rule`](crate::Rule).
+    pub const RULES: &str = "RULES";
+    /// Array `gen * MAX_FAULTS + slot` -> [`FaultCfg`](crate::FaultCfg).
+    pub const FAULTS: &str = "FAULTS";
+    /// Array of u64 control words, see [`ctrl`](crate::ctrl).
+    pub const CTRL: &str = "CTRL";
+    /// Per-CPU array `slot * JudgeHook::COUNT + hook` -> [`FaultCounters`](crate::FaultCounters).
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU array indexed by [`Hook`](crate::Hook) -> [`HookStats`](crate::HookStats).
     pub const STATS: &str = "STATS";
     /// Every map, in pin order.
-    pub const ALL: [&str; 3] = [DST_V4, DST_V6, STATS];
+    pub const ALL: [&str; 12] = [
+        SRC_V4, DST_V4, SRC_V6, DST_V6, SPORT, DPORT, MASKS, RULES, FAULTS, CTRL, COUNTERS, STATS,
+    ];
 }
 
 /// Names of the programs in the eBPF object.
 pub mod programs {
-    pub const TC_INGRESS: &str = "tc_ingress";
-    pub const TC_EGRESS: &str = "tc_egress";
+    /// Judges faults at the last egress hop towards a local pod (host veth egress).
+    pub const TC_VETH_EGRESS: &str = "tc_veth_egress";
+    /// Judges faults at the last egress hop towards another node (flannel.1 egress).
+    pub const TC_OVERLAY_EGRESS: &str = "tc_overlay_egress";
+    /// Counts what a hook sees, judges nothing (veth ingress, cni0, flannel.1 ingress).
+    pub const TC_OBSERVE: &str = "tc_observe";
+    /// Drop/blackhole fast path at the sending pod's host veth (XDP).
+    pub const XDP_VETH: &str = "xdp_veth";
 }
 
-/// Most prefixes one LPM trie holds.
-pub const MAX_PREFIXES: u32 = 16 * 1024;
+/// Indices into the [`maps::CTRL`] array. Each is one u64, written atomically on its own.
+pub mod ctrl {
+    /// The active generation (0 or 1) of every classification map.
+    pub const GEN: u32 = 0;
+    /// 1: faults are live. 0: every fault is off (abort), in one write.
+    pub const ARMED: u32 = 1;
+    /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.
+    pub const HEARTBEAT_NS: u32 = 2;
+    /// Faults lapse when the heartbeat is older than this (ns).
+    pub const GRACE_NS: u32 = 3;
+    /// ifindex of the overlay device (flannel.1): packets that entered through it were judged on
+    /// their sender's node and are not judged again at veth egress.
+    pub const OVERLAY_IFINDEX: u32 = 4;
+    /// 1 when the XDP program judges drop/blackhole at the host veths; egress hooks then judge
+    /// only delay for packets that came from a local pod.
+    pub const XDP: u32 = 5;
+    pub const COUNT: u32 = 8;
+}
+
+/// Rule sets are 128-bit: a fault is one rule, or two when it applies both ways.
+pub const MAX_RULES: u32 = 128;
+/// Faults (counter slots) per node.
+pub const MAX_FAULTS: u32 = 64;
+/// Most prefixes per classification trie (both generations together).
+pub const MAX_PREFIXES: u32 = 256 * 1024;
+/// Most rules one packet is judged by (the lowest-numbered matching rules win).
+pub const MAX_MATCHES_PER_PACKET: u32 = 8;
+
+/// Indices of the masks in [`maps::MASKS`], per generation.
+pub mod mask {
+    pub const TCP: u32 = 0;
+    pub const UDP: u32 = 1;
+    /// ICMP and ICMPv6.
+    pub const ICMP: u32 = 2;
+    /// Any other protocol.
+    pub const OTHER: u32 = 3;
+    /// Rules without port ranges: the only ones a packet without ports (ICMP, non-first fragment,
+    /// other protocols) can match.
+    pub const NO_PORTS: u32 = 4;
+    pub const PER_GEN: u32 = 8;
+}
+
+/// A set of rules, one bit each (`rule r` is bit `r % 64` of word `r / 64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet(pub [u64; 2]);
+
+impl RuleSet {
+    pub const EMPTY: RuleSet = RuleSet([0, 0]);
+
+    #[inline(always)]
+    pub fn and(self, o: RuleSet) -> RuleSet {
+        RuleSet([self.0[0] & o.0[0], self.0[1] & o.0[1]])
+    }
+
+    #[inline(always)]
+    pub fn or(self, o: RuleSet) -> RuleSet {
+        RuleSet([self.0[0] | o.0[0], self.0[1] | o.0[1]])
+    }
+
+    #[inline(always)]
+    pub fn is_empty(self) -> bool {
+        self.0[0] | self.0[1] == 0
+    }
+
+    pub fn with(mut self, rule: u32) -> RuleSet {
+        self.0[(rule / 64) as usize] |= 1 << (rule % 64);
+        self
+    }
+
+    pub fn contains(self, rule: u32) -> bool {
+        self.0[(rule / 64) as usize] & (1 << (rule % 64)) != 0
+    }
+
+    /// Removes and returns the lowest rule in the set.
+    #[inline(always)]
+    pub fn pop_lowest(&mut self) -> Option<u32> {
+        let (w, base) = if self.0[0] != 0 {
+            (0, 0)
+        } else if self.0[1] != 0 {
+            (1, 64)
+        } else {
+            return None;
+        };
+        let word = self.0[w];
+        let low = word & word.wrapping_neg();
+        self.0[w] = word & !low;
+        Some(base + bit_index(low))
+    }
+}
+
+/// Index of the single set bit in `b`, by binary search (BPF has no count-trailing-zeros).
+#[inline(always)]
+pub fn bit_index(b: u64) -> u32 {
+    let mut i = 0;
+    if b & 0xFFFF_FFFF_0000_0000 != 0 {
+        i += 32;
+    }
+    if b & 0xFFFF_0000_FFFF_0000 != 0 {
+        i += 16;
+    }
+    if b & 0xFF00_FF00_FF00_FF00 != 0 {
+        i += 8;
+    }
+    if b & 0xF0F0_F0F0_F0F0_F0F0 != 0 {
+        i += 4;
+    }
+    if b & 0xCCCC_CCCC_CCCC_CCCC != 0 {
+        i += 2;
+    }
+    if b & 0xAAAA_AAAA_AAAA_AAAA != 0 {
+        i += 1;
+    }
+    i
+}
+
+/// One rule: a fault in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// The fault's slot (counters and [`FaultCfg`]).
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// What a fault does.
+pub mod action {
+    /// Drop with probability `drop_threshold / 2^32`.
+    pub const DROP: u32 = 1;
+    /// Drop everything, silently.
+    pub const BLACKHOLE: u32 = 2;
+    /// Hold until now + delay +- jitter (EDT, needs fq on the egress device).
+    pub const DELAY: u32 = 3;
+}
+
+/// Fault flags.
+pub mod flag {
+    /// Count what the fault would do; touch nothing.
+    pub const DRY_RUN: u32 = 1;
+}
+
+/// A fault as the kernel sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCfg {
+    /// CLOCK_MONOTONIC ns after which the fault does nothing. 0: the slot is empty.
+    pub deadline_ns: u64,
+    /// CLOCK_MONOTONIC ns before which the fault does nothing.
+    pub start_ns: u64,
+    pub delay_ns: u64,
+    /// Uniform jitter: the delay is `delay_ns - jitter_ns + rand(2 * jitter_ns + 1)`.
+    pub jitter_ns: u64,
+    /// Drop when `bpf_get_prandom_u32() < drop_threshold`; `1 << 32` drops everything.
+    pub drop_threshold: u64,
+    /// Flows hit, in parts per million of flows (by [`flow::hash`]); 1_000_000 = every flow.
+    pub flow_ppm: u32,
+    pub seed: u32,
+    pub action: u32,
+    pub flags: u32,
+}
+
+/// Hooks that judge faults; the second index of [`maps::COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JudgeHook {
+    VethEgress = 0,
+    OverlayEgress = 1,
+    XdpVeth = 2,
+}
+
+impl JudgeHook {
+    pub const COUNT: u32 = 3;
+    pub const ALL: [JudgeHook; 3] = [
+        JudgeHook::VethEgress,
+        JudgeHook::OverlayEgress,
+        JudgeHook::XdpVeth,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            JudgeHook::VethEgress => "veth_egress",
+            JudgeHook::OverlayEgress => "overlay_egress",
+            JudgeHook::XdpVeth => "xdp_veth",
+        }
+    }
+}
+
+/// What one fault did at one hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    pub matched_packets: u64,
+    pub matched_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    pub delayed_packets: u64,
+    pub delayed_bytes: u64,
+    /// Matched but let through: probability, flow selection, dry-run, or not yet started.
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+}
+
+impl FaultCounters {
+    pub fn add(&mut self, o: &FaultCounters) {
+        self.matched_packets += o.matched_packets;
+        self.matched_bytes += o.matched_bytes;
+        self.dropped_packets += o.dropped_packets;
+        self.dropped_bytes += o.dropped_bytes;
+        self.delayed_packets += o.delayed_packets;
+        self.delayed_bytes += o.delayed_bytes;
+        self.passed_packets += o.passed_packets;
+        self.passed_bytes += o.passed_bytes;
+    }
+}
 
 /// Where a program runs; the index into [`maps::STATS`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    /// TC ingress of a device: on a host veth, what the pod sends.
-    TcIngress = 0,
-    /// TC egress of a device: on a host veth, what the pod receives.
-    TcEgress = 1,
+    VethEgress = 0,
+    OverlayEgress = 1,
+    XdpVeth = 2,
+    /// Count-only hooks (veth ingress, cni0, flannel.1 ingress).
+    Observe = 3,
 }
 
 impl Hook {
-    pub const COUNT: u32 = 2;
-    pub const ALL: [Hook; Self::COUNT as usize] = [Hook::TcIngress, Hook::TcEgress];
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Hook; 4] = [
+        Hook::VethEgress,
+        Hook::OverlayEgress,
+        Hook::XdpVeth,
+        Hook::Observe,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
-            Hook::TcIngress => "tc_ingress",
-            Hook::TcEgress => "tc_egress",
+            Hook::VethEgress => "veth_egress",
+            Hook::OverlayEgress => "overlay_egress",
+            Hook::XdpVeth => "xdp_veth",
+            Hook::Observe => "observe",
         }
     }
-}
-
-/// What a destination prefix maps to: the fault that owns it and when it ends.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) after which the entry is ignored.
-    pub deadline_ns: u64,
-    /// Fault id, for counters.
-    pub fault_id: u32,
-    pub _pad: u32,
 }
 
 /// Counters of one hook, summed over CPUs at read time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HookStats {
-    /// Every packet the program saw.
     pub seen_packets: u64,
+    pub seen_bytes: u64,
     /// Packets the parser did not understand (passed untouched).
     pub unparsed_packets: u64,
-    /// Packets whose destination matched a live entry.
-    pub matched_packets: u64,
-    pub matched_bytes: u64,
-    /// Packets dropped because of a match.
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    /// Packets that matched an entry past its deadline, and were passed.
+    /// Packets not judged: faults disarmed or the daemon's heartbeat too old.
+    pub lapsed_packets: u64,
+    /// Packets skipped because they were judged on another hook or node.
+    pub skipped_packets: u64,
+    /// Matched rules of faults past their deadline.
     pub expired_packets: u64,
 }
 
 impl HookStats {
-    /// Field-wise sum, for folding per-CPU values.
     pub fn add(&mut self, o: &HookStats) {
         self.seen_packets += o.seen_packets;
+        self.seen_bytes += o.seen_bytes;
         self.unparsed_packets += o.unparsed_packets;
-        self.matched_packets += o.matched_packets;
-        self.matched_bytes += o.matched_bytes;
-        self.dropped_packets += o.dropped_packets;
-        self.dropped_bytes += o.dropped_bytes;
+        self.lapsed_packets += o.lapsed_packets;
+        self.skipped_packets += o.skipped_packets;
         self.expired_packets += o.expired_packets;
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Target>() == 16);
-const _: () = assert!(core::mem::size_of::<HookStats>() == 56);
+const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
+const _: () = assert!(core::mem::size_of::<Rule>() == 8);
+const _: () = assert!(core::mem::size_of::<FaultCfg>() == 56);
+const _: () = assert!(core::mem::size_of::<FaultCounters>() == 64);
+const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
+const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain `#[repr(C)]` integers with no padding (size asserted above).
-    unsafe impl aya::Pod for super::Target {}
-    // SAFETY: as above.
+    // SAFETY (all): plain `#[repr(C)]` integers with no padding (sizes asserted above).
+    unsafe impl aya::Pod for super::RuleSet {}
+    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::FaultCfg {}
+    unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::HookStats {}
 }
 
@@ -104,26 +346,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stats_add_sums_every_field() {
-        let one = HookStats {
-            seen_packets: 1,
-            unparsed_packets: 2,
-            matched_packets: 3,
-            matched_bytes: 4,
-            dropped_packets: 5,
-            dropped_bytes: 6,
-            expired_packets: 7,
-        };
-        let mut sum = one;
-        sum.add(&one);
-        assert_eq!(sum.seen_packets, 2);
-        assert_eq!(sum.expired_packets, 14);
-        assert_eq!(sum.matched_bytes, 8);
+    fn bit_index_finds_every_bit() {
+        for i in 0..64 {
+            assert_eq!(bit_index(1u64 << i), i);
+        }
+    }
+
+    #[test]
+    fn rule_sets_pop_in_order() {
+        let mut s = RuleSet::EMPTY.with(127).with(3).with(64).with(0);
+        let mut got = std::vec::Vec::new();
+        while let Some(r) = s.pop_lowest() {
+            got.push(r);
+        }
+        assert_eq!(got, [0, 3, 64, 127]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn rule_set_algebra() {
+        let a = RuleSet::EMPTY.with(1).with(70);
+        let b = RuleSet::EMPTY.with(70).with(2);
+        assert_eq!(a.and(b), RuleSet::EMPTY.with(70));
+        assert_eq!(a.or(b), RuleSet::EMPTY.with(1).with(2).with(70));
+        assert!(a.contains(70) && !a.contains(2));
     }
 
     #[test]
     fn hook_indices_are_dense() {
         for (i, h) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*h as usize, i);
+        }
+        for (i, h) in JudgeHook::ALL.iter().enumerate() {
             assert_eq!(*h as usize, i);
         }
     }

@@ -1,38 +1,118 @@
-//! injector's kernel programs. One entry point per attach point; all share `verdict::judge`.
+//! injector's kernel programs: one entry point per attach point, all sharing `verdict::judge`.
 //! Built for bpfel-unknown-none by injector/build.rs; on the host it compiles to an empty binary.
+//!
+//! Where faults are judged (once per packet per fault, cluster-wide): on the node of the sender,
+//! at the last egress hop there: the destination pod's host veth egress (same node, or the node
+//! itself to a pod) or flannel.1 egress (to another node). Packets that entered the node through
+//! flannel.1 were judged on their sender's node and pass veth egress unjudged. With the XDP program
+//! attached to the host veths, drop and blackhole are judged there instead (the earliest point),
+//! and the egress hooks then judge only delay for packets that came from a pod.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod classify;
 mod maps;
 mod parse;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_skb_set_tstamp},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
-use injector_common::Hook;
-use verdict::{Verdict, judge};
+use injector_common::{Hook, JudgeHook, ctrl};
+use verdict::{Kinds, Verdict, ctrl_word, hook_stats, judge};
 
+/// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
+const TSTAMP_DELIVERY_MONO: u32 = 1;
+
+/// EDT: the packet leaves fq no earlier than now (or its existing delivery time) + `delay_ns`.
 #[inline(always)]
-fn tc(ctx: &TcContext, hook: Hook) -> i32 {
-    match judge(ctx, ctx.len(), hook) {
-        Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop => TC_ACT_SHOT,
+fn stamp(ctx: &TcContext, delay_ns: u64) {
+    let skb = ctx.skb.skb;
+    // SAFETY: reading context fields and calling a helper on our own skb.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        // Build on an existing stamp only if it is a delivery time; a receive timestamp is wall-clock.
+        let base = if u32::from((*skb).tstamp_type) == TSTAMP_DELIVERY_MONO && (*skb).tstamp > now {
+            (*skb).tstamp
+        } else {
+            now
+        };
+        bpf_skb_set_tstamp(skb, base + delay_ns, TSTAMP_DELIVERY_MONO);
     }
 }
 
-/// TC ingress. On a host veth: what the pod sends.
-#[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
-    tc(&ctx, Hook::TcIngress)
+#[inline(always)]
+fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
+    // SAFETY: reading a context field.
+    let from_pod = unsafe { (*ctx.skb.skb).ingress_ifindex } != 0;
+    let kinds = Kinds {
+        drop: !(from_pod && ctrl_word(ctrl::XDP) == 1),
+        delay: true,
+    };
+    match judge(ctx, ctx.len(), hook, jh, kinds) {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Drop => TC_ACT_SHOT,
+        Verdict::Delay(ns) => {
+            stamp(ctx, ns);
+            TC_ACT_OK
+        }
+    }
 }
 
-/// TC egress. On a host veth: what the pod receives.
+/// Host veth egress: what a pod receives. Last hop on the sender's node for same-node traffic.
 #[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
-    tc(&ctx, Hook::TcEgress)
+pub fn tc_veth_egress(ctx: TcContext) -> i32 {
+    // SAFETY: reading a context field.
+    let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let overlay = ctrl_word(ctrl::OVERLAY_IFINDEX) as u32;
+    if overlay != 0 && iif == overlay {
+        // Came from another node through flannel.1: judged there.
+        if let Some(s) = hook_stats(Hook::VethEgress) {
+            s.seen_packets += 1;
+            s.seen_bytes += u64::from(ctx.len());
+            s.skipped_packets += 1;
+        }
+        return TC_ACT_OK;
+    }
+    tc_judge(&ctx, Hook::VethEgress, JudgeHook::VethEgress)
+}
+
+/// flannel.1 egress: inner packets leaving for another node. Last hop on the sender's node.
+#[classifier]
+pub fn tc_overlay_egress(ctx: TcContext) -> i32 {
+    tc_judge(&ctx, Hook::OverlayEgress, JudgeHook::OverlayEgress)
+}
+
+/// Counts what a hook sees and judges nothing.
+#[classifier]
+pub fn tc_observe(ctx: TcContext) -> i32 {
+    if let Some(s) = hook_stats(Hook::Observe) {
+        s.seen_packets += 1;
+        s.seen_bytes += u64::from(ctx.len());
+    }
+    TC_ACT_OK
+}
+
+/// XDP on a host veth: what the pod sends. The cheapest place to drop.
+#[xdp]
+pub fn xdp_veth(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    match judge(
+        &ctx,
+        len,
+        Hook::XdpVeth,
+        JudgeHook::XdpVeth,
+        Kinds {
+            drop: true,
+            delay: false,
+        },
+    ) {
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Pass | Verdict::Delay(_) => xdp_action::XDP_PASS,
+    }
 }
 
 #[cfg(target_arch = "bpf")]

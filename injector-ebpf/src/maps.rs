@@ -1,17 +1,40 @@
 //! The maps the programs read (faults) and write (counters). Pinned by name under the daemon's
-//! bpffs directory, so a restarted daemon adopts the faults already in the kernel.
+//! bpffs directory, so a restarted daemon adopts the faults already in the kernel. Layouts are
+//! described in injector-common.
 
 use aya_ebpf::{
     macros::map,
-    maps::{LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
 };
-use injector_common::{HookStats, MAX_PREFIXES, Target};
+use injector_common::{
+    FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES, Rule,
+    RuleSet, ctrl, mask,
+};
 
+#[map(name = "SRC_V4")]
+pub static SRC_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V4")]
-pub static DST_V4: LpmTrie<[u8; 4], Target> = LpmTrie::pinned(MAX_PREFIXES, 0);
-
+pub static DST_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "SRC_V6")]
+pub static SRC_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V6")]
-pub static DST_V6: LpmTrie<[u8; 16], Target> = LpmTrie::pinned(MAX_PREFIXES, 0);
+pub static DST_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "SPORT")]
+pub static SPORT: LpmTrie<[u8; 3], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "DPORT")]
+pub static DPORT: LpmTrie<[u8; 3], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 
+#[map(name = "MASKS")]
+pub static MASKS: Array<RuleSet> = Array::pinned(2 * mask::PER_GEN, 0);
+#[map(name = "RULES")]
+pub static RULES: Array<Rule> = Array::pinned(2 * MAX_RULES, 0);
+#[map(name = "FAULTS")]
+pub static FAULTS: Array<FaultCfg> = Array::pinned(2 * MAX_FAULTS, 0);
+#[map(name = "CTRL")]
+pub static CTRL: Array<u64> = Array::pinned(ctrl::COUNT, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<FaultCounters> =
+    PerCpuArray::pinned(MAX_FAULTS * JudgeHook::COUNT, 0);
 #[map(name = "STATS")]
-pub static STATS: PerCpuArray<HookStats> = PerCpuArray::pinned(injector_common::Hook::COUNT, 0);
+pub static STATS: PerCpuArray<HookStats> = PerCpuArray::pinned(Hook::COUNT, 0);

@@ -1,55 +1,145 @@
-//! The packet path, the same for every hook: parse once -> classify once -> act -> count.
-//! Hooks differ only in the [`Hook`] they pass in; the return value says "drop" or "pass".
+//! The packet path, the same for every judging hook: parse once -> safety checks -> classify once
+//! -> act -> count. Hooks differ only in what they pass in (hook ids, which action kinds they judge).
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
-use injector_common::{Hook, HookStats, Target};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use injector_common::{
+    FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_MATCHES_PER_PACKET, MAX_RULES,
+    action, ctrl, flag,
+    flow::{self, Endpoint},
+};
 
 use crate::{
-    maps::{DST_V4, DST_V6, STATS},
-    parse::{Bytes, Dst, destination},
+    classify::candidates,
+    maps::{COUNTERS, CTRL, FAULTS, RULES, STATS},
+    parse::{Bytes, Flow, parse},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
     Drop,
+    /// Hold the packet this many ns (EDT).
+    Delay(u64),
+}
+
+/// Which action kinds a hook judges (the others are judged at another hook).
+#[derive(Clone, Copy)]
+pub struct Kinds {
+    pub drop: bool,
+    pub delay: bool,
 }
 
 #[inline(always)]
-fn lookup(dst: Dst) -> Option<Target> {
-    match dst {
-        Dst::V4(a) => DST_V4.get(Key::new(32, a)).copied(),
-        Dst::V6(a) => DST_V6.get(Key::new(128, a)).copied(),
-    }
+pub fn ctrl_word(i: u32) -> u64 {
+    CTRL.get(i).copied().unwrap_or(0)
 }
 
 #[inline(always)]
-pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook) -> Verdict {
-    let stats: Option<&mut HookStats> = STATS
-        .get_ptr_mut(hook as u32)
-        // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
-        .map(|p| unsafe { &mut *p });
-    let Some(stats) = stats else {
+pub fn hook_stats(hook: Hook) -> Option<&'static mut HookStats> {
+    // SAFETY: a per-CPU slot; only this CPU writes it while the program runs.
+    STATS.get_ptr_mut(hook as u32).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn counters(slot: u32, jh: JudgeHook) -> Option<&'static mut FaultCounters> {
+    // SAFETY: as above.
+    COUNTERS
+        .get_ptr_mut(slot * JudgeHook::COUNT + jh as u32)
+        .map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn rand() -> u32 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_prandom_u32() }
+}
+
+#[inline(always)]
+fn flow_ppm(f: &Flow, seed: u32) -> u32 {
+    let a = Endpoint {
+        addr: f.src,
+        port: f.sport,
+    };
+    let b = Endpoint {
+        addr: f.dst,
+        port: f.dport,
+    };
+    flow::ppm(&a, &b, f.proto, seed)
+}
+
+/// Judges one packet of `len` bytes at `hook`.
+#[inline(always)]
+pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kinds) -> Verdict {
+    let Some(stats) = hook_stats(hook) else {
         return Verdict::Pass;
     };
     stats.seen_packets += 1;
-
-    let Some(dst) = destination(pkt) else {
+    stats.seen_bytes += u64::from(len);
+    let Some(flow) = parse(pkt) else {
         stats.unparsed_packets += 1;
-        return Verdict::Pass;
-    };
-    let Some(target) = lookup(dst) else {
         return Verdict::Pass;
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if now >= target.deadline_ns {
-        stats.expired_packets += 1;
+    // Safety switches: one word disarms everything; a stale daemon heartbeat lapses every fault.
+    if ctrl_word(ctrl::ARMED) != 1
+        || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
+    {
+        stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
-    stats.matched_packets += 1;
-    stats.matched_bytes += u64::from(len);
-    stats.dropped_packets += 1;
-    stats.dropped_bytes += u64::from(len);
-    Verdict::Drop
+    let g = (ctrl_word(ctrl::GEN) & 1) as u8;
+    let mut set = candidates(&flow, g);
+    let mut delay = 0u64;
+    for _ in 0..MAX_MATCHES_PER_PACKET {
+        let Some(r) = set.pop_lowest() else { break };
+        let Some(rule) = RULES.get(u32::from(g) * MAX_RULES + (r & (MAX_RULES - 1))) else {
+            break;
+        };
+        let slot = rule.slot & (MAX_FAULTS - 1);
+        let Some(cfg) = FAULTS.get(u32::from(g) * MAX_FAULTS + slot) else {
+            break;
+        };
+        let drops = cfg.action == action::DROP || cfg.action == action::BLACKHOLE;
+        if (drops && !kinds.drop) || (cfg.action == action::DELAY && !kinds.delay) {
+            continue; // judged at another hook
+        }
+        if now >= cfg.deadline_ns {
+            stats.expired_packets += 1;
+            continue;
+        }
+        let Some(c) = counters(slot, jh) else {
+            continue;
+        };
+        let bytes = u64::from(len);
+        c.matched_packets += 1;
+        c.matched_bytes += bytes;
+        let selected = now >= cfg.start_ns
+            && cfg.flags & flag::DRY_RUN == 0
+            && (cfg.flow_ppm >= 1_000_000 || flow_ppm(&flow, cfg.seed) < cfg.flow_ppm);
+        if selected && drops && u64::from(rand()) < cfg.drop_threshold {
+            c.dropped_packets += 1;
+            c.dropped_bytes += bytes;
+            return Verdict::Drop;
+        }
+        if selected && cfg.action == action::DELAY {
+            // Uniform in [delay - jitter, delay + jitter]; 64 random bits keep the bias negligible.
+            let j = if cfg.jitter_ns == 0 {
+                0
+            } else {
+                ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
+            };
+            delay += cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
+            c.delayed_packets += 1;
+            c.delayed_bytes += bytes;
+            continue;
+        }
+        c.passed_packets += 1;
+        c.passed_bytes += bytes;
+    }
+    if delay > 0 {
+        Verdict::Delay(delay)
+    } else {
+        Verdict::Pass
+    }
 }

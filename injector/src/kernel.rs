@@ -1,16 +1,23 @@
-//! Userspace view of the kernel maps: open them (from a loaded object or from their pins), write
-//! destination entries, read and sum the per-CPU counters. The only module that touches map types.
+//! Userspace view of the kernel maps: open them (from a loaded object or from their pins), install a
+//! compiled [`Image`] atomically (fill the inactive generation, flip one word, clear the old one),
+//! set the control words, read and sum the per-CPU counters. The only module that touches map types.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{
-    Map, MapData, PerCpuArray,
-    lpm_trie::{Key, LpmTrie},
+use aya::{
+    maps::{
+        Array, Map, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
+    util::nr_cpus,
 };
-use injector_common::{Hook, HookStats, Target, maps};
+use injector_common::{
+    FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_RULES, Rule, RuleSet,
+    ctrl, maps, mask,
+};
 
-use crate::parse::Cidr;
+use crate::fault::compile::{Image, Prefix};
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns()` reads, so deadlines compare directly.
 pub fn monotonic_ns() -> u64 {
@@ -23,10 +30,21 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
+
 /// The fault maps and counters of one daemon instance.
 pub struct Maps {
-    dst_v4: LpmTrie<MapData, [u8; 4], Target>,
-    dst_v6: LpmTrie<MapData, [u8; 16], Target>,
+    src_v4: Trie<5>,
+    dst_v4: Trie<5>,
+    src_v6: Trie<17>,
+    dst_v6: Trie<17>,
+    sport: Trie<3>,
+    dport: Trie<3>,
+    masks: Array<MapData, RuleSet>,
+    rules: Array<MapData, Rule>,
+    faults: Array<MapData, FaultCfg>,
+    ctrl: Array<MapData, u64>,
+    counters: PerCpuArray<MapData, FaultCounters>,
     stats: PerCpuArray<MapData, HookStats>,
 }
 
@@ -43,86 +61,142 @@ fn open(dir: &Path, name: &str) -> Result<Map> {
         .with_context(|| format!("map pin {} has an unexpected type", path.display()))
 }
 
-impl Maps {
-    /// Opens the maps a daemon pinned under `dir`.
-    pub fn open_pinned(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            dst_v4: open(dir, maps::DST_V4)?.try_into()?,
-            dst_v6: open(dir, maps::DST_V6)?.try_into()?,
-            stats: open(dir, maps::STATS)?.try_into()?,
-        })
-    }
+/// Key bytes of a generation-tagged prefix: `[gen, the prefix's W/8 bytes big-endian]`.
+fn key<const N: usize>(g: u8, p: &Prefix) -> Key<[u8; N]> {
+    let mut k = [0u8; N];
+    k[0] = g;
+    let bytes = p.bits.to_be_bytes();
+    k[1..].copy_from_slice(&bytes[16 - (N - 1)..]);
+    Key::new(8 + u32::from(p.len), k)
+}
 
-    /// Takes the maps out of a freshly loaded object.
-    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
-        let mut take = |n: &str| {
-            ebpf.take_map(n)
-                .ok_or_else(|| anyhow!("map {n} missing from the eBPF object"))
-        };
+fn fill<const N: usize>(t: &mut Trie<N>, g: u8, entries: &[(Prefix, RuleSet)]) -> Result<()> {
+    for (p, s) in entries {
+        t.insert(&key::<N>(g, p), *s, 0)
+            .with_context(|| format!("inserting prefix {p:?}"))?;
+    }
+    Ok(())
+}
+
+fn clear<const N: usize>(t: &mut Trie<N>, g: u8) -> Result<()> {
+    let keys: Vec<Key<[u8; N]>> = t
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k.data()[0] == g)
+        .collect();
+    for k in keys {
+        t.remove(&k)?;
+    }
+    Ok(())
+}
+
+impl Maps {
+    fn from(mut take: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
         Ok(Self {
+            src_v4: take(maps::SRC_V4)?.try_into()?,
             dst_v4: take(maps::DST_V4)?.try_into()?,
+            src_v6: take(maps::SRC_V6)?.try_into()?,
             dst_v6: take(maps::DST_V6)?.try_into()?,
+            sport: take(maps::SPORT)?.try_into()?,
+            dport: take(maps::DPORT)?.try_into()?,
+            masks: take(maps::MASKS)?.try_into()?,
+            rules: take(maps::RULES)?.try_into()?,
+            faults: take(maps::FAULTS)?.try_into()?,
+            ctrl: take(maps::CTRL)?.try_into()?,
+            counters: take(maps::COUNTERS)?.try_into()?,
             stats: take(maps::STATS)?.try_into()?,
         })
     }
 
-    /// Inserts or replaces the entry for `cidr`.
-    pub fn put(&mut self, cidr: Cidr, target: Target) -> Result<()> {
-        match cidr.addr {
-            std::net::IpAddr::V4(a) => {
-                self.dst_v4
-                    .insert(&Key::new(cidr.len.into(), a.octets()), target, 0)?
-            }
-            std::net::IpAddr::V6(a) => {
-                self.dst_v6
-                    .insert(&Key::new(cidr.len.into(), a.octets()), target, 0)?
-            }
-        }
-        Ok(())
+    /// Opens the maps a daemon pinned under `dir`.
+    pub fn open_pinned(dir: &Path) -> Result<Self> {
+        Self::from(|n| open(dir, n))
     }
 
-    /// Removes the entry for `cidr`; `false` if there was none.
-    pub fn remove(&mut self, cidr: Cidr) -> Result<bool> {
-        let r = match cidr.addr {
-            std::net::IpAddr::V4(a) => self.dst_v4.remove(&Key::new(cidr.len.into(), a.octets())),
-            std::net::IpAddr::V6(a) => self.dst_v6.remove(&Key::new(cidr.len.into(), a.octets())),
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        Self::from(|n| {
+            ebpf.take_map(n)
+                .ok_or_else(|| anyhow!("map {n} missing from the eBPF object"))
+        })
     }
 
-    /// Every entry, IPv4 first.
-    pub fn entries(&self) -> Result<Vec<(Cidr, Target)>> {
+    pub fn ctrl(&self, i: u32) -> Result<u64> {
+        Ok(self.ctrl.get(&i, 0)?)
+    }
+
+    pub fn set_ctrl(&mut self, i: u32, v: u64) -> Result<()> {
+        Ok(self.ctrl.set(i, v, 0)?)
+    }
+
+    /// Makes `img` the live fault set in one step: the programs see the old set or the new one,
+    /// never a mix. Counters of `reset_slots` (slots given to new faults) start from zero.
+    pub fn install(&mut self, img: &Image, reset_slots: &[u32]) -> Result<()> {
+        let active = (self.ctrl(ctrl::GEN)? & 1) as u8;
+        let g = 1 - active;
+        self.clear_gen(g)?;
+        fill(&mut self.src_v4, g, &img.src_v4)?;
+        fill(&mut self.dst_v4, g, &img.dst_v4)?;
+        fill(&mut self.src_v6, g, &img.src_v6)?;
+        fill(&mut self.dst_v6, g, &img.dst_v6)?;
+        fill(&mut self.sport, g, &img.sport)?;
+        fill(&mut self.dport, g, &img.dport)?;
+        let g32 = u32::from(g);
+        for (i, m) in img.masks.iter().enumerate() {
+            self.masks.set(g32 * mask::PER_GEN + i as u32, *m, 0)?;
+        }
+        for (i, r) in img.rules.iter().enumerate() {
+            self.rules.set(g32 * MAX_RULES + i as u32, *r, 0)?;
+        }
+        for (i, f) in img.faults.iter().enumerate() {
+            self.faults.set(g32 * MAX_FAULTS + i as u32, *f, 0)?;
+        }
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        for &slot in reset_slots {
+            for jh in JudgeHook::ALL {
+                let zero = PerCpuValues::try_from(vec![FaultCounters::default(); cpus])?;
+                self.counters
+                    .set(slot * JudgeHook::COUNT + jh as u32, zero, 0)?;
+            }
+        }
+        // The flip: one word.
+        self.set_ctrl(ctrl::GEN, u64::from(g))?;
+        self.clear_gen(active)
+    }
+
+    fn clear_gen(&mut self, g: u8) -> Result<()> {
+        clear(&mut self.src_v4, g)?;
+        clear(&mut self.dst_v4, g)?;
+        clear(&mut self.src_v6, g)?;
+        clear(&mut self.dst_v6, g)?;
+        clear(&mut self.sport, g)?;
+        clear(&mut self.dport, g)
+    }
+
+    /// The live fault configs, by slot (empty slots have deadline 0).
+    pub fn live_faults(&self) -> Result<Vec<(u32, FaultCfg)>> {
+        let g = (self.ctrl(ctrl::GEN)? & 1) as u32;
         let mut out = Vec::new();
-        for kv in self.dst_v4.iter() {
-            let (k, v) = kv?;
-            out.push((
-                Cidr {
-                    addr: std::net::Ipv4Addr::from(k.data()).into(),
-                    len: k.prefix_len() as u8,
-                },
-                v,
-            ));
-        }
-        for kv in self.dst_v6.iter() {
-            let (k, v) = kv?;
-            out.push((
-                Cidr {
-                    addr: std::net::Ipv6Addr::from(k.data()).into(),
-                    len: k.prefix_len() as u8,
-                },
-                v,
-            ));
+        for slot in 0..MAX_FAULTS {
+            let f = self.faults.get(&(g * MAX_FAULTS + slot), 0)?;
+            if f.deadline_ns != 0 {
+                out.push((slot, f));
+            }
         }
         Ok(out)
+    }
+
+    /// What fault `slot` did at `hook`, summed over CPUs.
+    pub fn fault_counters(&self, slot: u32, hook: JudgeHook) -> Result<FaultCounters> {
+        let mut sum = FaultCounters::default();
+        for v in self
+            .counters
+            .get(&(slot * JudgeHook::COUNT + hook as u32), 0)?
+            .iter()
+        {
+            sum.add(v);
+        }
+        Ok(sum)
     }
 
     /// Counters of `hook`, summed over CPUs.

@@ -2,6 +2,8 @@
 //! `injector` binary: the daemon, the map access, and the parsing of what users type.
 
 pub mod daemon;
+pub mod fault;
+pub mod features;
 pub mod ifaces;
 pub mod kernel;
 pub mod local;

@@ -29,6 +29,18 @@ enum Cmd {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// The bridge of the pod veths (its hooks only count).
+        #[arg(long, default_value = "cni0")]
+        bridge: String,
+        /// The overlay device towards other nodes (judges traffic leaving for them).
+        #[arg(long, default_value = "flannel.1")]
+        overlay: String,
+        /// Also judge drop/blackhole in XDP on the pod veths (the cheapest drop).
+        #[arg(long)]
+        xdp: bool,
+        /// Faults lapse when the daemon's heartbeat is older than this (e.g. 30s).
+        #[arg(long, default_value = "30s")]
+        grace: String,
         /// Enter this network namespace first (a name under /run/netns, or a path). Unlike
         /// `ip netns exec` it keeps the host's /sys, so the pins land in the host's bpffs.
         #[arg(long)]
@@ -46,22 +58,21 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LocalCmd {
-    /// Drop every packet to a destination prefix until a deadline.
-    AddDrop {
-        /// Destination IP or CIDR, e.g. 10.42.2.7 or 10.42.2.0/24.
-        #[arg(long)]
-        to: String,
-        /// Lifetime: the kernel ignores the entry after it (250ms, 30s, 5m, 1h; at most 24h).
-        #[arg(long = "for", default_value = "5m")]
-        lifetime: String,
+    /// Replace the whole fault set with the faults of a JSON file (`-` for stdin), atomically.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: String,
     },
-    /// Remove a drop entry.
-    RmDrop {
-        #[arg(long)]
-        to: String,
+    /// Remove every fault.
+    Clear,
+    /// Disarm every fault in one write (`apply` re-arms).
+    Abort,
+    /// Print the faults' counters per hook and the per-hook counters.
+    Stats {
+        /// Label slots with the names in this fault file.
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
     },
-    /// Print the entries and the per-hook counters.
-    Stats,
 }
 
 fn init_logs(json: bool) {
@@ -80,6 +91,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ifaces,
             log_json,
             netns,
+            bridge,
+            overlay,
+            xdp,
+            grace,
         } => {
             init_logs(log_json);
             if let Some(ns) = netns {
@@ -88,24 +103,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let grace = parse::duration(
+                "--grace",
+                &grace,
+                (Duration::from_secs(1), "1s"),
+                (Duration::from_secs(3600), "1h"),
+            )?;
             rt.block_on(daemon::run(daemon::Config {
                 bpffs,
                 patterns: ifaces,
+                bridge,
+                overlay,
+                xdp,
+                grace,
             }))
         }
         Cmd::Local { bpffs, cmd } => match cmd {
-            LocalCmd::AddDrop { to, lifetime } => {
-                let to = parse::cidr("--to", &to)?;
-                let d = parse::duration(
-                    "--for",
-                    &lifetime,
-                    (Duration::from_millis(1), "1ms"),
-                    (Duration::from_secs(86400), "24h"),
-                )?;
-                local::add_drop(&bpffs, to, d)
-            }
-            LocalCmd::RmDrop { to } => local::rm_drop(&bpffs, parse::cidr("--to", &to)?),
-            LocalCmd::Stats => local::stats(&bpffs),
+            LocalCmd::Apply { file } => local::apply(&bpffs, &file),
+            LocalCmd::Clear => local::clear(&bpffs),
+            LocalCmd::Abort => local::abort(&bpffs),
+            LocalCmd::Stats { file } => local::stats(&bpffs, file.as_deref()),
         },
     }
 }

@@ -1,0 +1,511 @@
+//! The fault compiler: validated faults -> the entries of one map generation. Pure: no kernel, no
+//! I/O, so every property is unit-tested. Overlapping prefixes are folded so that the kernel's
+//! longest-prefix match returns exactly the rules whose sets contain the address (or port).
+
+use std::collections::{BTreeMap, HashMap};
+
+use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, action, flag, mask};
+
+use super::spec::{Action, Fault, PortRange, Proto};
+use crate::parse::Cidr;
+
+/// A prefix of a `width`-bit key: the top `len` bits of `bits` (right-aligned in `width`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub bits: u128,
+    pub len: u8,
+}
+
+/// One generation's worth of map entries.
+#[derive(Debug, Default)]
+pub struct Image {
+    pub src_v4: Vec<(Prefix, RuleSet)>,
+    pub dst_v4: Vec<(Prefix, RuleSet)>,
+    pub src_v6: Vec<(Prefix, RuleSet)>,
+    pub dst_v6: Vec<(Prefix, RuleSet)>,
+    pub sport: Vec<(Prefix, RuleSet)>,
+    pub dport: Vec<(Prefix, RuleSet)>,
+    pub masks: [RuleSet; mask::PER_GEN as usize],
+    /// Indexed by rule.
+    pub rules: Vec<Rule>,
+    /// Indexed by slot.
+    pub faults: Vec<FaultCfg>,
+    /// Slot of each fault, in input order.
+    pub slots: Vec<u32>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("too many faults: {0} given, at most {MAX_FAULTS} per node; remove some")]
+    TooManyFaults(usize),
+    #[error(
+        "too many rules: {0} (a both-ways fault is two), at most {MAX_RULES}; remove some faults"
+    )]
+    TooManyRules(usize),
+    #[error("name: '{0}' is used by two faults; give each fault its own name")]
+    DuplicateName(String),
+}
+
+fn mask_bits(p: Prefix, width: u8, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        let keep = if len >= 128 {
+            u128::MAX
+        } else {
+            (u128::MAX >> (128 - u32::from(len))) << (u32::from(width) - u32::from(len))
+        };
+        p.bits & keep
+    }
+}
+
+/// Folds `(prefix, rule)` pairs: for every distinct prefix P, the set of rules having a prefix that
+/// contains P. With it, the longest prefix containing an address holds exactly its rules.
+pub fn fold(width: u8, pairs: &[(Prefix, u32)]) -> Vec<(Prefix, RuleSet)> {
+    let mut exact: HashMap<Prefix, RuleSet> = HashMap::new();
+    for &(p, r) in pairs {
+        let e = exact.entry(p).or_default();
+        *e = e.with(r);
+    }
+    let lens: Vec<u8> = {
+        let mut l: Vec<u8> = exact.keys().map(|p| p.len).collect();
+        l.sort_unstable();
+        l.dedup();
+        l
+    };
+    let mut out: Vec<(Prefix, RuleSet)> = exact
+        .keys()
+        .map(|&p| {
+            let mut set = RuleSet::EMPTY;
+            for &l in lens.iter().take_while(|&&l| l <= p.len) {
+                if let Some(s) = exact.get(&Prefix {
+                    bits: mask_bits(p, width, l),
+                    len: l,
+                }) {
+                    set = set.or(*s);
+                }
+            }
+            (p, set)
+        })
+        .collect();
+    out.sort_by_key(|(p, _)| *p);
+    out
+}
+
+/// The prefixes (of a 16-bit key) covering exactly `lo..=hi`.
+pub fn port_prefixes(r: PortRange) -> Vec<Prefix> {
+    let (mut lo, hi) = (u32::from(r.lo), u32::from(r.hi));
+    let mut out = Vec::new();
+    while lo <= hi {
+        // The largest aligned block starting at lo that stays within hi.
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1 << lo.trailing_zeros()
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push(Prefix {
+            bits: u128::from(lo),
+            len: (16 - size.trailing_zeros()) as u8,
+        });
+        lo += size;
+    }
+    out
+}
+
+fn cidr_prefix(c: &Cidr) -> Prefix {
+    match c.addr {
+        std::net::IpAddr::V4(a) => Prefix {
+            bits: u128::from(u32::from(a)),
+            len: c.len,
+        },
+        std::net::IpAddr::V6(a) => Prefix {
+            bits: u128::from(a),
+            len: c.len,
+        },
+    }
+}
+
+const ANY: Prefix = Prefix { bits: 0, len: 0 };
+
+/// Keeps slots of faults that exist in `previous` (by name), gives new faults the lowest free slots.
+pub fn assign_slots(
+    previous: &BTreeMap<String, u32>,
+    names: &[&str],
+) -> Result<Vec<u32>, CompileError> {
+    if names.len() > MAX_FAULTS as usize {
+        return Err(CompileError::TooManyFaults(names.len()));
+    }
+    let mut used = [false; MAX_FAULTS as usize];
+    let mut out = vec![None; names.len()];
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(CompileError::DuplicateName(n.to_string()));
+        }
+        if let Some(&s) = previous.get(*n)
+            && (s as usize) < used.len()
+        {
+            used[s as usize] = true;
+            out[i] = Some(s);
+        }
+    }
+    let mut free = (0..MAX_FAULTS).filter(|s| !used[*s as usize]);
+    Ok(out
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| free.next().expect("fewer faults than slots")))
+        .collect())
+}
+
+/// Probability -> threshold against a 32-bit random number (`1 << 32`: always).
+pub fn drop_threshold(p: f64) -> u64 {
+    ((p * 4_294_967_296.0).round() as u64).min(1 << 32)
+}
+
+/// Compiles `faults` (already validated, slots from [`assign_slots`]) applied at `now_ns`.
+pub fn compile(faults: &[Fault], slots: &[u32], now_ns: u64) -> Result<Image, CompileError> {
+    assert_eq!(faults.len(), slots.len());
+    let rules_needed: usize = faults.iter().map(|f| if f.both_ways { 2 } else { 1 }).sum();
+    if rules_needed > MAX_RULES as usize {
+        return Err(CompileError::TooManyRules(rules_needed));
+    }
+    let mut img = Image {
+        rules: vec![Rule::default(); MAX_RULES as usize],
+        faults: vec![FaultCfg::default(); MAX_FAULTS as usize],
+        slots: slots.to_vec(),
+        ..Default::default()
+    };
+    let (mut s4, mut d4, mut s6, mut d6, mut sp, mut dp) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut rule = 0u32;
+    for (f, &slot) in faults.iter().zip(slots) {
+        let dirs: &[bool] = if f.both_ways {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &reverse in dirs {
+            let (from, to) = if reverse {
+                (&f.to, &f.from)
+            } else {
+                (&f.from, &f.to)
+            };
+            let (sports, dports) = if reverse {
+                (&f.dport, &f.sport)
+            } else {
+                (&f.sport, &f.dport)
+            };
+            for (set, v4, v6) in [(from, &mut s4, &mut s6), (to, &mut d4, &mut d6)] {
+                if set.is_empty() {
+                    v4.push((ANY, rule));
+                    v6.push((ANY, rule));
+                }
+                for c in set.iter() {
+                    if c.addr.is_ipv4() {
+                        v4.push((cidr_prefix(c), rule))
+                    } else {
+                        v6.push((cidr_prefix(c), rule))
+                    }
+                }
+            }
+            for (ranges, out) in [(sports, &mut sp), (dports, &mut dp)] {
+                if ranges.is_empty() {
+                    out.push((ANY, rule));
+                }
+                for r in ranges.iter() {
+                    out.extend(port_prefixes(*r).into_iter().map(|p| (p, rule)));
+                }
+            }
+            let m = &mut img.masks;
+            let classes: &[u32] = match f.proto {
+                Proto::Any => &[mask::TCP, mask::UDP, mask::ICMP, mask::OTHER],
+                Proto::Tcp => &[mask::TCP],
+                Proto::Udp => &[mask::UDP],
+                Proto::Icmp => &[mask::ICMP],
+            };
+            for &c in classes {
+                m[c as usize] = m[c as usize].with(rule);
+            }
+            if f.sport.is_empty() && f.dport.is_empty() {
+                m[mask::NO_PORTS as usize] = m[mask::NO_PORTS as usize].with(rule);
+            }
+            img.rules[rule as usize] = Rule { slot, _pad: 0 };
+            rule += 1;
+        }
+        let (act, drop_thr, delay_ns, jitter_ns) = match f.action {
+            Action::Drop(p) => (action::DROP, drop_threshold(p), 0, 0),
+            Action::Blackhole => (action::BLACKHOLE, 1 << 32, 0, 0),
+            Action::Delay { latency, jitter } => (
+                action::DELAY,
+                0,
+                latency.as_nanos() as u64,
+                jitter.as_nanos() as u64,
+            ),
+        };
+        img.faults[slot as usize] = FaultCfg {
+            deadline_ns: now_ns + f.lifetime.as_nanos() as u64,
+            start_ns: now_ns,
+            delay_ns,
+            jitter_ns,
+            drop_threshold: drop_thr,
+            flow_ppm: f.flows_ppm,
+            seed: f.seed,
+            action: act,
+            flags: if f.dry_run { flag::DRY_RUN } else { 0 },
+        };
+    }
+    img.src_v4 = fold(32, &s4);
+    img.dst_v4 = fold(32, &d4);
+    img.src_v6 = fold(128, &s6);
+    img.dst_v6 = fold(128, &d6);
+    img.sport = fold(16, &sp);
+    img.dport = fold(16, &dp);
+    Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fault::spec::FaultSpec;
+
+    /// The longest prefix in `entries` containing `x`, as the kernel's LPM trie finds it.
+    fn lpm(entries: &[(Prefix, RuleSet)], width: u8, x: u128) -> RuleSet {
+        entries
+            .iter()
+            .filter(|(p, _)| {
+                mask_bits(
+                    Prefix {
+                        bits: x,
+                        len: width,
+                    },
+                    width,
+                    p.len,
+                ) == p.bits
+            })
+            .max_by_key(|(p, _)| p.len)
+            .map(|(_, s)| *s)
+            .unwrap_or(RuleSet::EMPTY)
+    }
+
+    /// Tiny deterministic PRNG for the property tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn folding_makes_longest_match_exact() {
+        let mut rng = Rng(0x1234_5678);
+        for _round in 0..50 {
+            // Random overlapping prefixes inside 10.0.0.0/8 so they nest often.
+            let mut pairs = Vec::new();
+            for rule in 0..20u32 {
+                for _ in 0..(1 + rng.next() % 3) {
+                    let len = 8 + (rng.next() % 25) as u8;
+                    let bits = mask_bits(
+                        Prefix {
+                            bits: 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff),
+                            len: 32,
+                        },
+                        32,
+                        len,
+                    );
+                    pairs.push((Prefix { bits, len }, rule));
+                }
+            }
+            let folded = fold(32, &pairs);
+            for _ in 0..500 {
+                let x = 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff);
+                let want = pairs
+                    .iter()
+                    .filter(|(p, _)| mask_bits(Prefix { bits: x, len: 32 }, 32, p.len) == p.bits)
+                    .fold(RuleSet::EMPTY, |s, (_, r)| s.with(*r));
+                assert_eq!(lpm(&folded, 32, x), want, "address {x:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn port_ranges_become_exact_prefixes() {
+        for (lo, hi, n) in [
+            (0, 65535, 1),
+            (80, 80, 1),
+            (8000, 8080, 3),
+            (1, 65535, 16),
+            (1024, 2047, 1),
+        ] {
+            let ps = port_prefixes(PortRange { lo, hi });
+            assert_eq!(ps.len(), n, "{lo}-{hi}: {ps:?}");
+            for x in [
+                0u32, 1, 79, 80, 81, 1023, 1024, 2047, 2048, 7999, 8000, 8080, 8081, 65535,
+            ] {
+                let covered = ps.iter().any(|p| {
+                    mask_bits(
+                        Prefix {
+                            bits: x.into(),
+                            len: 16,
+                        },
+                        16,
+                        p.len,
+                    ) == p.bits
+                });
+                assert_eq!(
+                    covered,
+                    (u32::from(lo)..=u32::from(hi)).contains(&x),
+                    "{lo}-{hi} at {x}"
+                );
+            }
+        }
+    }
+
+    fn fault(json: &str) -> Fault {
+        serde_json::from_str::<FaultSpec>(json)
+            .unwrap()
+            .validate("")
+            .unwrap()
+    }
+
+    fn matches(img: &Image, src: u32, dst: u32, proto: u32, ports: Option<(u16, u16)>) -> RuleSet {
+        let mut s = lpm(&img.src_v4, 32, src.into())
+            .and(lpm(&img.dst_v4, 32, dst.into()))
+            .and(img.masks[proto as usize]);
+        s = match ports {
+            Some((sp, dp)) => {
+                s.and(lpm(&img.sport, 16, sp.into()))
+                    .and(lpm(&img.dport, 16, dp.into()))
+            }
+            None => s.and(img.masks[mask::NO_PORTS as usize]),
+        };
+        s
+    }
+
+    #[test]
+    fn compiled_rules_match_what_the_faults_say() {
+        let a = fault(
+            r#"{"name":"a","from":["10.42.1.0/24"],"to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"loss":"10%","for":"1m"}"#,
+        );
+        let b = fault(
+            r#"{"name":"b","to":["10.42.2.0/24"],"blackhole":true,"for":"1m","both_ways":true}"#,
+        );
+        let c = fault(
+            r#"{"name":"c","to":["10.42.2.7"],"proto":"udp","sport":["1000-1999"],"delay":"50ms","jitter":"5ms","for":"2s","flows":"30%","seed":7,"dry_run":true}"#,
+        );
+        let img = compile(&[a, b, c], &[5, 0, 9], 1_000).unwrap();
+        let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+        let (p1, db, other) = (ip("10.42.1.2"), ip("10.42.2.7"), ip("10.42.3.3"));
+        // a: rule 0; b: rules 1 (forward) and 2 (reverse); c: rule 3.
+        assert_eq!(
+            matches(&img, p1, db, mask::TCP, Some((40000, 5432))),
+            RuleSet::EMPTY.with(0).with(1)
+        );
+        assert_eq!(
+            matches(&img, p1, db, mask::TCP, Some((40000, 5433))),
+            RuleSet::EMPTY.with(1)
+        );
+        assert_eq!(
+            matches(&img, db, p1, mask::TCP, Some((5432, 40000))),
+            RuleSet::EMPTY.with(2)
+        );
+        assert_eq!(
+            matches(&img, p1, db, mask::ICMP, None),
+            RuleSet::EMPTY.with(1)
+        );
+        assert_eq!(
+            matches(&img, other, db, mask::UDP, Some((1500, 53))),
+            RuleSet::EMPTY.with(1).with(3)
+        );
+        assert_eq!(
+            matches(&img, other, db, mask::UDP, Some((2000, 53))),
+            RuleSet::EMPTY.with(1)
+        );
+        assert_eq!(
+            matches(&img, p1, other, mask::UDP, Some((1500, 53))),
+            RuleSet::EMPTY
+        );
+        // Rules point at the slots; fault configs carry actions and lifetimes.
+        assert_eq!(
+            (
+                img.rules[0].slot,
+                img.rules[1].slot,
+                img.rules[2].slot,
+                img.rules[3].slot
+            ),
+            (5, 0, 0, 9)
+        );
+        let (fa, fb, fc) = (img.faults[5], img.faults[0], img.faults[9]);
+        assert_eq!(
+            (fa.action, fa.drop_threshold, fa.deadline_ns),
+            (action::DROP, 429_496_730, 60_000_001_000)
+        );
+        assert_eq!((fb.action, fb.drop_threshold), (action::BLACKHOLE, 1 << 32));
+        assert_eq!(
+            (
+                fc.action,
+                fc.delay_ns,
+                fc.jitter_ns,
+                fc.flow_ppm,
+                fc.seed,
+                fc.flags
+            ),
+            (
+                action::DELAY,
+                50_000_000,
+                5_000_000,
+                300_000,
+                7,
+                flag::DRY_RUN
+            )
+        );
+        assert_eq!(
+            fc.deadline_ns - fc.start_ns,
+            Duration::from_secs(2).as_nanos() as u64
+        );
+        // IPv6: b has no source set, so any IPv6 source is in; a has an IPv4-only source.
+        assert!(
+            img.src_v6
+                .iter()
+                .any(|(p, s)| p.len == 0 && s.contains(1) && !s.contains(0))
+        );
+    }
+
+    #[test]
+    fn slots_are_stable_by_name_and_limits_hold() {
+        let prev: BTreeMap<String, u32> = [("b".to_string(), 3), ("c".to_string(), 0)].into();
+        assert_eq!(
+            assign_slots(&prev, &["a", "b", "c", "d"]).unwrap(),
+            vec![1, 3, 0, 2]
+        );
+        assert_eq!(
+            assign_slots(&prev, &["a", "a"]).unwrap_err(),
+            CompileError::DuplicateName("a".into())
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+        let names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            assign_slots(&prev, &names).unwrap_err(),
+            CompileError::TooManyFaults(65)
+        );
+        // 64 both-ways faults are 128 rules: the most there is room for.
+        let f = fault(
+            r#"{"name":"x","to":["10.42.2.7"],"blackhole":true,"for":"1m","both_ways":true}"#,
+        );
+        let fs = vec![f; 64];
+        let slots: Vec<u32> = (0..64).collect();
+        assert!(compile(&fs, &slots, 0).is_ok());
+    }
+
+    #[test]
+    fn thresholds_resolve_one_in_a_million() {
+        assert_eq!(drop_threshold(1.0), 1 << 32);
+        assert_eq!(drop_threshold(0.000001), 4295);
+        assert_eq!(drop_threshold(0.1), 429_496_730);
+    }
+}

@@ -1,0 +1,474 @@
+//! The user's vocabulary: a fault as written in a file or on the command line ([`FaultSpec`],
+//! strings as people write them), and its validated form ([`Fault`]). Validation errors name the
+//! field, the value and the fix.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::parse::{self, Cidr};
+
+/// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
+/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole` or `delay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FaultSpec {
+    pub name: String,
+    /// Source CIDRs; empty: any source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+    /// Destination CIDRs; empty: any destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// tcp, udp, icmp (ICMP and ICMPv6) or any (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Source ports or ranges (`53`, `8000-8080`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sport: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dport: Vec<String>,
+    /// Also the reverse direction (from <-> to, sport <-> dport).
+    #[serde(default)]
+    pub both_ways: bool,
+    /// Drop this share of packets: `5%`, `0.01%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<String>,
+    /// Drop every packet, silently.
+    #[serde(default)]
+    pub blackhole: bool,
+    /// Hold packets this long: `100ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    /// Uniform +- jitter around `delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// Hit only this share of flows (connections), chosen by a seeded hash: `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<String>,
+    #[serde(default)]
+    pub seed: u32,
+    /// Lifetime from when it is applied: `30s`, `5m`, `1h` (at most 24h).
+    #[serde(rename = "for")]
+    pub lifetime: String,
+    /// Count what the fault would hit; touch nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    /// Drop with this probability (0, 1].
+    Drop(f64),
+    Blackhole,
+    Delay {
+        latency: Duration,
+        jitter: Duration,
+    },
+}
+
+/// A validated fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub name: String,
+    pub from: Vec<Cidr>,
+    pub to: Vec<Cidr>,
+    pub proto: Proto,
+    pub sport: Vec<PortRange>,
+    pub dport: Vec<PortRange>,
+    pub both_ways: bool,
+    pub action: Action,
+    /// Share of flows hit, in parts per million.
+    pub flows_ppm: u32,
+    pub seed: u32,
+    pub lifetime: Duration,
+    pub dry_run: bool,
+}
+
+/// A validation error: `field: message`, where the message names the value and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {msg}")]
+pub struct FieldError {
+    pub field: String,
+    pub msg: String,
+}
+
+fn err(field: &str, msg: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Longest delay a fault may add; fq's horizon is sized above it.
+pub const MAX_DELAY: Duration = Duration::from_secs(10);
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `5%`, `0.0001%`, `100%` into a fraction in [0, 1].
+pub fn percent(field: &str, v: &str) -> Result<f64, FieldError> {
+    let bad = || {
+        err(
+            field,
+            format!("'{v}' is not a percentage; write e.g. 5% or 0.1%"),
+        )
+    };
+    let n: f64 = v
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    if !n.is_finite() || !(0.0..=100.0).contains(&n) {
+        return Err(err(field, format!("'{v}': must be between 0% and 100%")));
+    }
+    Ok(n / 100.0)
+}
+
+/// Parses `5432` or `8000-8080`.
+pub fn port_range(field: &str, v: &str) -> Result<PortRange, FieldError> {
+    let p = |s: &str| -> Result<u16, FieldError> {
+        match s.trim().parse::<u32>() {
+            Ok(n) if n <= 65535 => Ok(n as u16),
+            _ => Err(err(
+                field,
+                format!("'{v}': ports are 0-65535; write e.g. 5432 or 8000-8080"),
+            )),
+        }
+    };
+    let (lo, hi) = match v.split_once('-') {
+        Some((a, b)) => (p(a)?, p(b)?),
+        None => {
+            let x = p(v)?;
+            (x, x)
+        }
+    };
+    if lo > hi {
+        return Err(err(
+            field,
+            format!("'{v}': range is backwards; write {hi}-{lo}"),
+        ));
+    }
+    Ok(PortRange { lo, hi })
+}
+
+fn duration(
+    field: &str,
+    v: &str,
+    min: (Duration, &'static str),
+    max: (Duration, &'static str),
+) -> Result<Duration, FieldError> {
+    // parse::duration names its field as a static str; rebuild the message with ours.
+    parse::duration("", v, min, max)
+        .map_err(|e| err(field, e.to_string().trim_start_matches(": ").to_string()))
+}
+
+fn cidrs(field: &str, vs: &[String]) -> Result<Vec<Cidr>, FieldError> {
+    vs.iter()
+        .map(|v| {
+            parse::cidr("", v)
+                .map_err(|e| err(field, e.to_string().trim_start_matches(": ").to_string()))
+        })
+        .collect()
+}
+
+fn is_valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
+        })
+}
+
+impl FaultSpec {
+    /// Validates every field; `at` prefixes field names (e.g. `faults[2].`).
+    pub fn validate(&self, at: &str) -> Result<Fault, FieldError> {
+        let f = |name: &str| format!("{at}{name}");
+        if !is_valid_name(&self.name) {
+            return Err(err(
+                &f("name"),
+                format!(
+                    "'{}': use 1-63 characters of a-z, 0-9, '-', '.', '_' (e.g. checkout-db)",
+                    self.name
+                ),
+            ));
+        }
+        let from = cidrs(&f("from"), &self.from)?;
+        let to = cidrs(&f("to"), &self.to)?;
+        let families = |c: &[Cidr]| {
+            (
+                c.is_empty() || c.iter().any(|c| c.addr.is_ipv4()),
+                c.is_empty() || c.iter().any(|c| c.addr.is_ipv6()),
+            )
+        };
+        let (fv4, fv6) = families(&from);
+        let (tv4, tv6) = families(&to);
+        if !(fv4 && tv4) && !(fv6 && tv6) {
+            return Err(err(
+                &f("to"),
+                "from and to share no address family (one is IPv4, the other IPv6): no packet can match",
+            ));
+        }
+        let proto = match self
+            .proto
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("any") => Proto::Any,
+            Some("tcp") => Proto::Tcp,
+            Some("udp") => Proto::Udp,
+            Some("icmp") | Some("icmpv6") => Proto::Icmp,
+            Some(other) => {
+                return Err(err(
+                    &f("proto"),
+                    format!("'{other}': use tcp, udp, icmp or any"),
+                ));
+            }
+        };
+        let sport = self
+            .sport
+            .iter()
+            .map(|v| port_range(&f("sport"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dport = self
+            .dport
+            .iter()
+            .map(|v| port_range(&f("dport"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        if (!sport.is_empty() || !dport.is_empty()) && !matches!(proto, Proto::Tcp | Proto::Udp) {
+            return Err(err(
+                &f("proto"),
+                "port ranges need proto tcp or udp (ports exist only there)",
+            ));
+        }
+        let actions = usize::from(self.loss.is_some())
+            + usize::from(self.blackhole)
+            + usize::from(self.delay.is_some());
+        if actions != 1 {
+            return Err(err(
+                &f("action"),
+                "give exactly one of loss (e.g. 5%), blackhole, or delay (e.g. 100ms)",
+            ));
+        }
+        if self.jitter.is_some() && self.delay.is_none() {
+            return Err(err(&f("jitter"), "jitter needs a delay"));
+        }
+        let action = if let Some(l) = &self.loss {
+            let p = percent(&f("loss"), l)?;
+            if p == 0.0 {
+                return Err(err(
+                    &f("loss"),
+                    format!("'{l}': must be more than 0% (use dry_run to only count)"),
+                ));
+            }
+            Action::Drop(p)
+        } else if self.blackhole {
+            Action::Blackhole
+        } else {
+            let d = self.delay.as_deref().unwrap_or_default();
+            let latency = duration(
+                &f("delay"),
+                d,
+                (Duration::from_micros(1), "1us"),
+                (MAX_DELAY, "10s"),
+            )?;
+            let jitter = match &self.jitter {
+                None => Duration::ZERO,
+                Some(j) => duration(
+                    &f("jitter"),
+                    j,
+                    (Duration::ZERO, "0s"),
+                    (latency, "the delay"),
+                )?,
+            };
+            Action::Delay { latency, jitter }
+        };
+        let flows_ppm = match &self.flows {
+            None => 1_000_000,
+            Some(v) => {
+                let p = percent(&f("flows"), v)?;
+                if p == 0.0 {
+                    return Err(err(&f("flows"), format!("'{v}': must be more than 0%")));
+                }
+                (p * 1e6).round() as u32
+            }
+        };
+        let lifetime = duration(
+            &f("for"),
+            &self.lifetime,
+            (Duration::from_millis(1), "1ms"),
+            (MAX_LIFETIME, "24h"),
+        )?;
+        Ok(Fault {
+            name: self.name.clone(),
+            from,
+            to,
+            proto,
+            sport,
+            dport,
+            both_ways: self.both_ways,
+            action,
+            flows_ppm,
+            seed: self.seed,
+            lifetime,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FaultSpec {
+        FaultSpec {
+            name: "db".into(),
+            to: vec!["10.42.2.7".into()],
+            loss: Some("5%".into()),
+            lifetime: "5m".into(),
+            ..Default::default()
+        }
+    }
+
+    fn bad(mut edit: impl FnMut(&mut FaultSpec), want: &str) {
+        let mut s = spec();
+        edit(&mut s);
+        let e = s.validate("faults[0].").unwrap_err().to_string();
+        assert!(e.contains(want), "want '{want}' in '{e}'");
+        assert!(e.starts_with("faults[0]."), "{e}");
+    }
+
+    #[test]
+    fn a_good_fault_validates() {
+        let f = spec().validate("").unwrap();
+        assert_eq!(f.action, Action::Drop(0.05));
+        assert_eq!(f.flows_ppm, 1_000_000);
+        assert_eq!(f.lifetime, Duration::from_secs(300));
+        assert_eq!(f.to[0].len, 32);
+    }
+
+    #[test]
+    fn bad_faults_name_field_value_and_fix() {
+        bad(
+            |s| s.loss = Some("150%".into()),
+            "loss: '150%': must be between 0% and 100%",
+        );
+        bad(
+            |s| s.loss = Some("5".into()),
+            "loss: '5' is not a percentage; write e.g. 5% or 0.1%",
+        );
+        bad(|s| s.loss = Some("0%".into()), "must be more than 0%");
+        bad(
+            |s| s.to = vec!["10.42.2.7/24".into()],
+            "to: '10.42.2.7/24' has host bits set; did you mean 10.42.2.0/24?",
+        );
+        bad(
+            |s| s.from = vec!["pod-a".into()],
+            "from: 'pod-a' is not an IP address or CIDR",
+        );
+        bad(
+            |s| s.from = vec!["fd00::1".into()],
+            "share no address family",
+        );
+        bad(
+            |s| s.proto = Some("sctp".into()),
+            "proto: 'sctp': use tcp, udp, icmp or any",
+        );
+        bad(
+            |s| s.dport = vec!["5432".into()],
+            "port ranges need proto tcp or udp",
+        );
+        bad(
+            |s| {
+                s.proto = Some("tcp".into());
+                s.dport = vec!["70000".into()];
+            },
+            "dport: '70000': ports are 0-65535",
+        );
+        bad(
+            |s| {
+                s.proto = Some("tcp".into());
+                s.dport = vec!["9000-8000".into()];
+            },
+            "range is backwards; write 8000-9000",
+        );
+        bad(|s| s.blackhole = true, "give exactly one of");
+        bad(|s| s.loss = None, "give exactly one of");
+        bad(
+            |s| {
+                s.loss = None;
+                s.delay = Some("20s".into());
+            },
+            "delay: '20s' must be between 1us and 10s",
+        );
+        bad(
+            |s| {
+                s.loss = None;
+                s.delay = Some("10ms".into());
+                s.jitter = Some("20ms".into());
+            },
+            "jitter: '20ms' must be between 0s and the delay",
+        );
+        bad(|s| s.jitter = Some("1ms".into()), "jitter needs a delay");
+        bad(
+            |s| s.flows = Some("120%".into()),
+            "flows: '120%': must be between 0% and 100%",
+        );
+        bad(
+            |s| s.lifetime = "forever".into(),
+            "for: 'forever' is not a duration",
+        );
+        bad(|s| s.lifetime = "25h".into(), "must be between 1ms and 24h");
+        bad(
+            |s| s.name = "Bad Name".into(),
+            "name: 'Bad Name': use 1-63 characters",
+        );
+    }
+
+    #[test]
+    fn ports_and_percentages_parse_the_way_people_write_them() {
+        assert_eq!(
+            port_range("p", "8000-8080").unwrap(),
+            PortRange { lo: 8000, hi: 8080 }
+        );
+        assert_eq!(port_range("p", "53").unwrap(), PortRange { lo: 53, hi: 53 });
+        assert_eq!(percent("p", "0.0001%").unwrap(), 0.000001);
+        assert_eq!(percent("p", " 100% ").unwrap(), 1.0);
+    }
+
+    #[test]
+    fn specs_read_from_json() {
+        let s: FaultSpec = serde_json::from_str(
+            r#"{"name":"x","to":["10.42.2.0/24"],"proto":"tcp","dport":["5432"],"delay":"100ms","jitter":"10ms","for":"5m","both_ways":true}"#,
+        )
+        .unwrap();
+        let f = s.validate("").unwrap();
+        assert_eq!(
+            f.action,
+            Action::Delay {
+                latency: Duration::from_millis(100),
+                jitter: Duration::from_millis(10)
+            }
+        );
+        assert!(f.both_ways);
+        let e = serde_json::from_str::<FaultSpec>(r#"{"name":"x","lose":"5%","for":"1m"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `lose`"), "{e}");
+    }
+}
