@@ -48,7 +48,7 @@ pub fn ppm(a: &Endpoint, b: &Endpoint, proto: u8, seed: u32) -> u32 {
         (u64::from(lo.port) << 32) | (u64::from(hi.port) << 16) | u64::from(proto),
     );
     h ^= h >> 32;
-    ((h & 0xFFFF_FFFF) * 1_000_000 >> 32) as u32
+    (((h & 0xFFFF_FFFF) * 1_000_000) >> 32) as u32
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub mod programs {
     /// Judges faults at the last egress hop towards a local pod (host veth egress).
     pub const TC_VETH_EGRESS: &str = "tc_veth_egress";
     /// Judges faults at the last egress hop towards another node (flannel.1 egress).
-    pub const TC_OVERLAY_EGRESS: &str = "tc_overlay_egress";
+    pub const TC_OVERLAY_EGRESS: &str = "tc_vxlan_egress";
     /// Counts what a hook sees, judges nothing (veth ingress, cni0, flannel.1 ingress).
     pub const TC_OBSERVE: &str = "tc_observe";
     /// Drop/blackhole fast path at the sending pod's host veth (XDP).

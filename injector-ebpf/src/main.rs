@@ -82,7 +82,7 @@ pub fn tc_veth_egress(ctx: TcContext) -> i32 {
 
 /// flannel.1 egress: inner packets leaving for another node. Last hop on the sender's node.
 #[classifier]
-pub fn tc_overlay_egress(ctx: TcContext) -> i32 {
+pub fn tc_vxlan_egress(ctx: TcContext) -> i32 {
     tc_judge(&ctx, Hook::OverlayEgress, JudgeHook::OverlayEgress)
 }
 

@@ -24,17 +24,24 @@ pub fn read_specs(path: &str) -> Result<Vec<FaultSpec>> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("-f: cannot read {path}"))?
     };
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum File {
-        List(Vec<FaultSpec>),
-        Doc { faults: Vec<FaultSpec> },
-    }
-    let f: File = serde_json::from_str(&text)
-        .with_context(|| format!("-f {path}: not a list of faults (or {{\"faults\": [...]}})"))?;
-    Ok(match f {
-        File::List(v) | File::Doc { faults: v } => v,
-    })
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("-f {path}: not JSON"))?;
+    let list = match v {
+        serde_json::Value::Array(l) => l,
+        serde_json::Value::Object(mut o) if o.get("faults").is_some_and(|f| f.is_array()) => {
+            match o.remove("faults") {
+                Some(serde_json::Value::Array(l)) => l,
+                _ => unreachable!("checked above"),
+            }
+        }
+        _ => bail!("-f {path}: expected a list of faults, or {{\"faults\": [...]}}"),
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            serde_json::from_value::<FaultSpec>(f).map_err(|e| anyhow::anyhow!("faults[{i}]: {e}"))
+        })
+        .collect()
 }
 
 /// Validates every spec; the first error names `faults[i].field`.
@@ -44,16 +51,16 @@ pub fn validate(specs: &[FaultSpec]) -> Result<Vec<Fault>> {
         .enumerate()
         .map(|(i, s)| s.validate(&format!("faults[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(i) = faults
+    let delay = faults
         .iter()
-        .position(|f| matches!(f.action, Action::Delay { .. }))
+        .position(|f| matches!(f.action, Action::Delay { .. }));
+    if let Some(i) = delay
+        && !features::fq()
     {
-        if !features::fq() {
-            bail!(
-                "faults[{i}].delay: the fq qdisc is unavailable on this kernel (not built in, no sch_fq module); \
-                 delay holds packets in fq (EDT). Use loss or blackhole here, or a kernel with sch_fq"
-            );
-        }
+        bail!(
+            "faults[{i}].delay: the fq qdisc is unavailable on this kernel (not built in, no sch_fq module); \
+             delay holds packets in fq (EDT). Use loss or blackhole here, or a kernel with sch_fq"
+        );
     }
     Ok(faults)
 }

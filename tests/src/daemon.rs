@@ -23,12 +23,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin daemon` in `node`'s netns and waits until it logs "daemon ready".
     pub fn start(bin: &Path, node: &Node) -> Result<Daemon> {
+        Self::start_with(bin, node, &[])
+    }
+
+    /// As [`start`](Self::start), with more daemon arguments (`--xdp`, `--grace 2s`, ...).
+    pub fn start_with(bin: &Path, node: &Node, extra: &[&str]) -> Result<Daemon> {
         let bpffs = PathBuf::from(node.bpffs());
         let log = std::env::temp_dir().join(format!("{}-daemon.log", node.netns));
         let f = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(bin)
             .args(["daemon", "--netns", &node.netns, "--bpffs"])
             .arg(&bpffs)
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -79,6 +85,32 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Applies `faults` (a JSON list) with `bin local apply -f -`, replacing the node's fault set.
+    pub fn apply(&self, faults: &str) -> Result<String> {
+        use std::io::Write as _;
+        let mut c = Command::new(&self.bin)
+            .args(["local", "--bpffs"])
+            .arg(&self.bpffs)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        c.stdin
+            .take()
+            .context("stdin")?
+            .write_all(faults.as_bytes())?;
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "apply failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `bin local --bpffs <ours> args...` and returns its stdout.

@@ -349,6 +349,33 @@ impl Lab {
         self.keep = true;
     }
 
+    /// `count` pings from `from` to `to`, 0.5 ms apart (2000/s), waiting up to 2 s for the last
+    /// replies; returns how many were answered.
+    pub fn ping_fast(&self, from: &Pod, to: IpAddr, count: u32) -> Result<u32> {
+        let c = count.to_string();
+        let t = to.to_string();
+        let out = output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &from.netns,
+                "ping",
+                "-q",
+                "-n",
+                "-c",
+                &c,
+                "-i",
+                "0.0005",
+                "-W",
+                "2",
+                &t,
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
+    }
+
     /// `count` pings from `from` to `to`, 10 ms apart; returns how many were answered.
     pub fn ping(&self, from: &Pod, to: IpAddr, count: u32) -> Result<u32> {
         let c = count.to_string();

@@ -6,6 +6,8 @@ pub mod daemon;
 pub mod lab;
 pub mod proc;
 pub mod snapshot;
+pub mod stats;
+pub mod traffic;
 
 use std::path::PathBuf;
 

@@ -1,349 +1,693 @@
-//! The TC programs run through BPF_PROG_TEST_RUN on crafted packets: the verdict for each match,
-//! and that malformed or unknown packets pass untouched (fail open), with the counters to prove it.
+//! The programs run through BPF_PROG_TEST_RUN on crafted packets, with faults compiled and installed
+//! by the same code the daemon uses: the verdict for each match dimension and action, IPv4 and IPv6,
+//! the safety switches, where each hook judges, and that malformed packets pass untouched.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+mod support;
+
+use std::{mem::offset_of, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Map, MapData, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use injector::kernel::monotonic_ns;
-use injector_common::{Hook, HookStats, Target, maps, programs};
+use aya_ebpf_bindings::bindings::__sk_buff;
+use injector::{
+    fault::{
+        compile::{assign_slots, compile},
+        spec::FaultSpec,
+    },
+    kernel::{Maps, monotonic_ns},
+};
+use injector_common::{FaultCounters, Hook, JudgeHook, ctrl, flow, programs};
 use injector_tests::{lab::run_prefix, require_root};
+use support::packets::*;
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
+const OK: u32 = 0; // TC_ACT_OK
+const SHOT: u32 = 2; // TC_ACT_SHOT
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const VETH: &str = programs::TC_VETH_EGRESS;
+const OVERLAY: &str = programs::TC_OVERLAY_EGRESS;
 
-/// The eBPF object loaded with its maps pinned in a directory of this test; removed on drop.
-struct Loaded {
+/// The object loaded with its maps pinned in a directory of this test (removed on drop), and the
+/// faults of `json` installed.
+struct Bpf {
     ebpf: Ebpf,
-    dir: std::path::PathBuf,
+    maps: Maps,
+    dir: PathBuf,
+    names: Vec<String>,
 }
 
-impl Drop for Loaded {
+impl Drop for Bpf {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn load() -> Loaded {
+fn load(json: &str) -> Bpf {
     require_root();
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("ptr")));
+    let dir = PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("ptr")));
     std::fs::create_dir_all(&dir).unwrap();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&dir)
         .load(injector::EBPF_OBJECT)
         .unwrap();
-    for p in [programs::TC_INGRESS, programs::TC_EGRESS] {
+    for p in [VETH, OVERLAY, programs::TC_OBSERVE] {
         let prog: &mut SchedClassifier = ebpf.program_mut(p).unwrap().try_into().unwrap();
         prog.load().unwrap();
     }
-    Loaded { ebpf, dir }
-}
-
-fn put(l: &mut Loaded, cidr: &str, deadline_ns: u64) {
-    let (a, len) = cidr.split_once('/').unwrap();
-    let len: u32 = len.parse().unwrap();
-    let t = Target {
-        deadline_ns,
-        fault_id: 1,
-        _pad: 0,
+    let x: &mut Xdp = ebpf
+        .program_mut(programs::XDP_VETH)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    x.load().unwrap();
+    let mut maps = Maps::take(&mut ebpf).unwrap();
+    maps.set_ctrl(ctrl::ARMED, 1).unwrap();
+    maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
+    maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
+    let mut b = Bpf {
+        ebpf,
+        maps,
+        dir,
+        names: vec![],
     };
-    match a.parse::<IpAddr>().unwrap() {
-        IpAddr::V4(a) => {
-            let mut m: LpmTrie<&mut MapData, [u8; 4], Target> =
-                l.ebpf.map_mut(maps::DST_V4).unwrap().try_into().unwrap();
-            m.insert(&Key::new(len, a.octets()), t, 0).unwrap();
-        }
-        IpAddr::V6(a) => {
-            let mut m: LpmTrie<&mut MapData, [u8; 16], Target> =
-                l.ebpf.map_mut(maps::DST_V6).unwrap().try_into().unwrap();
-            m.insert(&Key::new(len, a.octets()), t, 0).unwrap();
-        }
-    }
+    b.install(json);
+    b
 }
 
-fn stats(l: &Loaded, hook: Hook) -> HookStats {
-    let m: PerCpuArray<&MapData, HookStats> = match l.ebpf.map(maps::STATS).unwrap() {
-        m @ Map::PerCpuArray(_) => m.try_into().unwrap(),
-        _ => panic!("STATS is not a per-CPU array"),
-    };
-    let mut sum = HookStats::default();
-    for v in m.get(&(hook as u32), 0).unwrap().iter() {
-        sum.add(v);
+impl Bpf {
+    fn install(&mut self, json: &str) {
+        let specs: Vec<FaultSpec> = serde_json::from_str(json).unwrap();
+        let faults: Vec<_> = specs.iter().map(|s| s.validate("").unwrap()).collect();
+        self.names = faults.iter().map(|f| f.name.clone()).collect();
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let slots = assign_slots(&Default::default(), &names).unwrap();
+        let img = compile(&faults, &slots, monotonic_ns()).unwrap();
+        self.maps.install(&img, &slots).unwrap();
     }
-    sum
-}
 
-fn run(l: &Loaded, prog: &str, pkt: &[u8], name: &str) -> u32 {
-    let p: &SchedClassifier = l.ebpf.program(prog).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; pkt.len() + 256];
-    let r = p
-        .test_run(TestRunOptions {
+    /// Runs a TC program; returns (verdict, tstamp after the run). `iif`: the skb's ingress ifindex.
+    fn tc(&self, prog: &str, pkt: &[u8], iif: u32, repeat: u32) -> (u32, u64) {
+        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
+        let mut ctx_in = vec![0u8; size_of::<__sk_buff>()];
+        let o = offset_of!(__sk_buff, ingress_ifindex);
+        ctx_in[o..o + 4].copy_from_slice(&iif.to_ne_bytes());
+        let mut ctx_out = vec![0u8; size_of::<__sk_buff>()];
+        let mut out = vec![0u8; pkt.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(pkt),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx_in),
+                ctx_out: Some(&mut ctx_out),
+                repeat,
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{prog}: test run failed: {e:?}"));
+        let t = offset_of!(__sk_buff, tstamp);
+        (
+            r.return_value,
+            u64::from_ne_bytes(ctx_out[t..t + 8].try_into().unwrap()),
+        )
+    }
+
+    fn veth(&self, pkt: &[u8]) -> u32 {
+        self.tc(VETH, pkt, 0, 1).0
+    }
+
+    fn xdp(&self, pkt: &[u8]) -> u32 {
+        let p: &Xdp = self
+            .ebpf
+            .program(programs::XDP_VETH)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; pkt.len() + 512];
+        p.test_run(TestRunOptions {
             data_in: Some(pkt),
             data_out: Some(&mut out),
             ..Default::default()
         })
-        .unwrap_or_else(|e| panic!("{prog}: {name}: test run failed: {e:?}"));
-    r.return_value
+        .unwrap()
+        .return_value
+    }
+
+    fn counters(&self, name: &str, hook: JudgeHook) -> FaultCounters {
+        let slot = self.names.iter().position(|n| n == name).unwrap() as u32;
+        self.maps.fault_counters(slot, hook).unwrap()
+    }
 }
 
-// --- crafted packets -------------------------------------------------------------------------
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
-
-fn eth(ethertype: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&MAC_B);
-    v.extend_from_slice(&MAC_A);
-    v.extend_from_slice(&ethertype.to_be_bytes());
-    v
-}
-
-fn vlan(outer: u16, inner: u16, vid: u16) -> Vec<u8> {
-    let mut v = eth(outer);
-    v.extend_from_slice(&vid.to_be_bytes());
-    v.extend_from_slice(&inner.to_be_bytes());
-    v
-}
-
-/// IPv4 header (IHL words, options zero-filled) + 8 bytes of UDP.
-fn ipv4(dst: Ipv4Addr, ihl: u8) -> Vec<u8> {
-    let hl = usize::from(ihl.max(5)) * 4;
-    let mut h = vec![0u8; hl];
-    h[0] = 0x40 | ihl;
-    h[2..4].copy_from_slice(&((hl + 8) as u16).to_be_bytes());
-    h[8] = 64;
-    h[9] = 17;
-    h[12..16].copy_from_slice(&[10, 42, 1, 2]);
-    h[16..20].copy_from_slice(&dst.octets());
-    h.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0]);
-    h
-}
-
-/// IPv6 header + 8 bytes of UDP.
-fn ipv6(dst: Ipv6Addr) -> Vec<u8> {
-    let mut h = vec![0u8; 40];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&8u16.to_be_bytes());
-    h[6] = 17;
-    h[7] = 64;
-    h[8..24].copy_from_slice(&"fd00:42:1::2".parse::<Ipv6Addr>().unwrap().octets());
-    h[24..40].copy_from_slice(&dst.octets());
-    h.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0]);
-    h
-}
-
-fn cat(a: Vec<u8>, b: Vec<u8>) -> Vec<u8> {
-    [a, b].concat()
-}
-
-fn v4(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
+const FAULTS: &str = r#"[
+  {"name":"db","from":["10.42.1.0/24"],"to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"1h"},
+  {"name":"udp-range","to":["10.42.2.8"],"proto":"udp","dport":["8000-8080"],"blackhole":true,"for":"1h"},
+  {"name":"sport","to":["10.42.2.9"],"proto":"tcp","sport":["1000-1999"],"blackhole":true,"for":"1h"},
+  {"name":"icmp","to":["10.42.2.10"],"proto":"icmp","blackhole":true,"for":"1h"},
+  {"name":"v6","from":["fd00:42:1::/64"],"to":["fd00:42:2::7"],"proto":"tcp","dport":["443"],"blackhole":true,"for":"1h"},
+  {"name":"both","from":["10.42.1.20"],"to":["10.42.2.20"],"both_ways":true,"blackhole":true,"for":"1h"},
+  {"name":"expired","to":["10.42.2.30"],"blackhole":true,"for":"1ms"},
+  {"name":"dry","to":["10.42.2.31"],"blackhole":true,"dry_run":true,"for":"1h"},
+  {"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"},
+  {"name":"noports","to":["10.42.2.50"],"blackhole":true,"for":"1h"},
+  {"name":"v6-udp","to":["fd00:42:2::/64"],"proto":"udp","blackhole":true,"for":"1h"},
+  {"name":"nested-wide","to":["10.42.4.0/24"],"proto":"udp","blackhole":true,"for":"1h"},
+  {"name":"nested-narrow","to":["10.42.4.128/25"],"proto":"tcp","blackhole":true,"for":"1h"}
+]"#;
 
 struct Case {
     name: &'static str,
     pkt: Vec<u8>,
-    verdict: u32,
-    /// The parser must give up on it (counted as unparsed).
-    unparsed: bool,
+    want: u32,
+}
+
+fn c(name: &'static str, pkt: Vec<u8>, want: u32) -> Case {
+    Case { name, pkt, want }
+}
+
+fn v4frag(dst: &str, proto: u8, frag: (bool, u16), payload: Vec<u8>) -> Vec<u8> {
+    [
+        eth(0x0800),
+        ipv4("10.42.1.2", dst, proto, V4 { ihl: 5, frag }, payload),
+    ]
+    .concat()
 }
 
 fn cases() -> Vec<Case> {
-    let c = |name, pkt, verdict, unparsed| Case {
-        name,
-        pkt,
-        verdict,
-        unparsed,
+    let s = simple;
+    let v6 = |ext: &[(u8, Vec<u8>)], dport| {
+        [
+            eth(0x86dd),
+            ipv6(
+                "fd00:42:1::2",
+                "fd00:42:2::7",
+                ext,
+                TCP,
+                l4(TCP, 40000, dport),
+            ),
+        ]
+        .concat()
     };
-    let dropped = || ipv4(v4("10.42.2.7"), 5);
     vec![
+        // Addresses, protocol and destination port.
         c(
-            "ipv4 to a dropped prefix",
-            cat(eth(0x0800), dropped()),
-            TC_ACT_SHOT,
-            false,
+            "tcp to db:5432",
+            s("10.42.1.2", "10.42.2.7", TCP, 40000, 5432),
+            SHOT,
         ),
         c(
-            "ipv4 to the prefix's first address",
-            cat(eth(0x0800), ipv4(v4("10.42.2.0"), 5)),
-            TC_ACT_SHOT,
-            false,
+            "tcp to db:5433",
+            s("10.42.1.2", "10.42.2.7", TCP, 40000, 5433),
+            OK,
         ),
         c(
-            "ipv4 just outside the prefix",
-            cat(eth(0x0800), ipv4(v4("10.42.3.7"), 5)),
-            TC_ACT_OK,
-            false,
+            "tcp to db:5432 from outside the source set",
+            s("10.42.3.2", "10.42.2.7", TCP, 40000, 5432),
+            OK,
         ),
         c(
-            "ipv4 with options (IHL 7) to a dropped prefix",
-            cat(eth(0x0800), ipv4(v4("10.42.2.7"), 7)),
-            TC_ACT_SHOT,
-            false,
+            "udp to db:5432 (protocol differs)",
+            s("10.42.1.2", "10.42.2.7", UDP, 40000, 5432),
+            OK,
+        ),
+        // Port ranges, both ends inclusive.
+        c(
+            "udp to :8000",
+            s("10.42.1.2", "10.42.2.8", UDP, 1, 8000),
+            SHOT,
         ),
         c(
-            "ipv4 host entry /32 inside a pass range",
-            cat(eth(0x0800), ipv4(v4("10.42.4.9"), 5)),
-            TC_ACT_SHOT,
-            false,
+            "udp to :8080",
+            s("10.42.1.2", "10.42.2.8", UDP, 1, 8080),
+            SHOT,
         ),
         c(
-            "ipv4 next to the host entry",
-            cat(eth(0x0800), ipv4(v4("10.42.4.10"), 5)),
-            TC_ACT_OK,
-            false,
+            "udp to :8081",
+            s("10.42.1.2", "10.42.2.8", UDP, 1, 8081),
+            OK,
         ),
         c(
-            "802.1Q + ipv4 to a dropped prefix",
-            cat(vlan(0x8100, 0x0800, 7), dropped()),
-            TC_ACT_SHOT,
-            false,
+            "udp to :7999",
+            s("10.42.1.2", "10.42.2.8", UDP, 1, 7999),
+            OK,
         ),
         c(
-            "802.1ad + 802.1Q + ipv4 to a dropped prefix",
-            cat(
-                cat(vlan(0x88a8, 0x8100, 7), vec![0, 9, 0x08, 0x00]),
-                dropped(),
+            "tcp from :1500",
+            s("10.42.1.2", "10.42.2.9", TCP, 1500, 80),
+            SHOT,
+        ),
+        c(
+            "tcp from :2000",
+            s("10.42.1.2", "10.42.2.9", TCP, 2000, 80),
+            OK,
+        ),
+        // Protocols.
+        c(
+            "icmp to the icmp fault",
+            s("10.42.1.2", "10.42.2.10", ICMP, 0, 0),
+            SHOT,
+        ),
+        c(
+            "tcp to the icmp fault",
+            s("10.42.1.2", "10.42.2.10", TCP, 1, 2),
+            OK,
+        ),
+        // IPv6, with extension headers and fragments.
+        c("v6 tcp :443", v6(&[], 443), SHOT),
+        c("v6 tcp :80", v6(&[], 80), OK),
+        c(
+            "v6 tcp :443 from outside the source set",
+            s("fd00:42:3::2", "fd00:42:2::7", TCP, 1, 443),
+            OK,
+        ),
+        c(
+            "v6 hop-by-hop + dest-opts + tcp :443",
+            v6(&[(0, v6_opts(0)), (60, v6_opts(1))], 443),
+            SHOT,
+        ),
+        c(
+            "v6 first fragment, tcp :443",
+            v6(&[(44, v6_frag(0, true))], 443),
+            SHOT,
+        ),
+        c(
+            "v6 non-first fragment (no ports)",
+            v6(&[(44, v6_frag(100, false))], 443),
+            OK,
+        ),
+        c(
+            "v6 chain longer than walked",
+            v6(
+                &[
+                    (0, v6_opts(0)),
+                    (60, v6_opts(0)),
+                    (60, v6_opts(0)),
+                    (60, v6_opts(0)),
+                    (60, v6_opts(0)),
+                    (60, v6_opts(0)),
+                    (60, v6_opts(0)),
+                ],
+                443,
             ),
-            TC_ACT_SHOT,
-            false,
+            OK,
         ),
         c(
-            "ipv6 to a dropped prefix",
-            cat(eth(0x86dd), ipv6("fd00:42:2::7".parse().unwrap())),
-            TC_ACT_SHOT,
-            false,
+            "v6 udp into the /64",
+            s("fd00:42:1::2", "fd00:42:2::99", UDP, 1, 2),
+            SHOT,
         ),
         c(
-            "ipv6 outside the prefix",
-            cat(eth(0x86dd), ipv6("fd00:42:3::7".parse().unwrap())),
-            TC_ACT_OK,
-            false,
+            "v6 icmpv6 into the /64 (udp only)",
+            s("fd00:42:1::2", "fd00:42:2::99", ICMP, 0, 0),
+            OK,
+        ),
+        // Direction: both ways.
+        c(
+            "both: forward",
+            s("10.42.1.20", "10.42.2.20", UDP, 1, 2),
+            SHOT,
         ),
         c(
-            "802.1Q + ipv6 to a dropped prefix",
-            cat(
-                vlan(0x8100, 0x86dd, 7),
-                ipv6("fd00:42:2::7".parse().unwrap()),
-            ),
-            TC_ACT_SHOT,
-            false,
+            "both: reverse",
+            s("10.42.2.20", "10.42.1.20", TCP, 2, 1),
+            SHOT,
         ),
         c(
-            "ipv4 bad IHL 4",
-            cat(eth(0x0800), ipv4(v4("10.42.2.7"), 4)),
-            TC_ACT_OK,
-            true,
+            "both: other pair",
+            s("10.42.1.20", "10.42.2.21", UDP, 1, 2),
+            OK,
+        ),
+        // Lifetime, dry run.
+        c(
+            "past its deadline",
+            s("10.42.1.2", "10.42.2.30", UDP, 1, 2),
+            OK,
+        ),
+        c("dry run", s("10.42.1.2", "10.42.2.31", UDP, 1, 2), OK),
+        // IPv4 options and fragments.
+        c(
+            "ipv4 options (IHL 8), tcp to db:5432",
+            [
+                eth(0x0800),
+                ipv4(
+                    "10.42.1.2",
+                    "10.42.2.7",
+                    TCP,
+                    V4 {
+                        ihl: 8,
+                        frag: (false, 0),
+                    },
+                    l4(TCP, 1, 5432),
+                ),
+            ]
+            .concat(),
+            SHOT,
         ),
         c(
-            "ipv4 header with version 6",
-            {
-                let mut p = cat(eth(0x0800), dropped());
-                p[14] = 0x65;
-                p
-            },
-            TC_ACT_OK,
-            true,
-        ),
-        // The kernel's test run refuses an untagged IPv4/IPv6 frame shorter than the IP header,
-        // so truncation is crafted behind an 802.1Q tag (the kernel does not look past it).
-        c(
-            "ipv4 truncated before the destination",
-            cat(vlan(0x8100, 0x0800, 7), dropped()[..12].to_vec()),
-            TC_ACT_OK,
-            true,
+            "ipv4 first fragment to db:5432",
+            v4frag("10.42.2.7", TCP, (true, 0), l4(TCP, 1, 5432)),
+            SHOT,
         ),
         c(
-            "ipv4 with IHL 15 but no options present",
-            {
-                let mut p = cat(eth(0x0800), dropped()[..20].to_vec());
-                p[14] = 0x4f;
-                p
-            },
-            TC_ACT_OK,
-            true,
+            "ipv4 non-first fragment to db (no ports)",
+            v4frag("10.42.2.7", TCP, (false, 185), vec![0; 24]),
+            OK,
         ),
         c(
-            "ipv6 truncated before the destination",
-            cat(
-                vlan(0x8100, 0x86dd, 7),
-                ipv6("fd00:42:2::7".parse().unwrap())[..30].to_vec(),
-            ),
-            TC_ACT_OK,
-            true,
+            "ipv4 non-first fragment to a fault without ports",
+            v4frag("10.42.2.50", UDP, (true, 185), vec![0; 24]),
+            SHOT,
+        ),
+        // VLAN tags.
+        c(
+            "802.1Q tcp to db:5432",
+            [
+                eth_vlan(0x0800, false),
+                ipv4("10.42.1.2", "10.42.2.7", TCP, PLAIN, l4(TCP, 1, 5432)),
+            ]
+            .concat(),
+            SHOT,
         ),
         c(
-            "802.1Q tag cut short",
-            vlan(0x8100, 0x0800, 7)[..16].to_vec(),
-            TC_ACT_OK,
-            true,
+            "802.1ad+802.1Q v6 tcp :443",
+            [
+                eth_vlan(0x86dd, true),
+                ipv6("fd00:42:1::2", "fd00:42:2::7", &[], TCP, l4(TCP, 1, 443)),
+            ]
+            .concat(),
+            SHOT,
+        ),
+        // Nested prefixes of different faults: the longest match carries both.
+        c(
+            "nested: udp into the /25",
+            s("10.42.1.2", "10.42.4.200", UDP, 1, 2),
+            SHOT,
         ),
         c(
-            "bare Ethernet header, unknown EtherType",
-            eth(0x88b5),
-            TC_ACT_OK,
-            true,
+            "nested: tcp into the /25",
+            s("10.42.1.2", "10.42.4.200", TCP, 1, 2),
+            SHOT,
         ),
-        c("ARP", cat(eth(0x0806), vec![0u8; 28]), TC_ACT_OK, true),
         c(
-            "ipv4 to a prefix past its deadline",
-            cat(eth(0x0800), ipv4(v4("10.42.9.1"), 5)),
-            TC_ACT_OK,
-            false,
+            "nested: tcp outside the /25",
+            s("10.42.1.2", "10.42.4.20", TCP, 1, 2),
+            OK,
         ),
     ]
 }
 
-#[test]
-fn verdicts_for_crafted_packets() {
-    let mut l = load();
-    let far = monotonic_ns() + 600_000_000_000;
-    put(&mut l, "10.42.2.0/24", far);
-    put(&mut l, "10.42.4.9/32", far);
-    put(&mut l, "fd00:42:2::/64", far);
-    put(&mut l, "10.42.9.0/24", 1); // expired long ago
-    for (prog, hook) in [
-        (programs::TC_INGRESS, Hook::TcIngress),
-        (programs::TC_EGRESS, Hook::TcEgress),
-    ] {
-        let cases = cases();
-        let mut want = HookStats::default();
-        for c in &cases {
-            let got = run(&l, prog, &c.pkt, c.name);
-            assert_eq!(got, c.verdict, "{prog}: {}", c.name);
-            want.seen_packets += 1;
-            want.unparsed_packets += u64::from(c.unparsed);
-            if c.verdict == TC_ACT_SHOT {
-                want.matched_packets += 1;
-                want.matched_bytes += c.pkt.len() as u64;
-                want.dropped_packets += 1;
-                want.dropped_bytes += c.pkt.len() as u64;
-            }
-        }
-        want.expired_packets = 1;
-        assert_eq!(stats(&l, hook), want, "{prog} counters");
-    }
+/// Malformed or foreign packets: all pass, all counted as unparsed. (The kernel's test run refuses
+/// untagged IPv4/IPv6 frames shorter than the IP header, so truncation hides behind a VLAN tag.)
+fn malformed() -> Vec<Case> {
+    let db = || ipv4("10.42.1.2", "10.42.2.7", TCP, PLAIN, l4(TCP, 1, 5432));
+    vec![
+        c(
+            "ipv4 IHL 4",
+            [eth(0x0800), {
+                let mut p = db();
+                p[0] = 0x44;
+                p
+            }]
+            .concat(),
+            OK,
+        ),
+        c(
+            "ipv4 IHL 15, options missing",
+            [eth(0x0800), {
+                let mut p = db()[..20].to_vec();
+                p[0] = 0x4f;
+                p
+            }]
+            .concat(),
+            OK,
+        ),
+        c(
+            "ipv4 header saying version 6",
+            [eth(0x0800), {
+                let mut p = db();
+                p[0] = 0x65;
+                p
+            }]
+            .concat(),
+            OK,
+        ),
+        c(
+            "ipv4 cut before the destination",
+            [eth_vlan(0x0800, false), db()[..12].to_vec()].concat(),
+            OK,
+        ),
+        c(
+            "tcp cut before the ports",
+            [eth_vlan(0x0800, false), db()[..22].to_vec()].concat(),
+            OK,
+        ),
+        c(
+            "ipv6 cut before the destination",
+            [
+                eth_vlan(0x86dd, false),
+                ipv6("fd00:42:1::2", "fd00:42:2::7", &[], TCP, l4(TCP, 1, 443))[..30].to_vec(),
+            ]
+            .concat(),
+            OK,
+        ),
+        c(
+            "ipv6 extension header cut short",
+            [
+                eth_vlan(0x86dd, false),
+                ipv6(
+                    "fd00:42:1::2",
+                    "fd00:42:2::7",
+                    &[(0, v6_opts(3))],
+                    TCP,
+                    vec![],
+                )[..44]
+                    .to_vec(),
+            ]
+            .concat(),
+            OK,
+        ),
+        c(
+            "802.1Q tag cut short",
+            eth_vlan(0x0800, false)[..16].to_vec(),
+            OK,
+        ),
+        c("unknown EtherType", [eth(0x88b5), vec![0; 40]].concat(), OK),
+        c("ARP", [eth(0x0806), vec![0; 28]].concat(), OK),
+    ]
 }
 
 #[test]
-fn empty_maps_pass_everything() {
-    let l = load();
-    for c in cases() {
+fn each_match_dimension_and_action_gives_the_right_verdict() {
+    let b = load(FAULTS);
+    std::thread::sleep(std::time::Duration::from_millis(5)); // "expired" is past its deadline
+    for (prog, jh) in [
+        (VETH, JudgeHook::VethEgress),
+        (OVERLAY, JudgeHook::OverlayEgress),
+    ] {
+        for k in cases() {
+            assert_eq!(b.tc(prog, &k.pkt, 0, 1).0, k.want, "{prog}: {}", k.name);
+        }
+        // Counters: the dry-run fault matched and passed; the expired one was counted as such.
+        let dry = b.counters("dry", jh);
         assert_eq!(
-            run(&l, programs::TC_INGRESS, &c.pkt, c.name),
-            TC_ACT_OK,
-            "{}",
-            c.name
+            (dry.matched_packets, dry.passed_packets, dry.dropped_packets),
+            (1, 1, 0),
+            "{prog}"
+        );
+        let db = b.counters("db", jh);
+        assert_eq!(
+            db.dropped_packets, 4,
+            "{prog}: db drops (plain, options, first fragment, VLAN)"
+        );
+        assert_eq!(db.dropped_bytes, db.matched_bytes);
+        assert_eq!(b.counters("expired", jh).matched_packets, 0);
+    }
+    assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().expired_packets, 1);
+    assert_eq!(
+        b.maps.stats(Hook::OverlayEgress).unwrap().expired_packets,
+        1
+    );
+}
+
+#[test]
+fn malformed_packets_pass_untouched_and_are_counted() {
+    let b = load(FAULTS);
+    for k in malformed() {
+        let mut out = vec![0u8; k.pkt.len() + 256];
+        let p: &SchedClassifier = b.ebpf.program(VETH).unwrap().try_into().unwrap();
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(&k.pkt),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, k.want, "{}", k.name);
+        assert_eq!(
+            &out[..r.data_size_out as usize],
+            &k.pkt[..],
+            "{}: packet changed",
+            k.name
+        );
+        assert_eq!(b.xdp(&k.pkt), XDP_PASS, "xdp: {}", k.name);
+    }
+    let s = b.maps.stats(Hook::VethEgress).unwrap();
+    assert_eq!(s.unparsed_packets, malformed().len() as u64);
+    assert_eq!(s.seen_packets, malformed().len() as u64);
+}
+
+#[test]
+fn delay_stamps_an_edt_delivery_time() {
+    let b = load(
+        r#"[{"name":"d","to":["10.42.2.40"],"delay":"50ms","for":"1h"},
+                     {"name":"j","to":["10.42.2.41"],"delay":"50ms","jitter":"10ms","for":"1h"}]"#,
+    );
+    let before = monotonic_ns();
+    let (v, t) = b.tc(VETH, &simple("10.42.1.2", "10.42.2.40", UDP, 1, 2), 0, 1);
+    let after = monotonic_ns();
+    assert_eq!(v, OK);
+    assert!(
+        t >= before + 50_000_000 && t <= after + 50_000_000,
+        "tstamp {t} not now+50ms ({before}..{after})"
+    );
+    assert_eq!(b.counters("d", JudgeHook::VethEgress).delayed_packets, 1);
+    // Jitter: uniform in [40, 60] ms.
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    for _ in 0..400 {
+        let now = monotonic_ns();
+        let (_, t) = b.tc(VETH, &simple("10.42.1.2", "10.42.2.41", UDP, 1, 2), 0, 1);
+        let d = t.saturating_sub(now);
+        lo = lo.min(d);
+        hi = hi.max(d);
+        assert!(
+            (40_000_000..=60_100_000).contains(&d),
+            "delay {d} outside 50ms +- 10ms"
         );
     }
-    let s = stats(&l, Hook::TcIngress);
-    assert_eq!(s.dropped_packets, 0);
-    assert_eq!(s.seen_packets, cases().len() as u64);
+    // 400 uniform draws: the extremes land within 1 ms of the ends (each miss has p = 0.95^400).
+    assert!(
+        lo < 41_000_000 && hi > 59_000_000,
+        "spread {lo}..{hi} too narrow for +-10ms"
+    );
+    // XDP cannot delay: it passes.
+    assert_eq!(
+        b.xdp(&simple("10.42.1.2", "10.42.2.40", UDP, 1, 2)),
+        XDP_PASS
+    );
+}
+
+#[test]
+fn loss_probability_is_what_was_asked() {
+    let b = load(r#"[{"name":"l","to":["10.42.2.60"],"loss":"30%","for":"1h"}]"#);
+    let n = 20_000u64;
+    b.tc(
+        VETH,
+        &simple("10.42.1.2", "10.42.2.60", UDP, 1, 2),
+        0,
+        n as u32,
+    );
+    let c = b.counters("l", JudgeHook::VethEgress);
+    assert_eq!(c.matched_packets, n);
+    // Binomial(20000, 0.3): mean 6000, sd 64.8; 99.9% two-sided bound is +-3.29 sd.
+    let bound = (3.29 * (n as f64 * 0.3 * 0.7).sqrt()).ceil() as u64;
+    assert!(
+        c.dropped_packets.abs_diff(6000) <= bound,
+        "dropped {} of {n}",
+        c.dropped_packets
+    );
+    assert_eq!(c.dropped_packets + c.passed_packets, n);
+}
+
+#[test]
+fn flow_percentage_hits_the_same_flows_both_ways_and_follows_the_seed() {
+    let json = |seed: u32| {
+        format!(
+            r#"[{{"name":"f","to":["10.42.2.70"],"from":["10.42.1.2"],"both_ways":true,"proto":"udp","flows":"30%","seed":{seed},"blackhole":true,"for":"1h"}}]"#
+        )
+    };
+    let mut b = load(&json(7));
+    let ep = |a: &str, port| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&a.parse::<std::net::Ipv4Addr>().unwrap().octets());
+        flow::Endpoint { addr, port }
+    };
+    let mut hit = Vec::new();
+    for sport in 20000..22000u16 {
+        let fwd = b.veth(&simple("10.42.1.2", "10.42.2.70", UDP, sport, 53));
+        let rev = b.veth(&simple("10.42.2.70", "10.42.1.2", UDP, 53, sport));
+        assert_eq!(fwd, rev, "both directions of flow :{sport} judged alike");
+        let predicted = flow::ppm(&ep("10.42.1.2", sport), &ep("10.42.2.70", 53), UDP, 7) < 300_000;
+        assert_eq!(fwd == SHOT, predicted, "flow :{sport}");
+        hit.push(fwd == SHOT);
+    }
+    let n = hit.iter().filter(|h| **h).count();
+    // 30% of 2000 flows: mean 600, sd 20.5; 99.9% bound +-68.
+    assert!(n.abs_diff(600) <= 68, "{n} of 2000 flows hit");
+    // Same seed again: the same flows. Another seed: another set.
+    b.install(&json(7));
+    let again: Vec<bool> = (20000..22000u16)
+        .map(|p| b.veth(&simple("10.42.1.2", "10.42.2.70", UDP, p, 53)) == SHOT)
+        .collect();
+    assert_eq!(again, hit);
+    b.install(&json(8));
+    let other: Vec<bool> = (20000..22000u16)
+        .map(|p| b.veth(&simple("10.42.1.2", "10.42.2.70", UDP, p, 53)) == SHOT)
+        .collect();
+    assert_ne!(other, hit);
+}
+
+#[test]
+fn safety_switches_turn_every_fault_off() {
+    let mut b = load(FAULTS);
+    let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);
+    assert_eq!(b.veth(&db), SHOT);
+    // Abort: one word.
+    b.maps.set_ctrl(ctrl::ARMED, 0).unwrap();
+    assert_eq!(b.veth(&db), OK);
+    assert_eq!(b.xdp(&db), XDP_PASS);
+    b.maps.set_ctrl(ctrl::ARMED, 1).unwrap();
+    assert_eq!(b.veth(&db), SHOT);
+    // A heartbeat older than the grace period: faults lapse.
+    b.maps.set_ctrl(ctrl::GRACE_NS, 1_000_000_000).unwrap();
+    b.maps
+        .set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns() - 2_000_000_000)
+        .unwrap();
+    assert_eq!(b.veth(&db), OK);
+    assert!(b.maps.stats(Hook::VethEgress).unwrap().lapsed_packets >= 2);
+    b.maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
+    assert_eq!(b.veth(&db), SHOT);
+    // Removing the fault set.
+    b.install("[]");
+    assert_eq!(b.veth(&db), OK);
+}
+
+#[test]
+fn each_packet_is_judged_at_one_hook() {
+    let mut b = load(FAULTS);
+    let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);
+    let delayed = simple("10.42.1.2", "10.42.2.40", UDP, 1, 2);
+    // Arrived through flannel.1 (ifindex 77): judged on the sender's node, not at veth egress.
+    b.maps.set_ctrl(ctrl::OVERLAY_IFINDEX, 77).unwrap();
+    assert_eq!(b.tc(VETH, &db, 77, 1).0, OK);
+    assert_eq!(b.tc(VETH, &delayed, 77, 1).1, 0, "not delayed twice");
+    assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().skipped_packets, 2);
+    assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "from a local pod");
+    // With XDP judging drops at the pod veths, egress judges them only for traffic not from a pod.
+    b.maps.set_ctrl(ctrl::XDP, 1).unwrap();
+    assert_eq!(b.xdp(&db), XDP_DROP);
+    assert_eq!(b.tc(VETH, &db, 5, 1).0, OK, "from a pod: XDP judged it");
+    assert_eq!(b.tc(OVERLAY, &db, 5, 1).0, OK, "from a pod: XDP judged it");
+    assert_eq!(
+        b.tc(VETH, &db, 0, 1).0,
+        SHOT,
+        "from the node itself: judged at egress"
+    );
+    let (_, t) = b.tc(VETH, &delayed, 5, 1);
+    assert!(t > monotonic_ns(), "delay is still judged at egress");
+    b.install(FAULTS);
+    assert_eq!(
+        b.counters("db", JudgeHook::XdpVeth),
+        FaultCounters::default(),
+        "counters reset for a new fault set"
+    );
 }

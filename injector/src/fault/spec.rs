@@ -218,7 +218,7 @@ impl FaultSpec {
         };
         let (fv4, fv6) = families(&from);
         let (tv4, tv6) = families(&to);
-        if !(fv4 && tv4) && !(fv6 && tv6) {
+        if !((fv4 && tv4) || (fv6 && tv6)) {
             return Err(err(
                 &f("to"),
                 "from and to share no address family (one is IPv4, the other IPv6): no packet can match",

@@ -1,0 +1,27 @@
+//! Reading `injector local stats` output in tests and the demo.
+
+/// `key` of the `fault NAME ... hook=HOOK` line, e.g. `dropped`.
+pub fn fault(stats: &str, name: &str, hook: &str, key: &str) -> u64 {
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with(&format!("fault {name} ")) && l.contains(&format!(" hook={hook} ")))
+        .unwrap_or_else(|| panic!("no line for fault {name} hook {hook} in:\n{stats}"));
+    value(line, key)
+}
+
+/// `key` of the `hook HOOK ...` line, e.g. `skipped`.
+pub fn hook(stats: &str, hook: &str, key: &str) -> u64 {
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with(&format!("hook {hook} ")))
+        .unwrap_or_else(|| panic!("no line for hook {hook} in:\n{stats}"));
+    value(line, key)
+}
+
+fn value(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in: {line}"))
+        .parse()
+        .expect("a number")
+}

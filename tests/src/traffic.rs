@@ -1,0 +1,156 @@
+//! Real traffic between lab pods, from threads of the test process that enter a pod's network
+//! namespace (sockets belong to the namespace they are created in): UDP echo servers and probes,
+//! TCP listeners and connects. Every loop is bounded in count and time.
+
+use std::{
+    fs::File,
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Moves the calling thread into `netns`.
+pub fn enter(netns: &str) -> Result<()> {
+    let path = format!("/run/netns/{netns}");
+    let f = File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: setns on a valid fd, for this thread only.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside `netns` and waits for it.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = netns.to_string();
+    std::thread::spawn(move || {
+        enter(&ns)?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in {netns} panicked"))?
+}
+
+/// UDP and TCP servers in a pod: UDP echoes every datagram, TCP accepts and closes.
+/// Stopped and joined on drop.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Servers {
+    pub fn start(netns: &str, udp_ports: &[u16], tcp_ports: &[u16]) -> Result<Servers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for &port in udp_ports {
+            let sock = in_netns(netns, move || Ok(UdpSocket::bind(("0.0.0.0", port))?))?;
+            sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(&buf[..n], from);
+                    }
+                }
+            }));
+        }
+        for &port in tcp_ports {
+            let l = in_netns(netns, move || Ok(TcpListener::bind(("0.0.0.0", port))?))?;
+            l.set_nonblocking(true)?;
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((s, _)) => drop(s),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        Ok(Servers { stop, threads })
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// From `netns`, one UDP flow per source port in `sports` to `dst`: sends a datagram on each and
+/// returns, per flow, whether its echo came back within `wait`.
+pub fn udp_flows(
+    netns: &str,
+    dst: SocketAddr,
+    sports: Vec<u16>,
+    wait: Duration,
+) -> Result<Vec<bool>> {
+    in_netns(netns, move || {
+        let socks = sports
+            .iter()
+            .map(|p| {
+                let s = UdpSocket::bind(("0.0.0.0", *p))?;
+                s.set_nonblocking(true)?;
+                s.send_to(&p.to_be_bytes(), dst)?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut got = vec![false; socks.len()];
+        let end = Instant::now() + wait;
+        let mut buf = [0u8; 64];
+        while Instant::now() < end && got.iter().any(|g| !g) {
+            for (i, s) in socks.iter().enumerate() {
+                if !got[i] && s.recv(&mut buf).is_ok() {
+                    got[i] = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(got)
+    })
+}
+
+/// From `netns`, `count` datagrams to `dst` on one socket; returns how many echoes came back.
+pub fn udp_echoes(netns: &str, dst: SocketAddr, count: u32, wait: Duration) -> Result<u32> {
+    in_netns(netns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+        for i in 0..count {
+            s.send_to(&i.to_be_bytes(), dst)?;
+        }
+        let mut n = 0;
+        let end = Instant::now() + wait;
+        let mut buf = [0u8; 64];
+        while n < count && Instant::now() < end {
+            if s.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+}
+
+/// From `netns`, whether a TCP connection to `dst` is established within `timeout`.
+pub fn tcp_connects(netns: &str, dst: SocketAddr, timeout: Duration) -> Result<bool> {
+    in_netns(netns, move || {
+        Ok(TcpStream::connect_timeout(&dst, timeout).is_ok())
+    })
+}

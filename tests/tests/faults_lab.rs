@@ -1,0 +1,259 @@
+//! Faults with real traffic on the two-node lab: loss measured against a binomial bound (same-node,
+//! cross-node, with XDP), judged once on the whole path; a port blackhole that leaves other ports
+//! and pods alone; flow faults that hit the same flows again with the same seed; and faults that
+//! end by themselves after the daemon was SIGKILLed (deadline, heartbeat).
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use injector_common::flow;
+use injector_tests::{
+    daemon::Daemon,
+    injector_bin,
+    lab::{self, Lab, Pod},
+    require_root, stats,
+    traffic::{Servers, tcp_connects, udp_echoes, udp_flows},
+};
+
+/// Starts a daemon on both nodes (with `extra` arguments) and applies `faults` on both, as every
+/// node of a cluster would hold every fault.
+fn daemons(l: &Lab, extra: &[&str], faults: &str) -> (Daemon, Daemon) {
+    let d1 = Daemon::start_with(&injector_bin(), l.node(1), extra).unwrap();
+    let d2 = Daemon::start_with(&injector_bin(), l.node(2), extra).unwrap();
+    d1.apply(faults).unwrap();
+    d2.apply(faults).unwrap();
+    (d1, d2)
+}
+
+/// 10k pings from `a` to `b` with a 10% loss fault on the requests; the loss must be within the
+/// 99.9% binomial bound of 10%, and the fault judged each request exactly once cluster-wide.
+fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
+    let n = 10_000u32;
+    let faults = format!(
+        r#"[{{"name":"loss10","from":["{}"],"to":["{}"],"proto":"icmp","loss":"10%","for":"5m"}}]"#,
+        a.ip, b.ip
+    );
+    let (d1, d2) = daemons(l, extra, &faults);
+    let got = l.ping_fast(a, b.ip.into(), n).unwrap();
+    let lost = n - got;
+    let bound = (3.29 * (f64::from(n) * 0.1 * 0.9).sqrt()).ceil() as u32;
+    assert!(
+        lost.abs_diff(n / 10) <= bound,
+        "{} -> {}: lost {lost} of {n}, want 1000 +- {bound}",
+        a.name,
+        b.name
+    );
+    // Judged once: all judgements on the sender's node, none on the receiver's.
+    let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());
+    let judged: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+        .iter()
+        .map(|h| stats::fault(&s1, "slot0", h, "matched"))
+        .sum();
+    assert_eq!(
+        judged,
+        u64::from(n),
+        "every request judged once on {}:\n{s1}",
+        l.node(a.node).name
+    );
+    let elsewhere: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+        .iter()
+        .map(|h| stats::fault(&s2, "slot0", h, "matched"))
+        .sum();
+    assert_eq!(elsewhere, 0, "judged again on the other node:\n{s2}");
+    let dropped: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+        .iter()
+        .map(|h| stats::fault(&s1, "slot0", h, "dropped"))
+        .sum();
+    assert_eq!(
+        dropped,
+        u64::from(lost),
+        "the counters account for every lost ping"
+    );
+}
+
+#[test]
+fn ten_percent_loss_same_node() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("lo"), 2).unwrap();
+    ten_percent(&l, l.pod(1, 1), l.pod(1, 2), &[]);
+}
+
+#[test]
+fn ten_percent_loss_cross_node_is_not_nineteen() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("lx"), 2).unwrap();
+    ten_percent(&l, l.pod(1, 1), l.pod(2, 1), &[]);
+}
+
+#[test]
+fn ten_percent_loss_cross_node_with_xdp() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("lX"), 2).unwrap();
+    ten_percent(&l, l.pod(1, 1), l.pod(2, 1), &["--xdp"]);
+}
+
+fn at(p: &Pod, port: u16) -> SocketAddr {
+    SocketAddr::new(p.ip.into(), port)
+}
+
+#[test]
+fn a_port_blackhole_leaves_other_ports_and_pods_alone() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("bp"), 2).unwrap();
+    let (a, db, other) = (l.pod(1, 1), l.pod(2, 1), l.pod(2, 2));
+    let _s1 = Servers::start(&db.netns, &[5432, 5433], &[5432, 5433]).unwrap();
+    let _s2 = Servers::start(&other.netns, &[5432], &[5432]).unwrap();
+    let faults = format!(
+        r#"[{{"name":"db-tcp","to":["{ip}"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"5m"}},
+            {{"name":"db-udp","to":["{ip}"],"proto":"udp","dport":["5432"],"blackhole":true,"for":"5m"}}]"#,
+        ip = db.ip
+    );
+    let (d1, _d2) = daemons(&l, &[], &faults);
+    let w = Duration::from_millis(500);
+    assert!(
+        !tcp_connects(&a.netns, at(db, 5432), Duration::from_secs(1)).unwrap(),
+        "tcp :5432 blackholed"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, at(db, 5432), 20, w).unwrap(),
+        0,
+        "udp :5432 blackholed"
+    );
+    assert!(
+        tcp_connects(&a.netns, at(db, 5433), Duration::from_secs(2)).unwrap(),
+        "tcp :5433 untouched"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, at(db, 5433), 20, w).unwrap(),
+        20,
+        "udp :5433 untouched"
+    );
+    assert!(
+        tcp_connects(&a.netns, at(other, 5432), Duration::from_secs(2)).unwrap(),
+        "other pod untouched"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, at(other, 5432), 20, w).unwrap(),
+        20,
+        "other pod untouched"
+    );
+    assert_eq!(
+        l.ping(a, db.ip.into(), 3).unwrap(),
+        3,
+        "icmp to the db untouched"
+    );
+    let s = d1.local(&["stats"]).unwrap();
+    assert_eq!(
+        stats::fault(&s, "slot1", "overlay_egress", "dropped"),
+        20,
+        "{s}"
+    );
+}
+
+#[test]
+fn a_flow_fault_hits_the_same_flows_on_a_rerun_with_the_same_seed() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("fl"), 2).unwrap();
+    let (a, b) = (l.pod(1, 1), l.pod(2, 1));
+    let _srv = Servers::start(&b.netns, &[7000], &[]).unwrap();
+    let faults = |seed: u32| {
+        format!(
+            r#"[{{"name":"flows30","to":["{}"],"proto":"udp","flows":"30%","seed":{seed},"blackhole":true,"for":"5m"}}]"#,
+            b.ip
+        )
+    };
+    let sports: Vec<u16> = (31000..31400).collect();
+    let run = |d1: &Daemon, d2: &Daemon, seed| {
+        d1.apply(&faults(seed)).unwrap();
+        d2.apply(&faults(seed)).unwrap();
+        udp_flows(
+            &a.netns,
+            at(b, 7000),
+            sports.clone(),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    };
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
+    let first = run(&d1, &d2, 7);
+    let hit = first.iter().filter(|ok| !**ok).count();
+    // 30% of 400 flows: mean 120, sd 9.2; 99.9% bound +-30.
+    assert!(hit.abs_diff(120) <= 30, "{hit} of 400 flows hit");
+    // Exactly the flows the shared hash picks.
+    let ep = |ip: std::net::Ipv4Addr, port| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&ip.octets());
+        flow::Endpoint { addr, port }
+    };
+    for (i, p) in sports.iter().enumerate() {
+        let predicted = flow::ppm(&ep(a.ip, *p), &ep(b.ip, 7000), 17, 7) < 300_000;
+        assert_eq!(!first[i], predicted, "flow :{p}");
+    }
+    assert_eq!(run(&d1, &d2, 7), first, "same seed, same flows");
+    assert_ne!(run(&d1, &d2, 8), first, "another seed, other flows");
+}
+
+#[test]
+fn a_fault_stops_at_its_deadline_after_the_daemon_was_killed() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("dk"), 2).unwrap();
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let mut d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let applied = Instant::now();
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"3s"}}]"#,
+        b.ip
+    ))
+    .unwrap();
+    d.signal_and_wait(libc::SIGKILL).unwrap();
+    // Nobody is left to remove it: the pinned programs and maps keep the fault...
+    assert_eq!(
+        l.ping(a, b.ip.into(), 3).unwrap(),
+        0,
+        "fault active after SIGKILL"
+    );
+    // ...until the deadline the kernel checks.
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(applied.elapsed()) + Duration::from_millis(300),
+    );
+    assert_eq!(
+        l.ping(a, b.ip.into(), 3).unwrap(),
+        3,
+        "fault over at its deadline"
+    );
+}
+
+#[test]
+fn faults_lapse_when_the_heartbeat_is_older_than_the_grace_period() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("hb"), 2).unwrap();
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let mut d = Daemon::start_with(&injector_bin(), l.node(1), &["--grace", "2s"]).unwrap();
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"5m"}}]"#,
+        b.ip
+    ))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        l.ping(a, b.ip.into(), 3).unwrap(),
+        0,
+        "a live daemon's heartbeat keeps the fault"
+    );
+    let killed = Instant::now();
+    d.signal_and_wait(libc::SIGKILL).unwrap();
+    assert_eq!(
+        l.ping(a, b.ip.into(), 2).unwrap(),
+        0,
+        "still active within the grace period"
+    );
+    std::thread::sleep(Duration::from_millis(3200).saturating_sub(killed.elapsed()));
+    assert_eq!(
+        l.ping(a, b.ip.into(), 3).unwrap(),
+        3,
+        "lapsed: heartbeat older than 2s"
+    );
+}
