@@ -691,3 +691,22 @@ fn each_packet_is_judged_at_one_hook() {
         "counters reset for a new fault set"
     );
 }
+
+#[test]
+fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
+    // Fault i owns 10.(100+i).x.y/32 for 156 hosts, plus a /16 of its own range for UDP only.
+    let faults: Vec<String> = (0..64)
+        .map(|i| {
+            let hosts: Vec<String> = (0..156).map(|h| format!("\"10.{}.{}.{}\"", 100 + i, h / 200, h % 200 + 1)).collect();
+            format!(r#"{{"name":"f{i}","to":[{}],"proto":"tcp","blackhole":true,"for":"1h"}}"#, hosts.join(","))
+        })
+        .collect();
+    let b = load(&format!("[{}]", faults.join(",")));
+    for i in [0u32, 17, 63] {
+        let hit = format!("10.{}.0.{}", 100 + i, 77);
+        assert_eq!(b.veth(&simple("10.42.1.2", &hit, TCP, 1, 2)), SHOT, "{hit}");
+        assert_eq!(b.veth(&simple("10.42.1.2", &hit, UDP, 1, 2)), OK, "{hit} udp");
+        assert_eq!(b.veth(&simple("10.42.1.2", &format!("10.{}.0.{}", 100 + i, 250), TCP, 1, 2)), OK, "not a listed host");
+        assert_eq!(b.counters(&format!("f{i}"), JudgeHook::VethEgress).dropped_packets, 1);
+    }
+}
