@@ -33,9 +33,13 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Per-CPU array indexed by [`Hook`](crate::Hook) -> [`HookStats`](crate::HookStats).
     pub const STATS: &str = "STATS";
+    /// Userspace only: slot -> the daemon's record of the fault (length-prefixed JSON), so a
+    /// restarted daemon adopts the faults it finds pinned. No program reads it.
+    pub const SPECS: &str = "SPECS";
     /// Every map, in pin order.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         SRC_V4, DST_V4, SRC_V6, DST_V6, SPORT, DPORT, MASKS, RULES, FAULTS, CTRL, COUNTERS, STATS,
+        SPECS,
     ];
 }
 
@@ -76,6 +80,8 @@ pub const MAX_RULES: u32 = 128;
 pub const MAX_FAULTS: u32 = 64;
 /// Most prefixes per classification trie (both generations together).
 pub const MAX_PREFIXES: u32 = 256 * 1024;
+/// Bytes of one [`maps::SPECS`] record: a u32 length, then JSON.
+pub const SPEC_RECORD: usize = 64 * 1024;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
 

@@ -3,12 +3,13 @@
 //! described in injector-common.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES, Rule,
-    RuleSet, ctrl, mask,
+    RuleSet, SPEC_RECORD, ctrl, mask,
 };
 
 #[map(name = "SRC_V4")]
@@ -38,3 +39,7 @@ pub static COUNTERS: PerCpuArray<FaultCounters> =
     PerCpuArray::pinned(MAX_FAULTS * JudgeHook::COUNT, 0);
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<HookStats> = PerCpuArray::pinned(Hook::COUNT, 0);
+
+/// Userspace only (the daemon's fault records, for adoption after a restart).
+#[map(name = "SPECS")]
+pub static SPECS: HashMap<u32, [u8; SPEC_RECORD]> = HashMap::pinned(MAX_FAULTS, BPF_F_NO_PREALLOC);

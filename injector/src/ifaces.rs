@@ -45,6 +45,45 @@ pub fn list() -> std::io::Result<Vec<(u32, String)>> {
     }
 }
 
+/// The IP addresses of the current network namespace's interfaces (not link-local IPv6).
+pub fn addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs fills a list we walk and free; sockaddrs are read per their family.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(std::net::IpAddr::V4(
+                            u32::from_be(sin.sin_addr.s_addr).into(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        if (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                            out.push(ip.into());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +110,11 @@ mod tests {
         for n in ["lo", "eth0", "flannel.2", "docker0"] {
             assert!(!selected(&p, n), "{n}");
         }
+    }
+
+    #[test]
+    fn addresses_include_loopback() {
+        assert!(addresses().contains(&std::net::Ipv4Addr::LOCALHOST.into()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aya::{
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_RULES, Rule, RuleSet,
-    ctrl, maps, mask,
+    SPEC_RECORD, ctrl, maps, mask,
 };
 
 use crate::fault::compile::{Image, Prefix};
@@ -46,6 +46,7 @@ pub struct Maps {
     ctrl: Array<MapData, u64>,
     counters: PerCpuArray<MapData, FaultCounters>,
     stats: PerCpuArray<MapData, HookStats>,
+    specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -105,6 +106,7 @@ impl Maps {
             ctrl: take(maps::CTRL)?.try_into()?,
             counters: take(maps::COUNTERS)?.try_into()?,
             stats: take(maps::STATS)?.try_into()?,
+            specs: take(maps::SPECS)?.try_into()?,
         })
     }
 
@@ -171,6 +173,46 @@ impl Maps {
         clear(&mut self.dst_v6, g)?;
         clear(&mut self.sport, g)?;
         clear(&mut self.dport, g)
+    }
+
+    /// Stores the record of the fault in `slot` (at most `SPEC_RECORD - 4` bytes).
+    pub fn put_record(&mut self, slot: u32, data: &[u8]) -> Result<()> {
+        anyhow::ensure!(
+            data.len() + 4 <= SPEC_RECORD,
+            "fault record of {} bytes is over the {} byte limit",
+            data.len(),
+            SPEC_RECORD - 4
+        );
+        let mut rec = Box::new([0u8; SPEC_RECORD]);
+        rec[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        rec[4..4 + data.len()].copy_from_slice(data);
+        self.specs.insert(slot, *rec, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_record(&mut self, slot: u32) -> Result<()> {
+        match self.specs.remove(&slot) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every stored record, by slot.
+    pub fn records(&self) -> Result<Vec<(u32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self.specs.iter() {
+            let (slot, rec) = kv?;
+            let len = (u32::from_le_bytes(rec[..4].try_into().expect("4 bytes")) as usize)
+                .min(SPEC_RECORD - 4);
+            out.push((slot, rec[4..4 + len].to_vec()));
+        }
+        Ok(out)
     }
 
     /// The live fault configs, by slot (empty slots have deadline 0).

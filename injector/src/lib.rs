@@ -1,6 +1,8 @@
 //! injector: eBPF network fault injector for Kubernetes workers. The library behind the
 //! `injector` binary: the daemon, the map access, and the parsing of what users type.
 
+pub mod attach;
+pub mod client;
 pub mod daemon;
 pub mod fault;
 pub mod features;
@@ -8,6 +10,7 @@ pub mod ifaces;
 pub mod kernel;
 pub mod local;
 pub mod netns;
+pub mod netwatch;
 pub mod parse;
 pub mod qdisc;
 
@@ -16,3 +19,6 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// Where a daemon pins its maps unless told otherwise.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/injector";
+
+/// The daemon's API socket unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/injector/injector.sock";

@@ -1,23 +1,30 @@
-//! An `injector daemon` running inside a lab node's netns, with its own bpffs directory and log.
-//! Dropping it stops it (SIGTERM, then SIGKILL) and removes any pins it left.
+//! An `injector daemon` running inside a lab node's netns, with its own bpffs directory, API socket
+//! and log, driven through the real CLI. Dropping it stops it (SIGTERM, then SIGKILL) and removes
+//! whatever it left.
 
 use std::{
     fs::File,
+    io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cmd, lab::Node};
+use crate::lab::Node;
 
 pub struct Daemon {
     child: Option<Child>,
     pub bin: PathBuf,
     pub bpffs: PathBuf,
+    pub socket: PathBuf,
     pub log: PathBuf,
     pub node: String,
+    netns: String,
+    extra: Vec<String>,
+    /// Remove the pins on drop (false once a successor daemon took them over).
+    owns_pins: bool,
 }
 
 impl Daemon {
@@ -28,13 +35,30 @@ impl Daemon {
 
     /// As [`start`](Self::start), with more daemon arguments (`--xdp`, `--grace 2s`, ...).
     pub fn start_with(bin: &Path, node: &Node, extra: &[&str]) -> Result<Daemon> {
-        let bpffs = PathBuf::from(node.bpffs());
-        let log = std::env::temp_dir().join(format!("{}-daemon.log", node.netns));
-        let f = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(bin)
-            .args(["daemon", "--netns", &node.netns, "--bpffs"])
-            .arg(&bpffs)
-            .args(extra)
+        let mut d = Daemon {
+            child: None,
+            bin: bin.to_path_buf(),
+            bpffs: PathBuf::from(node.bpffs()),
+            socket: std::env::temp_dir().join(format!("{}.sock", node.netns)),
+            log: std::env::temp_dir().join(format!("{}-daemon.log", node.netns)),
+            node: node.name.clone(),
+            netns: node.netns.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            owns_pins: true,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let f =
+            File::create(&self.log).with_context(|| format!("creating {}", self.log.display()))?;
+        let child = Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["daemon", "--netns", &self.netns, "--bpffs"])
+            .arg(&self.bpffs)
+            .args(&self.extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -43,16 +67,35 @@ impl Daemon {
             .stdout(f.try_clone()?)
             .stderr(f)
             .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut d = Daemon {
-            child: Some(child),
-            bin: bin.to_path_buf(),
-            bpffs,
-            log,
-            node: node.name.clone(),
-        };
-        d.wait_for_log("daemon ready", Duration::from_secs(30))?;
-        Ok(d)
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        self.wait_for_log("daemon ready", Duration::from_secs(30))
+    }
+
+    /// A new daemon on the same node, pins and socket, after this one was stopped or killed.
+    pub fn restart(mut self) -> Result<Daemon> {
+        if self.child.is_some() {
+            bail!("restart: the daemon on {} is still running", self.node);
+        }
+        self.owns_pins = false;
+        let mut next = self.clone_config();
+        next.owns_pins = true;
+        next.spawn()?;
+        Ok(next)
+    }
+
+    fn clone_config(&self) -> Daemon {
+        Daemon {
+            child: None,
+            bin: self.bin.clone(),
+            bpffs: self.bpffs.clone(),
+            socket: self.socket.clone(),
+            log: self.log.clone(),
+            node: self.node.clone(),
+            netns: self.netns.clone(),
+            extra: self.extra.clone(),
+            owns_pins: false,
+        }
     }
 
     /// The daemon's log so far.
@@ -87,13 +130,12 @@ impl Daemon {
         }
     }
 
-    /// Applies `faults` (a JSON list) with `bin local apply -f -`, replacing the node's fault set.
-    pub fn apply(&self, faults: &str) -> Result<String> {
-        use std::io::Write as _;
+    /// Runs `bin --socket <ours> args...` with `stdin`, whatever its exit status.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Result<Output> {
         let mut c = Command::new(&self.bin)
-            .args(["local", "--bpffs"])
-            .arg(&self.bpffs)
-            .args(["apply", "-f", "-"])
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -101,11 +143,17 @@ impl Daemon {
         c.stdin
             .take()
             .context("stdin")?
-            .write_all(faults.as_bytes())?;
-        let out = c.wait_with_output()?;
+            .write_all(stdin.as_bytes())?;
+        Ok(c.wait_with_output()?)
+    }
+
+    /// As [`cli`](Self::cli), failing with stderr unless it exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str], stdin: &str) -> Result<String> {
+        let out = self.cli(args, stdin)?;
         if !out.status.success() {
             bail!(
-                "apply failed ({}): {}",
+                "`injector {}` failed ({}): {}",
+                args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
@@ -113,12 +161,22 @@ impl Daemon {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Runs `bin local --bpffs <ours> args...` and returns its stdout.
+    /// Adds `faults` (JSON) through the API: `injector fault apply -f -`.
+    pub fn apply(&self, faults: &str) -> Result<String> {
+        self.cli_ok(&["fault", "apply", "-f", "-"], faults)
+    }
+
+    /// Deletes every fault through the API.
+    pub fn clear(&self) -> Result<String> {
+        self.cli_ok(&["fault", "rm", "--all"], "")
+    }
+
+    /// Runs `bin local --bpffs <ours> args...` (the pinned maps, directly) and returns stdout.
     pub fn local(&self, args: &[&str]) -> Result<String> {
         let bpffs = self.bpffs.to_string_lossy();
         let mut a = vec!["local", "--bpffs", &bpffs];
         a.extend_from_slice(args);
-        cmd::run(&self.bin.to_string_lossy(), &a)
+        crate::cmd::run(&self.bin.to_string_lossy(), &a)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -167,7 +225,10 @@ impl Drop for Daemon {
         if self.child.is_some() {
             let _ = self.signal_and_wait(libc::SIGTERM);
         }
-        let _ = std::fs::remove_dir_all(&self.bpffs);
-        let _ = std::fs::remove_file(&self.log);
+        if self.owns_pins {
+            let _ = std::fs::remove_dir_all(&self.bpffs);
+            let _ = std::fs::remove_file(&self.socket);
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }

@@ -110,6 +110,8 @@ pub fn udp_flows(
                 let s = UdpSocket::bind(("0.0.0.0", *p))?;
                 s.set_nonblocking(true)?;
                 s.send_to(&p.to_be_bytes(), dst)?;
+                // Paced: a burst would overflow the echo server's receive buffer (~270 skbs).
+                std::thread::sleep(Duration::from_micros(500));
                 Ok(s)
             })
             .collect::<Result<Vec<_>>>()?;

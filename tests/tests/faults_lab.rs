@@ -49,7 +49,7 @@ fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
     let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());
     let judged: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
         .iter()
-        .map(|h| stats::fault(&s1, "slot0", h, "matched"))
+        .map(|h| stats::fault(&s1, "loss10", h, "matched"))
         .sum();
     assert_eq!(
         judged,
@@ -59,12 +59,12 @@ fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
     );
     let elsewhere: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
         .iter()
-        .map(|h| stats::fault(&s2, "slot0", h, "matched"))
+        .map(|h| stats::fault(&s2, "loss10", h, "matched"))
         .sum();
     assert_eq!(elsewhere, 0, "judged again on the other node:\n{s2}");
     let dropped: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
         .iter()
-        .map(|h| stats::fault(&s1, "slot0", h, "dropped"))
+        .map(|h| stats::fault(&s1, "loss10", h, "dropped"))
         .sum();
     assert_eq!(
         dropped,
@@ -146,7 +146,7 @@ fn a_port_blackhole_leaves_other_ports_and_pods_alone() {
     );
     let s = d1.local(&["stats"]).unwrap();
     assert_eq!(
-        stats::fault(&s, "slot1", "overlay_egress", "dropped"),
+        stats::fault(&s, "db-udp", "overlay_egress", "dropped"),
         20,
         "{s}"
     );
@@ -166,8 +166,10 @@ fn a_flow_fault_hits_the_same_flows_on_a_rerun_with_the_same_seed() {
     };
     let sports: Vec<u16> = (31000..31400).collect();
     let run = |d1: &Daemon, d2: &Daemon, seed| {
-        d1.apply(&faults(seed)).unwrap();
-        d2.apply(&faults(seed)).unwrap();
+        for d in [d1, d2] {
+            d.clear().unwrap();
+            d.apply(&faults(seed)).unwrap();
+        }
         udp_flows(
             &a.netns,
             at(b, 7000),

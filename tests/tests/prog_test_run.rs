@@ -13,7 +13,7 @@ use aya::{
 use aya_ebpf_bindings::bindings::__sk_buff;
 use injector::{
     fault::{
-        compile::{assign_slots, compile},
+        compile::{assign_slots, compile, plan_at},
         spec::FaultSpec,
     },
     kernel::{Maps, monotonic_ns},
@@ -83,7 +83,7 @@ impl Bpf {
         self.names = faults.iter().map(|f| f.name.clone()).collect();
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let slots = assign_slots(&Default::default(), &names).unwrap();
-        let img = compile(&faults, &slots, monotonic_ns()).unwrap();
+        let img = compile(&plan_at(&faults, &slots, monotonic_ns())).unwrap();
         self.maps.install(&img, &slots).unwrap();
     }
 
@@ -697,16 +697,39 @@ fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
     // Fault i owns 10.(100+i).x.y/32 for 156 hosts, plus a /16 of its own range for UDP only.
     let faults: Vec<String> = (0..64)
         .map(|i| {
-            let hosts: Vec<String> = (0..156).map(|h| format!("\"10.{}.{}.{}\"", 100 + i, h / 200, h % 200 + 1)).collect();
-            format!(r#"{{"name":"f{i}","to":[{}],"proto":"tcp","blackhole":true,"for":"1h"}}"#, hosts.join(","))
+            let hosts: Vec<String> = (0..156)
+                .map(|h| format!("\"10.{}.{}.{}\"", 100 + i, h / 200, h % 200 + 1))
+                .collect();
+            format!(
+                r#"{{"name":"f{i}","to":[{}],"proto":"tcp","blackhole":true,"for":"1h"}}"#,
+                hosts.join(",")
+            )
         })
         .collect();
     let b = load(&format!("[{}]", faults.join(",")));
     for i in [0u32, 17, 63] {
         let hit = format!("10.{}.0.{}", 100 + i, 77);
         assert_eq!(b.veth(&simple("10.42.1.2", &hit, TCP, 1, 2)), SHOT, "{hit}");
-        assert_eq!(b.veth(&simple("10.42.1.2", &hit, UDP, 1, 2)), OK, "{hit} udp");
-        assert_eq!(b.veth(&simple("10.42.1.2", &format!("10.{}.0.{}", 100 + i, 250), TCP, 1, 2)), OK, "not a listed host");
-        assert_eq!(b.counters(&format!("f{i}"), JudgeHook::VethEgress).dropped_packets, 1);
+        assert_eq!(
+            b.veth(&simple("10.42.1.2", &hit, UDP, 1, 2)),
+            OK,
+            "{hit} udp"
+        );
+        assert_eq!(
+            b.veth(&simple(
+                "10.42.1.2",
+                &format!("10.{}.0.{}", 100 + i, 250),
+                TCP,
+                1,
+                2
+            )),
+            OK,
+            "not a listed host"
+        );
+        assert_eq!(
+            b.counters(&format!("f{i}"), JudgeHook::VethEgress)
+                .dropped_packets,
+            1
+        );
     }
 }

@@ -163,23 +163,54 @@ pub fn drop_threshold(p: f64) -> u64 {
     ((p * 4_294_967_296.0).round() as u64).min(1 << 32)
 }
 
-/// Compiles `faults` (already validated, slots from [`assign_slots`]) applied at `now_ns`.
-pub fn compile(faults: &[Fault], slots: &[u32], now_ns: u64) -> Result<Image, CompileError> {
-    assert_eq!(faults.len(), slots.len());
-    let rules_needed: usize = faults.iter().map(|f| if f.both_ways { 2 } else { 1 }).sum();
+/// A fault placed in the kernel: its slot and its lifetime (CLOCK_MONOTONIC ns).
+#[derive(Clone, Copy, Debug)]
+pub struct Planned<'a> {
+    pub fault: &'a Fault,
+    pub slot: u32,
+    pub start_ns: u64,
+    pub deadline_ns: u64,
+}
+
+/// Plans `faults` applied together at `now_ns` in `slots`.
+pub fn plan_at<'a>(faults: &'a [Fault], slots: &[u32], now_ns: u64) -> Vec<Planned<'a>> {
+    faults
+        .iter()
+        .zip(slots)
+        .map(|(f, &slot)| Planned {
+            fault: f,
+            slot,
+            start_ns: now_ns,
+            deadline_ns: now_ns + f.lifetime.as_nanos() as u64,
+        })
+        .collect()
+}
+
+/// Compiles planned faults (validated, slots from [`assign_slots`]) into one generation's entries.
+pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
+    let rules_needed: usize = planned
+        .iter()
+        .map(|p| if p.fault.both_ways { 2 } else { 1 })
+        .sum();
     if rules_needed > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(rules_needed));
     }
     let mut img = Image {
         rules: vec![Rule::default(); MAX_RULES as usize],
         faults: vec![FaultCfg::default(); MAX_FAULTS as usize],
-        slots: slots.to_vec(),
+        slots: planned.iter().map(|p| p.slot).collect(),
         ..Default::default()
     };
     let (mut s4, mut d4, mut s6, mut d6, mut sp, mut dp) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut rule = 0u32;
-    for (f, &slot) in faults.iter().zip(slots) {
+    for &Planned {
+        fault: f,
+        slot,
+        start_ns,
+        deadline_ns,
+    } in planned
+    {
         let dirs: &[bool] = if f.both_ways {
             &[false, true]
         } else {
@@ -244,8 +275,8 @@ pub fn compile(faults: &[Fault], slots: &[u32], now_ns: u64) -> Result<Image, Co
             ),
         };
         img.faults[slot as usize] = FaultCfg {
-            deadline_ns: now_ns + f.lifetime.as_nanos() as u64,
-            start_ns: now_ns,
+            deadline_ns,
+            start_ns,
             delay_ns,
             jitter_ns,
             drop_threshold: drop_thr,
@@ -398,7 +429,8 @@ mod tests {
         let c = fault(
             r#"{"name":"c","to":["10.42.2.7"],"proto":"udp","sport":["1000-1999"],"delay":"50ms","jitter":"5ms","for":"2s","flows":"30%","seed":7,"dry_run":true}"#,
         );
-        let img = compile(&[a, b, c], &[5, 0, 9], 1_000).unwrap();
+        let fs = [a, b, c];
+        let img = compile(&plan_at(&fs, &[5, 0, 9], 1_000)).unwrap();
         let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
         let (p1, db, other) = (ip("10.42.1.2"), ip("10.42.2.7"), ip("10.42.3.3"));
         // a: rule 0; b: rules 1 (forward) and 2 (reverse); c: rule 3.
@@ -499,7 +531,7 @@ mod tests {
         );
         let fs = vec![f; 64];
         let slots: Vec<u32> = (0..64).collect();
-        assert!(compile(&fs, &slots, 0).is_ok());
+        assert!(compile(&plan_at(&fs, &slots, 0)).is_ok());
     }
 
     #[test]

@@ -332,9 +332,49 @@ impl FaultSpec {
     }
 }
 
+/// Reads faults from JSON: a list, `{"faults": [...]}`, or one fault. Errors name `faults[i]`.
+pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let list = match v {
+        serde_json::Value::Array(l) => l,
+        serde_json::Value::Object(mut o) if o.contains_key("faults") => match o.remove("faults") {
+            Some(serde_json::Value::Array(l)) => l,
+            _ => return Err("faults: must be a list of faults".into()),
+        },
+        o @ serde_json::Value::Object(_) => vec![o],
+        _ => return Err("expected a fault, a list of faults, or {\"faults\": [...]}".into()),
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            serde_json::from_value::<FaultSpec>(f).map_err(|e| format!("faults[{i}]: {e}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_documents_and_single_faults_are_read() {
+        let one = r#"{"name":"a","blackhole":true,"for":"1m"}"#;
+        assert_eq!(parse_list(one).unwrap().len(), 1);
+        assert_eq!(parse_list(&format!("[{one},{one}]")).unwrap().len(), 2);
+        assert_eq!(
+            parse_list(&format!(r#"{{"faults":[{one}]}}"#))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(parse_list("[1]").unwrap_err().starts_with("faults[0]: "));
+        assert!(parse_list("{").unwrap_err().starts_with("not JSON"));
+        assert!(
+            parse_list(r#"[{"name":"a","for":"1m","colour":"red"}]"#)
+                .unwrap_err()
+                .contains("unknown field `colour`")
+        );
+    }
 
     fn spec() -> FaultSpec {
         FaultSpec {

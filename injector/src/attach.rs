@@ -1,0 +1,273 @@
+//! Attaching the programs to an interface by its role, pinning the links (so they outlive a
+//! SIGKILL), adopting the pinned links of a previous instance by swapping the program inside them
+//! (no gap, nothing attached twice), and detaching on a clean stop.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result};
+use aya::programs::{
+    SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    tc::{self, SchedClassifierLink},
+    xdp::XdpLink,
+};
+use injector_common::programs;
+use serde::Serialize;
+
+use crate::features;
+
+/// What an interface is to the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A pod's host veth: judged at egress, observed at ingress, XDP drop path optional.
+    PodVeth,
+    /// The bridge (cni0): observed only.
+    Bridge,
+    /// The overlay (flannel.1): judged at egress, observed at ingress.
+    Overlay,
+}
+
+pub struct Roles {
+    pub bridge: String,
+    pub overlay: String,
+    pub xdp: bool,
+}
+
+impl Roles {
+    pub fn of(&self, name: &str) -> Role {
+        if name == self.overlay {
+            Role::Overlay
+        } else if name == self.bridge {
+            Role::Bridge
+        } else {
+            Role::PodVeth
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    Tc(&'static str, TcAttachType),
+    Xdp(&'static str),
+}
+
+impl Hook {
+    fn label(&self) -> String {
+        match self {
+            Hook::Tc(p, TcAttachType::Ingress) => format!("tc_ingress:{p}"),
+            Hook::Tc(p, _) => format!("tc_egress:{p}"),
+            Hook::Xdp(p) => format!("xdp:{p}"),
+        }
+    }
+}
+
+fn hooks(role: Role, xdp: bool) -> Vec<Hook> {
+    use TcAttachType::{Egress, Ingress};
+    match role {
+        Role::Overlay => vec![
+            Hook::Tc(programs::TC_OBSERVE, Ingress),
+            Hook::Tc(programs::TC_OVERLAY_EGRESS, Egress),
+        ],
+        Role::Bridge => vec![
+            Hook::Tc(programs::TC_OBSERVE, Ingress),
+            Hook::Tc(programs::TC_OBSERVE, Egress),
+        ],
+        Role::PodVeth => {
+            let mut v = vec![
+                Hook::Tc(programs::TC_OBSERVE, Ingress),
+                Hook::Tc(programs::TC_VETH_EGRESS, Egress),
+            ];
+            if xdp {
+                v.push(Hook::Xdp(programs::XDP_VETH));
+            }
+            v
+        }
+    }
+}
+
+/// What the daemon attached to one interface, for status and for a clean stop.
+#[derive(Clone, Debug, Serialize)]
+pub struct IfaceStatus {
+    pub ifindex: u32,
+    pub role: Role,
+    /// `tc_ingress:prog`, `tc_egress:prog`, `xdp:prog`.
+    pub hooks: Vec<String>,
+    /// Hooks taken over from a previous instance's pinned links.
+    pub adopted: usize,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub added_clsact: bool,
+    #[serde(skip)]
+    pub pins: Vec<PathBuf>,
+}
+
+pub fn links_dir(bpffs: &Path) -> PathBuf {
+    bpffs.join("links")
+}
+
+fn pin_path(bpffs: &Path, iface: &str, h: &Hook) -> PathBuf {
+    // bpffs refuses '.' in names (reserved for its own files): flannel.1 -> flannel_1.
+    let (what, prog) = match h {
+        Hook::Tc(p, TcAttachType::Ingress) => ("ingress", p),
+        Hook::Tc(p, _) => ("egress", p),
+        Hook::Xdp(p) => ("xdp", p),
+    };
+    links_dir(bpffs).join(format!("{}-{what}-{prog}", iface.replace('.', "_")))
+}
+
+/// Takes over a pinned link: the program inside it is swapped for ours in one step.
+fn adopt(ebpf: &mut aya::Ebpf, h: &Hook, pin: &Path) -> Result<bool> {
+    let old = match PinnedLink::from_pin(pin) {
+        Ok(l) => FdLink::from(l),
+        Err(_) => return Ok(false),
+    };
+    match *h {
+        Hook::Tc(prog, _) => {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(prog)
+                .context("program missing")?
+                .try_into()?;
+            let link = SchedClassifierLink::try_from(old)?;
+            let id = p
+                .attach_to_link(link)
+                .with_context(|| format!("swapping {prog} into {}", pin.display()))?;
+            // The pin still holds the link; closing our handle leaves it attached.
+            drop(FdLink::try_from(p.take_link(id)?)?);
+        }
+        Hook::Xdp(prog) => {
+            let p: &mut Xdp = ebpf
+                .program_mut(prog)
+                .context("program missing")?
+                .try_into()?;
+            let link = XdpLink::try_from(old)?;
+            let id = p
+                .attach_to_link(link)
+                .with_context(|| format!("swapping {prog} into {}", pin.display()))?;
+            drop(FdLink::try_from(p.take_link(id)?)?);
+        }
+    }
+    Ok(true)
+}
+
+/// Attaches every hook of `name`'s role (adopting pinned links where they exist).
+pub fn attach(
+    ebpf: &mut aya::Ebpf,
+    bpffs: &Path,
+    roles: &Roles,
+    ifindex: u32,
+    name: &str,
+) -> IfaceStatus {
+    let role = roles.of(name);
+    let mut st = IfaceStatus {
+        ifindex,
+        role,
+        hooks: vec![],
+        adopted: 0,
+        error: None,
+        added_clsact: false,
+        pins: vec![],
+    };
+    if let Err(e) = attach_inner(ebpf, bpffs, roles, name, &mut st) {
+        st.error = Some(format!("{e:#}"));
+    }
+    st
+}
+
+fn attach_inner(
+    ebpf: &mut aya::Ebpf,
+    bpffs: &Path,
+    roles: &Roles,
+    name: &str,
+    st: &mut IfaceStatus,
+) -> Result<()> {
+    let tcx = features::tcx();
+    if !tcx {
+        match tc::qdisc_add_clsact(name) {
+            Ok(()) => st.added_clsact = true,
+            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("adding clsact to {name}")),
+        }
+    }
+    for h in hooks(st.role, roles.xdp) {
+        let pin = pin_path(bpffs, name, &h);
+        if (tcx || matches!(h, Hook::Xdp(_))) && adopt(ebpf, &h, &pin)? {
+            st.adopted += 1;
+            st.pins.push(pin);
+            st.hooks.push(h.label());
+            continue;
+        }
+        let link: Option<FdLink> = match h {
+            Hook::Tc(prog, at) => {
+                let p: &mut SchedClassifier = ebpf
+                    .program_mut(prog)
+                    .context("program missing")?
+                    .try_into()?;
+                let id = p
+                    .attach(name, at)
+                    .with_context(|| format!("attaching {prog} to {name} {at:?}"))?;
+                // TCX links can be pinned (they then outlive us); netlink filters outlive us anyway.
+                if tcx {
+                    Some(p.take_link(id)?.try_into()?)
+                } else {
+                    None
+                }
+            }
+            Hook::Xdp(prog) => {
+                let p: &mut Xdp = ebpf
+                    .program_mut(prog)
+                    .context("program missing")?
+                    .try_into()?;
+                let id = p
+                    .attach(name, XdpMode::default())
+                    .with_context(|| format!("attaching {prog} to {name}"))?;
+                Some(p.take_link(id)?.try_into()?)
+            }
+        };
+        if let Some(l) = link {
+            // The pin holds the link from now on; our handle may go.
+            drop(
+                l.pin(&pin)
+                    .with_context(|| format!("pinning {}", pin.display()))?,
+            );
+            st.pins.push(pin);
+        }
+        st.hooks.push(h.label());
+    }
+    Ok(())
+}
+
+/// Detaches what `st` attached: removing a pin releases its link (the program detaches).
+pub fn detach(name: &str, st: &IfaceStatus) -> Vec<String> {
+    let mut errors = Vec::new();
+    for p in &st.pins {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {e}", p.display()));
+        }
+    }
+    if st.added_clsact
+        && let Err(e) = crate::qdisc::delete_clsact(name)
+        && e.raw_os_error() != Some(libc::ENODEV)
+    {
+        errors.push(format!("removing the clsact qdisc of {name}: {e}"));
+    }
+    errors
+}
+
+/// Removes link pins no current interface owns (left by a previous instance for devices now gone).
+pub fn remove_stale_pins(bpffs: &Path, keep: &[PathBuf]) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(links_dir(bpffs)) {
+        for e in rd.flatten() {
+            if !keep.contains(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}

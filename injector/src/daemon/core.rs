@@ -1,0 +1,45 @@
+//! The daemon's shared state: the maps, the fault set, what is attached where, the protected
+//! targets and the kernel features. One mutex; every holder does a few map syscalls at most.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use serde::Serialize;
+
+use super::faultset::{FaultSet, Protected};
+use crate::{attach::IfaceStatus, kernel::Maps};
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Features {
+    pub tcx: bool,
+    pub fq: bool,
+    pub btf: bool,
+}
+
+pub struct Core {
+    pub maps: Maps,
+    pub faults: FaultSet,
+    pub ifaces: BTreeMap<String, IfaceStatus>,
+    pub attach_errors: u64,
+    pub ready: bool,
+    pub protected: Vec<Protected>,
+    pub features: Features,
+    pub bpffs: String,
+}
+
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<Core>>);
+
+impl Shared {
+    pub fn new(core: Core) -> Self {
+        Shared(Arc::new(Mutex::new(core)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves the maps consistent (every write is one syscall and
+        // the fault set flips generations), so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,204 @@
+//! Prometheus metrics, read from the kernel's per-CPU counters at scrape time (prometheus-client
+//! custom collector), and the /metrics, /healthz, /readyz endpoints. Labels carry fault names and
+//! hooks, never pod IPs.
+
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
+use injector_common::{Hook, JudgeHook, ctrl};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use super::core::Shared;
+use crate::kernel::monotonic_ns;
+
+#[derive(Debug)]
+struct KernelCollector(Shared);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, u64)],
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &[(&'static str, String)],
+    v: i64,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m.encode_family(&labels.to_vec())?)
+}
+
+impl Collector for KernelCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = self.0.lock();
+        let now = monotonic_ns();
+        let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+        for f in c.faults.iter() {
+            for jh in JudgeHook::ALL {
+                let Ok(k) = c.maps.fault_counters(f.slot, jh) else {
+                    continue;
+                };
+                for (action, p, b) in [
+                    ("matched", k.matched_packets, k.matched_bytes),
+                    ("dropped", k.dropped_packets, k.dropped_bytes),
+                    ("delayed", k.delayed_packets, k.delayed_bytes),
+                    ("passed", k.passed_packets, k.passed_bytes),
+                ] {
+                    let labels = vec![
+                        ("fault", f.record.spec.name.clone()),
+                        ("hook", jh.name().to_string()),
+                        ("action", action.to_string()),
+                    ];
+                    packets.push((labels.clone(), p));
+                    bytes.push((labels, b));
+                }
+            }
+        }
+        counter(
+            &mut e,
+            "injector_packets",
+            "Packets a fault matched and what it did with them, per hook (matched = dropped + delayed + passed).",
+            &packets,
+        )?;
+        counter(
+            &mut e,
+            "injector_bytes",
+            "Bytes a fault matched and what it did with them, per hook.",
+            &bytes,
+        )?;
+        let mut hook_rows = Vec::new();
+        for h in Hook::ALL {
+            let Ok(s) = c.maps.stats(h) else { continue };
+            for (result, v) in [
+                ("seen", s.seen_packets),
+                ("unparsed", s.unparsed_packets),
+                ("lapsed", s.lapsed_packets),
+                ("skipped", s.skipped_packets),
+                ("expired", s.expired_packets),
+            ] {
+                hook_rows.push((
+                    vec![
+                        ("hook", h.name().to_string()),
+                        ("result", result.to_string()),
+                    ],
+                    v,
+                ));
+            }
+        }
+        counter(
+            &mut e,
+            "injector_hook_packets",
+            "Packets each program saw: seen, unparsed (passed untouched), lapsed (disarmed or stale heartbeat), skipped (judged elsewhere), expired (fault past its deadline).",
+            &hook_rows,
+        )?;
+        let active = c
+            .faults
+            .iter()
+            .filter(|f| now >= f.record.start_ns && now < f.record.deadline_ns)
+            .count();
+        gauge(
+            &mut e,
+            "injector_faults_active",
+            "Faults installed and within their lifetime.",
+            &[],
+            active as i64,
+        )?;
+        let armed = c.maps.ctrl(ctrl::ARMED).unwrap_or(0);
+        gauge(
+            &mut e,
+            "injector_armed",
+            "1 when faults are armed, 0 after an abort.",
+            &[],
+            armed as i64,
+        )?;
+        let attached = c.ifaces.values().filter(|i| i.error.is_none()).count();
+        gauge(
+            &mut e,
+            "injector_interfaces_attached",
+            "Interfaces with every program attached.",
+            &[],
+            attached as i64,
+        )?;
+        counter(
+            &mut e,
+            "injector_attach_errors",
+            "Attach attempts that failed.",
+            &[(vec![], c.attach_errors)],
+        )?;
+        gauge(
+            &mut e,
+            "injector_build_info",
+            "Build information.",
+            &[("version", env!("CARGO_PKG_VERSION").to_string())],
+            1,
+        )?;
+        Ok(())
+    }
+}
+
+async fn metrics(State(r): State<std::sync::Arc<Registry>>) -> impl IntoResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &r) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// /metrics, /healthz (the process answers), /readyz (programs loaded and attached).
+pub fn router(s: Shared) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(KernelCollector(s.clone())));
+    let ready = s.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(metrics).with_state(std::sync::Arc::new(registry)),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let s = ready.clone();
+                async move {
+                    if s.lock().ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                    }
+                }
+            }),
+        )
+}
