@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the node agent: load the programs, attach to pod interfaces, serve the API and metrics.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Manage faults.
     Fault {
         #[command(subcommand)]
@@ -266,10 +266,10 @@ fn daemon_main(a: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.cmd {
         Cmd::Daemon(_) => unreachable!("handled in main"),
-        Cmd::Local { bpffs, cmd } => Ok(match cmd {
-            LocalCmd::Stats => local::stats(bpffs)?,
-            LocalCmd::Abort => local::abort(bpffs)?,
-        }),
+        Cmd::Local { bpffs, cmd } => match cmd {
+            LocalCmd::Stats => Ok(local::stats(bpffs)?),
+            LocalCmd::Abort => Ok(local::abort(bpffs)?),
+        },
         Cmd::Fault { cmd } => {
             let ep = endpoint(&cli)?;
             match cmd {
@@ -319,7 +319,7 @@ fn main() -> ExitCode {
         let Cmd::Daemon(a) = cli.cmd else {
             unreachable!()
         };
-        return match daemon_main(a, cli.socket) {
+        return match daemon_main(*a, cli.socket) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("injector daemon: {e:#}");

@@ -191,60 +191,7 @@ impl Lab {
         )?;
         ip(ns, &["link", "set", "cni0", "up"])?;
         for pod in &node.pods {
-            ip("", &["netns", "add", &pod.netns])?;
-            let p = pod.netns.as_str();
-            ip(
-                ns,
-                &[
-                    "link",
-                    "add",
-                    &pod.host_veth,
-                    "mtu",
-                    POD_MTU,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "mtu",
-                    POD_MTU,
-                    "netns",
-                    p,
-                ],
-            )?;
-            ip(ns, &["link", "set", &pod.host_veth, "master", "cni0", "up"])?;
-            ip(p, &["link", "set", "lo", "up"])?;
-            ip(
-                p,
-                &["addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"],
-            )?;
-            ip(
-                p,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/64", pod.ip6),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )?;
-            ip(p, &["link", "set", "eth0", "up"])?;
-            ip(
-                p,
-                &["route", "add", "default", "via", &format!("10.42.{n}.1")],
-            )?;
-            ip(
-                p,
-                &[
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("fd00:42:{n}::1"),
-                ],
-            )?;
+            build_pod(ns, pod)?;
         }
         Ok(())
     }
@@ -335,6 +282,38 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a pod to node `n` while the lab runs (as a CNI ADD would); returns it.
+    pub fn add_pod(&mut self, n: u8) -> Result<Pod> {
+        let prefix = self.prefix.clone();
+        let node = &mut self.nodes[usize::from(n - 1)];
+        let p = node.pods.len() as u8 + 1;
+        let pod_ns = format!("{prefix}-n{n}p{p}");
+        let pod = Pod {
+            name: format!("n{n}p{p}"),
+            host_veth: host_veth_name(&pod_ns),
+            netns: pod_ns,
+            ip: Ipv4Addr::new(10, 42, n, 1 + p),
+            ip6: Ipv6Addr::new(0xfd00, 0x42, u16::from(n), 0, 0, 0, 0, u16::from(1 + p)),
+            node: n,
+        };
+        build_pod(&node.netns, &pod)?;
+        node.pods.push(pod.clone());
+        Ok(pod)
+    }
+
+    /// Removes a pod (as a CNI DEL would): its netns goes, and with it both ends of its veth.
+    pub fn remove_pod(&mut self, n: u8, name: &str) -> Result<()> {
+        let node = &mut self.nodes[usize::from(n - 1)];
+        let i = node
+            .pods
+            .iter()
+            .position(|p| p.name == name)
+            .context("no such pod")?;
+        ip("", &["netns", "del", &node.pods[i].netns])?;
+        node.pods.remove(i);
+        Ok(())
+    }
+
     /// Pod `p` (1-based) of node `n` (1-based).
     pub fn pod(&self, n: u8, p: u8) -> &Pod {
         &self.nodes[usize::from(n - 1)].pods[usize::from(p - 1)]
@@ -401,6 +380,69 @@ impl Lab {
         let text = String::from_utf8_lossy(&out.stdout);
         parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
     }
+}
+
+/// A pod's netns, its veth pair (host end on cni0 in `node_ns`), addresses and routes.
+fn build_pod(node_ns: &str, pod: &Pod) -> Result<()> {
+    let n = pod.node;
+    ip("", &["netns", "add", &pod.netns])?;
+    let p = pod.netns.as_str();
+    ip(
+        node_ns,
+        &[
+            "link",
+            "add",
+            &pod.host_veth,
+            "mtu",
+            POD_MTU,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "mtu",
+            POD_MTU,
+            "netns",
+            p,
+        ],
+    )?;
+    ip(
+        node_ns,
+        &["link", "set", &pod.host_veth, "master", "cni0", "up"],
+    )?;
+    ip(p, &["link", "set", "lo", "up"])?;
+    ip(
+        p,
+        &["addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"],
+    )?;
+    ip(
+        p,
+        &[
+            "addr",
+            "add",
+            &format!("{}/64", pod.ip6),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )?;
+    ip(p, &["link", "set", "eth0", "up"])?;
+    ip(
+        p,
+        &["route", "add", "default", "via", &format!("10.42.{n}.1")],
+    )?;
+    ip(
+        p,
+        &[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd00:42:{n}::1"),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Reads "N packets transmitted, M received" from ping's summary.

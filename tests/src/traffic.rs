@@ -156,3 +156,26 @@ pub fn tcp_connects(netns: &str, dst: SocketAddr, timeout: Duration) -> Result<b
         Ok(TcpStream::connect_timeout(&dst, timeout).is_ok())
     })
 }
+
+/// An HTTP/1.0 GET to `addr` from inside `netns`, with `accept` as the Accept header; returns the
+/// status and the body.
+pub fn http_get(netns: &str, addr: SocketAddr, path: &str, accept: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n");
+    let raw = in_netns(netns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(req.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        Ok(raw)
+    })?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    Ok((status, body.to_string()))
+}

@@ -99,9 +99,9 @@ pub fn run() -> Result<()> {
         c.ip, a.ip, e.ip
     );
     println!(
-        "  applied on both nodes (every node holds every fault):\n  {}",
-        faults.replace('\n', "\n  ")
+        "  $ injector fault apply -f faults.json   # on both nodes: every node holds every fault"
     );
+    println!("  {}", faults.replace('\n', "\n  "));
     for d in [&d1, &d2] {
         d.apply(&faults)?;
     }
@@ -119,12 +119,17 @@ pub fn run() -> Result<()> {
         f64::from(lost) / 50.0
     );
     ensure!((350..=650).contains(&lost), "loss far from 10%");
-    println!("  what the kernel counted (slot0 = bh-n2p1, slot1 = loss-n1p1-n2p2):");
+    println!("  what the kernel counted on node1:");
     local(&d1, &["stats"])?;
 
-    println!("\n== 6. clear: traffic is back at once");
-    local(&d1, &["clear"])?;
-    local(&d2, &["clear"])?;
+    println!("\n== 6. delete the faults: traffic is back at once");
+    for d in [&d1, &d2] {
+        println!(
+            "  $ injector --socket {} fault rm --all",
+            d.socket.display()
+        );
+        d.clear()?;
+    }
     ensure!(ping(&l, a, c)? == 20, "traffic did not come back");
 
     println!("\n== 7. tear down: daemons stopped (SIGTERM), lab removed");

@@ -157,23 +157,61 @@ impl Collector for KernelCollector {
     }
 }
 
-async fn metrics(State(r): State<std::sync::Arc<Registry>>) -> impl IntoResponse {
+/// OpenMetrics text (what prometheus-client writes) -> the classic Prometheus text format 0.0.4:
+/// a counter's HELP/TYPE name gains its samples' `_total`, and there is no `# EOF`.
+pub fn to_classic(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let mut l = line.to_string();
+        for kw in ["# HELP ", "# TYPE "] {
+            if let Some(rest) = line.strip_prefix(kw) {
+                let name = rest.split(' ').next().unwrap_or("");
+                if counters.contains(name) {
+                    l = format!("{kw}{name}_total{}", &rest[name.len()..]);
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+async fn metrics(
+    State(r): State<std::sync::Arc<Registry>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &r) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            out,
-        )
-            .into_response(),
-        Err(e) => (
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &r) {
+        return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}"),
         )
-            .into_response(),
+            .into_response();
+    }
+    // Prometheus asks for OpenMetrics; promtool and curl get the classic format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        (StatusCode::OK, [(header::CONTENT_TYPE, ct)], out).into_response()
+    } else {
+        let ct = "text/plain; version=0.0.4; charset=utf-8";
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, ct)],
+            to_classic(&out),
+        )
+            .into_response()
     }
 }
 
@@ -201,4 +239,18 @@ pub fn router(s: Shared) -> Router {
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_classic;
+
+    #[test]
+    fn openmetrics_becomes_classic_text() {
+        let om = "# HELP injector_packets Packets.\n# TYPE injector_packets counter\ninjector_packets_total{fault=\"a\"} 2\n# HELP injector_armed Armed.\n# TYPE injector_armed gauge\ninjector_armed 1\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP injector_packets_total Packets.\n# TYPE injector_packets_total counter\ninjector_packets_total{fault=\"a\"} 2\n# HELP injector_armed Armed.\n# TYPE injector_armed gauge\ninjector_armed 1\n"
+        );
+    }
 }

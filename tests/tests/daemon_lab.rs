@@ -1,0 +1,487 @@
+//! The node daemon in the lab: new pods are covered without a restart, kill -9 + restart adopts
+//! the running faults, bad API requests get 4xx and change nothing, protected targets are refused,
+//! the TCP API needs its token, and the metrics pass promtool and are scraped by a real Prometheus.
+
+use std::{
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use injector::client::Endpoint;
+use injector_tests::{
+    daemon::Daemon,
+    injector_bin,
+    lab::{self, Lab},
+    require_root, snapshot,
+    traffic::{http_get, in_netns},
+};
+
+fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.cli_ok(&["status"], "").unwrap()).unwrap()
+}
+
+#[test]
+fn a_pod_added_while_the_daemon_runs_is_covered() {
+    require_root();
+    let mut l = Lab::up(&lab::run_prefix("np"), 2).unwrap();
+    let d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    // A fault for a pod that does not exist yet (the next pod gets 10.42.1.4).
+    d.apply(r#"[{"name":"newpod","to":["10.42.1.4"],"blackhole":true,"for":"5m"}]"#)
+        .unwrap();
+    let pod = l.add_pod(1).unwrap();
+    assert_eq!(pod.ip.to_string(), "10.42.1.4");
+    until("the new veth in status", Duration::from_secs(5), || {
+        status(&d)["interfaces"][&pod.host_veth]["hooks"]
+            .as_array()
+            .is_some_and(|h| h.len() == 2)
+    });
+    assert_eq!(
+        l.ping(l.pod(1, 1), pod.ip.into(), 3).unwrap(),
+        0,
+        "the new pod is covered"
+    );
+    assert_eq!(l.ping(l.pod(1, 1), l.pod(1, 2).ip.into(), 3).unwrap(), 3);
+    let pins = d.bpffs.join("links");
+    let has_pins = |v: &str| {
+        std::fs::read_dir(&pins)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(v))
+    };
+    assert!(has_pins(&pod.host_veth));
+    // The pod goes: its veth is forgotten, its pins removed.
+    l.remove_pod(1, &pod.name).unwrap();
+    until("the veth gone from status", Duration::from_secs(5), || {
+        status(&d)["interfaces"].get(&pod.host_veth).is_none()
+    });
+    assert!(
+        !has_pins(&pod.host_veth),
+        "pins of a vanished veth are removed"
+    );
+}
+
+#[test]
+fn kill_9_and_restart_adopts_the_running_faults() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("rs"), 2).unwrap();
+    let node = l.node(1);
+    let before = snapshot::node(&node.netns, &node.bpffs()).unwrap();
+    let mut d = Daemon::start(&injector_bin(), node).unwrap();
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"5m"}},{{"name":"cross","to":["{}"],"proto":"udp","loss":"50%","for":"10m"}}]"#,
+        b.ip, c.ip
+    ))
+    .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["fault", "ls"], "").unwrap()).unwrap();
+    assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0);
+    let attached = snapshot::node(&node.netns, &node.bpffs()).unwrap();
+
+    d.signal_and_wait(libc::SIGKILL).unwrap();
+    assert_eq!(
+        l.ping(a, b.ip.into(), 2).unwrap(),
+        0,
+        "faults run on while no daemon is there"
+    );
+    let d = d.restart().unwrap();
+    assert!(
+        d.log_text()
+            .contains("adopted the faults of a previous instance faults=2"),
+        "{}",
+        d.log_text()
+    );
+    let relisted: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["fault", "ls"], "").unwrap()).unwrap();
+    for i in 0..2 {
+        assert_eq!(relisted[i]["name"], listed[i]["name"]);
+        assert_eq!(relisted[i]["slot"], listed[i]["slot"]);
+        assert!(
+            relisted[i]["remaining_s"].as_f64() < listed[i]["remaining_s"].as_f64(),
+            "deadlines kept, not restarted"
+        );
+    }
+    assert_eq!(
+        relisted[0]["counters"]["veth_egress"]["dropped_packets"], 5,
+        "counters kept"
+    );
+    assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0, "still enforced");
+    // Nothing attached twice: the programs were swapped inside the pinned links.
+    assert_eq!(
+        snapshot::node(&node.netns, &node.bpffs()).unwrap(),
+        attached
+    );
+    d.stop().unwrap();
+    assert_eq!(
+        snapshot::node(&node.netns, &node.bpffs()).unwrap(),
+        before,
+        "a clean stop after adoption"
+    );
+    assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 3);
+}
+
+#[test]
+fn bad_requests_get_4xx_and_change_nothing() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("br"), 1).unwrap();
+    let d = Daemon::start_with(
+        &injector_bin(),
+        l.node(1),
+        &["--protect", "10.43.0.10/32=cluster-dns"],
+    )
+    .unwrap();
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the API socket is private");
+    d.apply(r#"[{"name":"keep","to":["10.42.1.3"],"loss":"5%","for":"5m"}]"#)
+        .unwrap();
+    let api = Endpoint::Unix(d.socket.clone());
+    // The fault list, remaining time aside.
+    let faults = |api: &Endpoint| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&api.request("GET", "/v1/faults", None).unwrap().body).unwrap();
+        for f in v.as_array_mut().unwrap() {
+            f.as_object_mut().unwrap().remove("remaining_s");
+        }
+        v
+    };
+    let before = faults(&api);
+    let f = |json: &str| format!("[{json}]");
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        ("POST", "/v1/faults".into(), "{".into(), 400, "not JSON"),
+        (
+            "POST",
+            "/v1/faults".into(),
+            "[]".into(),
+            400,
+            "faults: the request holds no fault",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.42.1.3"],"blackhole":true,"for":"1m","colour":"red"}"#),
+            400,
+            "faults[0]: unknown field `colour`",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.42.1.3"],"loss":"150%","for":"1m"}"#),
+            400,
+            "faults[0].loss: '150%': must be between 0% and 100%",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.42.1.3/24"],"loss":"5%","for":"1m"}"#),
+            400,
+            "did you mean 10.42.1.0/24?",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(
+                r#"{"name":"x","to":["10.42.1.3"],"proto":"tcp","dport":["70000"],"loss":"5%","for":"1m"}"#,
+            ),
+            400,
+            "faults[0].dport: '70000': ports are 0-65535",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"keep","to":["10.42.1.3"],"loss":"5%","for":"1m"}"#),
+            409,
+            "faults[0].name: a fault named 'keep' exists",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            format!(
+                "[{0},{0}]",
+                r#"{"name":"x","to":["10.42.1.3"],"loss":"5%","for":"1m"}"#
+            ),
+            400,
+            "faults[1].name: 'x' appears twice",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#),
+            403,
+            "reaches protected 10.42.1.1/32 (node address)",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#),
+            403,
+            "reaches protected 10.43.0.10/32 (cluster-dns)",
+        ),
+        (
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","blackhole":true,"for":"1m"}"#),
+            403,
+            "faults[0].to: any destination reaches protected",
+        ),
+        (
+            "POST",
+            "/v1/faults?force=maybe".into(),
+            f(r#"{"name":"x","to":["10.42.1.3"],"loss":"5%","for":"1m"}"#),
+            400,
+            "force: 'maybe' is not a boolean",
+        ),
+        (
+            "POST",
+            "/v1/faults?colour=red".into(),
+            f(r#"{"name":"x","to":["10.42.1.3"],"loss":"5%","for":"1m"}"#),
+            400,
+            "colour: unknown query parameter",
+        ),
+        (
+            "DELETE",
+            "/v1/faults/nope".into(),
+            String::new(),
+            404,
+            "name: no fault named 'nope'",
+        ),
+        (
+            "GET",
+            "/v1/faults/nope".into(),
+            String::new(),
+            404,
+            "name: no fault named 'nope'",
+        ),
+        (
+            "GET",
+            "/v1/nothing".into(),
+            String::new(),
+            404,
+            "no such endpoint",
+        ),
+    ];
+    let mut cases = cases;
+    if !injector::features::fq() {
+        cases.push((
+            "POST",
+            "/v1/faults".into(),
+            f(r#"{"name":"x","to":["10.42.1.3"],"delay":"100ms","for":"1m"}"#),
+            400,
+            "faults[0].delay: the fq qdisc is unavailable on this kernel",
+        ));
+    }
+    for (method, path, body, code, msg) in &cases {
+        let r = api
+            .request(method, path, (!body.is_empty()).then_some(body.as_str()))
+            .unwrap();
+        assert_eq!(r.status, *code, "{method} {path} {body}: {}", r.body);
+        assert!(
+            r.error_message().contains(msg),
+            "{method} {path} {body}: {}",
+            r.error_message()
+        );
+    }
+    assert_eq!(faults(&api), before, "nothing changed");
+    // The CLI shows the daemon's message and exits 1; an unreachable daemon is one line and exit 3.
+    let out = d
+        .cli(
+            &["fault", "apply", "-f", "-"],
+            &f(r#"{"name":"x","to":["10.42.1.3"],"loss":"150%","for":"1m"}"#),
+        )
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "injector: faults[0].loss: '150%': must be between 0% and 100%"
+    );
+    let gone = Command::new(injector_bin())
+        .args(["--socket", "/nonexistent.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&gone.stderr).lines().count(), 1);
+    // Forced, a protected target is accepted.
+    let r = api
+        .request(
+            "POST",
+            "/v1/faults?force=true",
+            Some(&f(
+                r#"{"name":"x","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#,
+            )),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        api.request("GET", "/v1/faults/x", None).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn the_tcp_api_needs_its_token() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("tt"), 1).unwrap();
+    let token_file = std::env::temp_dir().join(format!("{}.token", l.prefix));
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let _cleanup = scopeguard(token_file.clone());
+    let d = Daemon::start_with(
+        &injector_bin(),
+        l.node(1),
+        &[
+            "--listen",
+            "127.0.0.1:7070",
+            "--api-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let ask = |token: &str| {
+        let ep = Endpoint::Tcp {
+            addr: "127.0.0.1:7070".into(),
+            token: token.into(),
+        };
+        in_netns(&l.node(1).netns, move || {
+            Ok(ep.request("GET", "/v1/status", None)?.status)
+        })
+        .unwrap()
+    };
+    assert_eq!(ask("wrong-token-0123456789"), 401);
+    assert_eq!(ask("s3cret-token-0123456789"), 200);
+    drop(d);
+    // Refused at start: a TCP API without a token file.
+    let out = Command::new(injector_bin())
+        .args([
+            "daemon",
+            "--netns",
+            &l.node(1).netns,
+            "--bpffs",
+            "/sys/fs/bpf/unused-x",
+            "--listen",
+            "127.0.0.1:7071",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--listen: a TCP API needs --api-token-file")
+    );
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/unused-x").exists(),
+        "nothing was created"
+    );
+}
+
+struct FileGuard(std::path::PathBuf);
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+fn scopeguard(p: std::path::PathBuf) -> FileGuard {
+    FileGuard(p)
+}
+
+/// A Prometheus server in a lab node's netns; killed and its data removed on drop.
+struct Prometheus {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("pm"), 2).unwrap();
+    let node = l.node(1);
+    let d = Daemon::start(&injector_bin(), node).unwrap();
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"5m"}}]"#,
+        l.pod(1, 2).ip
+    ))
+    .unwrap();
+    assert_eq!(l.ping(l.pod(1, 1), l.pod(1, 2).ip.into(), 4).unwrap(), 0);
+    let metrics: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+    assert_eq!(
+        http_get(&node.netns, metrics, "/healthz", "*/*").unwrap().0,
+        200
+    );
+    assert_eq!(
+        http_get(&node.netns, metrics, "/readyz", "*/*").unwrap().0,
+        200
+    );
+    let (code, body) = http_get(&node.netns, metrics, "/metrics", "text/plain").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(
+            r#"injector_packets_total{fault="bh",hook="veth_egress",action="dropped"} 4"#
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("10.42."), "no pod IPs in labels");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/bootstrap.sh installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus in the node's netns scrapes the daemon every second.
+    let dir = std::env::temp_dir().join(format!("{}-prometheus", l.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: injector\n    static_configs: [{targets: ['127.0.0.1:9464']}]\n").unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node.netns, "prometheus"])
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .args(["--web.listen-address=127.0.0.1:9090", "--log.level=warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus)");
+    let _prom = Prometheus { child, dir };
+    let q = "/api/v1/query?query=injector_packets_total%7Bfault%3D%22bh%22%2Caction%3D%22dropped%22%2Chook%3D%22veth_egress%22%7D";
+    let api: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+    let mut last = String::new();
+    until(
+        "Prometheus to return the fault's counter",
+        Duration::from_secs(60),
+        || {
+            if let Ok((200, body)) = http_get(&node.netns, api, q, "application/json") {
+                last = body;
+                let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+                return v["data"]["result"][0]["value"][1].as_str() == Some("4");
+            }
+            false
+        },
+    );
+    assert!(last.contains(r#""fault":"bh""#), "{last}");
+}
