@@ -91,6 +91,9 @@ struct DaemonArgs {
     /// (repeatable): CIDR or CIDR=why, e.g. 10.43.0.10/32=cluster-dns.
     #[arg(long = "protect")]
     protect: Vec<String>,
+    /// Packets per second one device's fq must hold for the longest delay (sizes its limit).
+    #[arg(long, default_value_t = 100_000)]
+    fq_max_pps: u32,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -260,6 +263,7 @@ fn daemon_main(a: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         listen,
         metrics,
         protect,
+        fq_max_pps: a.fq_max_pps,
     }))
 }
 

@@ -1,11 +1,21 @@
-//! qdisc changes through rtnetlink (never by running `tc`): for now, removing the clsact qdisc the
-//! daemon added on kernels without TCX.
+//! qdisc changes through rtnetlink (never by running `tc`): the root qdisc of a device (read),
+//! an `fq` sized for delay faults (install), the default restored (delete root), and the clsact
+//! the daemon adds on kernels without TCX (delete).
 
-use std::{ffi::CString, io};
+use std::{ffi::CString, io, time::Duration};
 
+const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 const TC_H_CLSACT_HANDLE: u32 = 0xFFFF_0000;
 const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const NLA_F_NESTED: u16 = 1 << 15;
+// include/uapi/linux/pkt_sched.h, enum TCA_FQ_*.
+const TCA_FQ_PLIMIT: u16 = 1;
+const TCA_FQ_FLOW_PLIMIT: u16 = 2;
+const TCA_FQ_TIMER_SLACK: u16 = 13;
+const TCA_FQ_HORIZON: u16 = 14;
+const TCA_FQ_HORIZON_DROP: u16 = 15;
 
 #[repr(C)]
 struct NlMsgHdr {
@@ -40,9 +50,30 @@ fn as_bytes<T>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
 }
 
-/// Sends one request and waits for its ack; the kernel's error comes back as an `io::Error`.
-fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<()> {
-    // SAFETY: plain socket syscalls on a buffer we own; the fd is closed on every path.
+fn tcmsg(ifindex: i32, handle: u32, parent: u32) -> Vec<u8> {
+    as_bytes(&TcMsg {
+        family: libc::AF_UNSPEC as u8,
+        _pad1: 0,
+        _pad2: 0,
+        ifindex,
+        handle,
+        parent,
+        info: 0,
+    })
+    .to_vec()
+}
+
+struct Socket(i32);
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: our fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn send(ty: u16, flags: u16, body: &[u8]) -> io::Result<Socket> {
+    // SAFETY: plain socket syscalls on buffers we own.
     unsafe {
         let fd = libc::socket(
             libc::AF_NETLINK,
@@ -52,43 +83,56 @@ fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<()> {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let close = |r| {
-            libc::close(fd);
-            r
-        };
+        let s = Socket(fd);
         let hdr = NlMsgHdr {
             len: (size_of::<NlMsgHdr>() + body.len()) as u32,
             ty,
-            flags: flags | libc::NLM_F_REQUEST as u16 | libc::NLM_F_ACK as u16,
+            flags: flags | libc::NLM_F_REQUEST as u16,
             seq: 1,
             pid: 0,
         };
         let mut msg = as_bytes(&hdr).to_vec();
         msg.extend_from_slice(body);
         if libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) < 0 {
-            return close(Err(io::Error::last_os_error()));
+            return Err(io::Error::last_os_error());
         }
-        let mut buf = [0u8; 4096];
-        let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-        if n < (size_of::<NlMsgHdr>() + 4) as isize {
-            return close(Err(io::Error::other("short netlink reply")));
-        }
-        let rty = u16::from_ne_bytes([buf[4], buf[5]]);
-        if rty != libc::NLMSG_ERROR as u16 {
-            return close(Err(io::Error::other(format!(
-                "unexpected netlink reply type {rty}"
-            ))));
-        }
-        let errno = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
-        close(if errno == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(-errno))
-        })
+        Ok(s)
     }
 }
 
-fn ifindex(name: &str) -> io::Result<i32> {
+fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: receiving into our buffer.
+    let n = unsafe { libc::recv(s.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends one request and waits for its ack; the kernel's error comes back as an `io::Error`.
+fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<()> {
+    let s = send(ty, flags | libc::NLM_F_ACK as u16, body)?;
+    let mut buf = [0u8; 4096];
+    let n = recv(&s, &mut buf)?;
+    if n < size_of::<NlMsgHdr>() + 4 {
+        return Err(io::Error::other("short netlink reply"));
+    }
+    let rty = u16::from_ne_bytes([buf[4], buf[5]]);
+    if rty != libc::NLMSG_ERROR as u16 {
+        return Err(io::Error::other(format!(
+            "unexpected netlink reply type {rty}"
+        )));
+    }
+    let errno = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
+    if errno == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(-errno))
+    }
+}
+
+pub fn ifindex(name: &str) -> io::Result<i32> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
@@ -99,18 +143,182 @@ fn ifindex(name: &str) -> io::Result<i32> {
     }
 }
 
+/// The kind of `iface`'s root qdisc (`noqueue`, `fq`, `htb`, ...).
+pub fn root_kind(iface: &str) -> io::Result<String> {
+    let idx = ifindex(iface)?;
+    let s = send(libc::RTM_GETQDISC, libc::NLM_F_DUMP as u16, &tcmsg(0, 0, 0))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut kind = None;
+    'outer: loop {
+        let n = recv(&s, &mut buf)?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2"));
+            if len < 16 || off + len > n || ty == libc::NLMSG_DONE as u16 {
+                break 'outer;
+            }
+            if ty == libc::NLMSG_ERROR as u16 {
+                let errno = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4"));
+                return Err(io::Error::from_raw_os_error(-errno));
+            }
+            if let Some((i, parent, k)) = parse_qdisc(&buf[off + 16..off + len])
+                && i == idx
+                && parent == TC_H_ROOT
+            {
+                kind = Some(k);
+            }
+            off += len.next_multiple_of(4);
+        }
+    }
+    // A device with no root entry in the dump uses its default: noqueue for veth and vxlan.
+    Ok(kind.unwrap_or_else(|| "noqueue".into()))
+}
+
+/// (ifindex, parent, kind) of an RTM_NEWQDISC message body.
+fn parse_qdisc(msg: &[u8]) -> Option<(i32, u32, String)> {
+    if msg.len() < size_of::<TcMsg>() {
+        return None;
+    }
+    let ifindex = i32::from_ne_bytes(msg[4..8].try_into().ok()?);
+    let parent = u32::from_ne_bytes(msg[12..16].try_into().ok()?);
+    let mut a = size_of::<TcMsg>();
+    while a + 4 <= msg.len() {
+        let alen = usize::from(u16::from_ne_bytes(msg[a..a + 2].try_into().ok()?));
+        let aty = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().ok()?);
+        if alen < 4 || a + alen > msg.len() {
+            break;
+        }
+        if aty == TCA_KIND {
+            let v = &msg[a + 4..a + alen];
+            let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+            return Some((
+                ifindex,
+                parent,
+                String::from_utf8_lossy(&v[..end]).into_owned(),
+            ));
+        }
+        a += alen.next_multiple_of(4);
+    }
+    None
+}
+
+/// fq settings for delay faults: every delayed packet waits in fq, so the queue must hold
+/// rate x delay packets, one flow may be all of them, and the horizon must not drop them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FqParams {
+    pub limit: u32,
+    pub flow_limit: u32,
+    pub horizon_us: u32,
+    pub timer_slack_ns: u32,
+}
+
+/// Sizes fq for `max_pps` packets/s held for up to `max_delay`.
+pub fn fq_params(max_pps: u32, max_delay: Duration) -> FqParams {
+    let held = (f64::from(max_pps) * max_delay.as_secs_f64() * 1.5).ceil() as u64;
+    let limit = held.clamp(10_000, 1_000_000) as u32;
+    // Beyond the horizon fq would drop (or cap, as set below): keep it well past the longest delay.
+    let horizon = max_delay.saturating_mul(2).max(Duration::from_secs(10));
+    FqParams {
+        limit,
+        flow_limit: limit,
+        horizon_us: horizon.as_micros().min(u128::from(u32::MAX)) as u32,
+        timer_slack_ns: 0,
+    }
+}
+
+fn fq_body(idx: i32, p: FqParams) -> Vec<u8> {
+    let mut body = tcmsg(idx, 0, TC_H_ROOT);
+    push_attr(&mut body, TCA_KIND, b"fq\0");
+    let mut opts = Vec::new();
+    push_attr(&mut opts, TCA_FQ_PLIMIT, &p.limit.to_ne_bytes());
+    push_attr(&mut opts, TCA_FQ_FLOW_PLIMIT, &p.flow_limit.to_ne_bytes());
+    push_attr(&mut opts, TCA_FQ_HORIZON, &p.horizon_us.to_ne_bytes());
+    // 0: cap a packet beyond the horizon to the horizon instead of dropping it.
+    push_attr(&mut opts, TCA_FQ_HORIZON_DROP, &[0u8]);
+    push_attr(
+        &mut opts,
+        TCA_FQ_TIMER_SLACK,
+        &p.timer_slack_ns.to_ne_bytes(),
+    );
+    push_attr(&mut body, TCA_OPTIONS | NLA_F_NESTED, &opts);
+    body
+}
+
+/// Makes `fq` the root qdisc of `iface` (replacing the default `noqueue`).
+pub fn install_fq(iface: &str, p: FqParams) -> io::Result<()> {
+    let flags = (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
+    request(libc::RTM_NEWQDISC, flags, &fq_body(ifindex(iface)?, p))
+}
+
+/// Deletes the root qdisc of `iface`: the device goes back to its default.
+pub fn delete_root(iface: &str) -> io::Result<()> {
+    request(libc::RTM_DELQDISC, 0, &tcmsg(ifindex(iface)?, 0, TC_H_ROOT))
+}
+
 /// Deletes the clsact qdisc of `iface` (and with it every tc filter on its hooks).
 pub fn delete_clsact(iface: &str) -> io::Result<()> {
-    let tcm = TcMsg {
-        family: libc::AF_UNSPEC as u8,
-        _pad1: 0,
-        _pad2: 0,
-        ifindex: ifindex(iface)?,
-        handle: TC_H_CLSACT_HANDLE,
-        parent: TC_H_CLSACT,
-        info: 0,
-    };
-    let mut body = as_bytes(&tcm).to_vec();
+    let mut body = tcmsg(ifindex(iface)?, TC_H_CLSACT_HANDLE, TC_H_CLSACT);
     push_attr(&mut body, TCA_KIND, b"clsact\0");
     request(libc::RTM_DELQDISC, 0, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fq_is_sized_for_rate_times_delay() {
+        let p = fq_params(100_000, Duration::from_millis(100));
+        assert_eq!(p.limit, 15_000);
+        assert_eq!(p.flow_limit, p.limit, "one flow may hold the whole queue");
+        assert_eq!(p.horizon_us, 10_000_000);
+        assert_eq!(
+            fq_params(1000, Duration::from_millis(1)).limit,
+            10_000,
+            "never below fq's default"
+        );
+        assert_eq!(
+            fq_params(1_000_000, Duration::from_secs(8)).horizon_us,
+            16_000_000
+        );
+    }
+
+    #[test]
+    fn the_fq_request_carries_kind_and_nested_options() {
+        let b = fq_body(
+            7,
+            FqParams {
+                limit: 100,
+                flow_limit: 50,
+                horizon_us: 10,
+                timer_slack_ns: 0,
+            },
+        );
+        assert_eq!(i32::from_ne_bytes(b[4..8].try_into().unwrap()), 7);
+        assert_eq!(u32::from_ne_bytes(b[12..16].try_into().unwrap()), TC_H_ROOT);
+        let (ifindex, parent, kind) = parse_qdisc(&b).unwrap();
+        assert_eq!((ifindex, parent, kind.as_str()), (7, TC_H_ROOT, "fq"));
+        // After TCA_KIND ("fq\0" padded to 8 bytes): the nested options, 5 attributes.
+        let opts = &b[size_of::<TcMsg>() + 8..];
+        assert_eq!(
+            u16::from_ne_bytes(opts[2..4].try_into().unwrap()),
+            TCA_OPTIONS | NLA_F_NESTED
+        );
+        assert_eq!(
+            usize::from(u16::from_ne_bytes(opts[0..2].try_into().unwrap())),
+            4 + 4 * 8 + 8
+        );
+        assert_eq!(
+            u16::from_ne_bytes(opts[6..8].try_into().unwrap()),
+            TCA_FQ_PLIMIT
+        );
+        assert_eq!(u32::from_ne_bytes(opts[8..12].try_into().unwrap()), 100);
+    }
+
+    #[test]
+    fn root_qdisc_of_loopback_is_read() {
+        // Loopback in a fresh netns or on a host: noqueue unless someone configured it.
+        assert!(!root_kind("lo").unwrap().is_empty());
+    }
 }

@@ -148,6 +148,7 @@ async fn create(
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;
+    super::fq::sync(c);
     // A new fault set re-arms (as after an abort, applying again is a deliberate act).
     c.maps.set_ctrl(ctrl::ARMED, 1)?;
     tracing::info!(faults = ?names, force, "faults added");
@@ -161,6 +162,7 @@ async fn delete_one(
     let mut guard = s.lock();
     let c = &mut *guard;
     c.faults.remove(&mut c.maps, &name)?;
+    super::fq::sync(c);
     tracing::info!(fault = %name, "fault deleted");
     Ok(Json(json!({ "deleted": [name] })))
 }
@@ -169,6 +171,7 @@ async fn clear(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiEr
     let mut guard = s.lock();
     let c = &mut *guard;
     let n = c.faults.clear(&mut c.maps)?;
+    super::fq::sync(c);
     tracing::info!(faults = n, "all faults deleted");
     Ok(Json(json!({ "deleted_count": n })))
 }
@@ -205,6 +208,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiE
         "features": c.features,
         "interfaces": c.ifaces,
         "attach_errors": c.attach_errors,
+        "fq": { "installed": c.fq.installed, "not_usable": c.fq.refused },
         "protected": c.protected,
         "faults": faults,
     })))

@@ -8,7 +8,10 @@ use std::{
 
 use serde::Serialize;
 
-use super::faultset::{FaultSet, Protected};
+use super::{
+    faultset::{FaultSet, Protected},
+    fq::FqState,
+};
 use crate::{attach::IfaceStatus, kernel::Maps};
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -27,6 +30,10 @@ pub struct Core {
     pub protected: Vec<Protected>,
     pub features: Features,
     pub bpffs: String,
+    /// fq qdiscs the daemon installed for delay faults.
+    pub fq: FqState,
+    /// Packets per second an fq must hold for the longest delay (`--fq-max-pps`).
+    pub fq_max_pps: u32,
 }
 
 #[derive(Clone)]

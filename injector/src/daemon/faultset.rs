@@ -115,6 +115,9 @@ impl FaultSet {
         let mut set = FaultSet::default();
         let mut dropped = Vec::new();
         for (slot, bytes) in maps.records()? {
+            if slot == super::fq::RECORD_KEY {
+                continue;
+            }
             let rec: Record = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
@@ -140,7 +143,7 @@ impl FaultSet {
         }
         let live: Vec<u32> = set.entries.values().map(|e| e.slot).collect();
         for (slot, _) in maps.records()? {
-            if !live.contains(&slot) {
+            if !live.contains(&slot) && slot != super::fq::RECORD_KEY {
                 maps.remove_record(slot)?;
             }
         }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod core;
 pub mod faultset;
+pub mod fq;
 pub mod metrics;
 
 use std::{
@@ -56,6 +57,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Protected destinations besides the node's own addresses: (CIDR, why).
     pub protect: Vec<(Cidr, String)>,
+    /// Packets per second an fq must hold for the longest delay.
+    pub fq_max_pps: u32,
 }
 
 /// Removes the map pins this instance made, and the directory if it is then empty.
@@ -242,7 +245,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         protected: protected(&cfg),
         features: feats,
         bpffs: cfg.bpffs.display().to_string(),
+        fq: Default::default(),
+        fq_max_pps: cfg.fq_max_pps,
     });
+    {
+        let mut c = shared.lock();
+        if adopted {
+            fq::adopt(&mut c);
+        }
+        fq::sync(&mut c);
+    }
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn({
         let r = api::router(shared.clone());
@@ -277,6 +289,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     servers.abort_all();
     drop(links);
     let mut c = shared.lock();
+    fq::restore_all(&mut c);
     for (name, st) in std::mem::take(&mut c.ifaces) {
         for e in attach::detach(&name, &st) {
             warn!(iface = %name, error = %e, "detach");
@@ -347,6 +360,7 @@ fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
                 warn!(error = %e, "writing the overlay ifindex");
             }
             c.ifaces.insert(name, st);
+            fq::sync(&mut c);
         }
         LinkEvent::Del { ifindex, name } => {
             let mut c = shared.lock();
