@@ -2,6 +2,7 @@
 //! `injector` binary: the daemon, the map access, and the parsing of what users type.
 
 pub mod attach;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod fault;

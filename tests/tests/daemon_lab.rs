@@ -231,7 +231,7 @@ fn bad_requests_get_4xx_and_change_nothing() {
             "/v1/faults".into(),
             f(r#"{"name":"x","blackhole":true,"for":"1m"}"#),
             403,
-            "faults[0].to: any destination reaches protected",
+            "faults[0].to: any address reaches protected",
         ),
         (
             "POST",

@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: the main job on the two-node lab. Builds injector, brings the lab up,
-//! starts a daemon in each node, applies a blackhole and a 10% loss between named pods and shows
-//! their effect with real traffic and the kernel's counters, then tears everything down and shows
-//! that nothing is left.
+//! starts a daemon in each node, applies a blackhole, a 10% loss and a delay between named pods
+//! with the CLI, shows their effect with real traffic, `injector top` and the metrics, then
+//! tears everything down and shows that nothing is left.
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -22,22 +22,6 @@ fn ping(l: &Lab, from: &Pod, to: &Pod) -> Result<u32> {
         from.name, from.ip, to.name
     );
     Ok(got)
-}
-
-fn local(d: &Daemon, args: &[&str]) -> Result<()> {
-    println!(
-        "  $ injector local --bpffs {} {}",
-        d.bpffs.display(),
-        args.join(" ")
-    );
-    for line in d
-        .local(args)?
-        .lines()
-        .filter(|l| !l.contains(" matched=0 "))
-    {
-        println!("    {line}");
-    }
-    Ok(())
 }
 
 pub fn run() -> Result<()> {
@@ -90,44 +74,116 @@ pub fn run() -> Result<()> {
     }
 
     println!(
-        "\n== 4. faults: blackhole pod {} ({}), 10% loss {} -> {}, for 30 s (kernel-enforced)",
-        c.name, c.ip, a.name, e.name
+        "\n== 4. faults from the CLI, on both nodes (every node holds every fault), 60 s each"
     );
-    let faults = format!(
-        r#"[{{"name":"bh-n2p1","to":["{}"],"blackhole":true,"for":"30s"}},
- {{"name":"loss-n1p1-n2p2","from":["{}"],"to":["{}"],"proto":"icmp","loss":"10%","for":"30s"}}]"#,
-        c.ip, a.ip, e.ip
-    );
-    println!(
-        "  $ injector fault apply -f faults.json   # on both nodes: every node holds every fault"
-    );
-    println!("  {}", faults.replace('\n', "\n  "));
-    for d in [&d1, &d2] {
-        d.apply(&faults)?;
+    let delay_args = [
+        "fault",
+        "add",
+        "slow-n1p2",
+        "--from",
+        &a.ip.to_string(),
+        "--to",
+        &b.ip.to_string(),
+        "--delay",
+        "50ms",
+        "--jitter",
+        "5ms",
+        "--for",
+        "60s",
+    ];
+    let faults: [Vec<String>; 2] = [
+        [
+            "fault",
+            "add",
+            "bh-n2p1",
+            "--to",
+            &c.ip.to_string(),
+            "--blackhole",
+            "--for",
+            "60s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "fault",
+            "add",
+            "loss-n2p2",
+            "--from",
+            &a.ip.to_string(),
+            "--to",
+            &e.ip.to_string(),
+            "--proto",
+            "icmp",
+            "--loss",
+            "10%",
+            "--for",
+            "60s",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for f in &faults {
+        let args: Vec<&str> = f.iter().map(String::as_str).collect();
+        println!("  $ injector {}", args.join(" "));
+        for d in [&d1, &d2] {
+            d.cli_ok(&args, "")?;
+        }
     }
-    ensure!(ping(&l, a, c)? == 0, "the blackhole did not take effect");
-    ensure!(ping(&l, a, b)? == 20, "a same-node pod was affected");
+    println!("  $ injector {}", delay_args.join(" "));
+    let delay = d1.cli(&delay_args, "")?;
+    let delay_ok = delay.status.success();
+    if delay_ok {
+        d2.cli_ok(&delay_args, "")?;
+        println!("    created: slow-n1p2 (fq installed on the egress devices by the daemon)");
+    } else {
+        println!(
+            "    refused, exit {}: {}",
+            delay.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&delay.stderr).trim()
+        );
+        println!("    (this kernel has no sch_fq; real delay runs on a stock kernel in the VM)");
+    }
+    println!("  $ injector fault ls");
+    for line in d1.cli_ok(&["fault", "ls"], "")?.lines() {
+        println!("    {line}");
+    }
 
-    println!(
-        "\n== 5. 10% loss from {} to {} (cross-node): 5000 pings at 2000/s",
-        a.name, e.name
-    );
+    println!("\n== 5. the effect, with real traffic");
+    ensure!(ping(&l, a, c)? == 0, "the blackhole did not take effect");
+    ensure!(ping(&l, a, l.pod(2, 2))? > 0, "the loss fault blackholed");
     let got = l.ping_fast(a, e.ip.into(), 5000)?;
     let lost = 5000 - got;
     println!(
-        "  lost {lost} of 5000 = {:.1}%: judged once, on node1 at flannel.1 egress",
+        "  5000 pings {} -> {} at 2000/s: lost {lost} = {:.1}% (judged once, on node1 at flannel.1 egress)",
+        a.name,
+        e.name,
         f64::from(lost) / 50.0
     );
     ensure!((350..=650).contains(&lost), "loss far from 10%");
-    println!("  what the kernel counted on node1:");
-    local(&d1, &["stats"])?;
+    if delay_ok {
+        ensure!(ping(&l, a, b)? == 20, "the delayed pod lost traffic");
+    }
+    println!("  $ injector top --count 1");
+    for line in d1.cli_ok(&["top", "--count", "1"], "")?.lines() {
+        println!("    {line}");
+    }
+    let (_, metrics) = injector_tests::traffic::http_get(
+        &l.node(1).netns,
+        "127.0.0.1:9464".parse()?,
+        "/metrics",
+        "text/plain",
+    )?;
+    println!("  $ curl -s node1:9464/metrics | grep 'action=\"dropped\"' | grep -v ' 0$'");
+    for line in metrics
+        .lines()
+        .filter(|l| l.contains("action=\"dropped\"") && !l.ends_with(" 0"))
+    {
+        println!("    {line}");
+    }
 
     println!("\n== 6. delete the faults: traffic is back at once");
+    println!("  $ injector fault rm --all");
     for d in [&d1, &d2] {
-        println!(
-            "  $ injector --socket {} fault rm --all",
-            d.socket.display()
-        );
         d.clear()?;
     }
     ensure!(ping(&l, a, c)? == 20, "traffic did not come back");

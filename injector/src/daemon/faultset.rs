@@ -93,7 +93,7 @@ fn protected_hit<'p>(
     for (field, set) in sets {
         for p in protected {
             if set.is_empty() {
-                return Some((field, "any destination".to_string(), p));
+                return Some((field, "any address".to_string(), p));
             }
             if let Some(c) = set.iter().find(|c| overlaps(c, &p.net)) {
                 return Some((field, c.to_string(), p));
@@ -226,7 +226,7 @@ impl FaultSet {
                 && let Some((field, what, p)) = protected_hit(&fault, opts.protected)
             {
                 return Err(ApiError::Forbidden(format!(
-                    "{at}{field}: {what} reaches protected {} ({}); name other targets, or force=true to override",
+                    "{at}{field}: {what} reaches protected {} ({}); name other targets, or force it (force=true, --force)",
                     p.cidr, p.why
                 )));
             }
@@ -397,7 +397,7 @@ mod tests {
         );
         assert_eq!(
             hit(r#"{"name":"a","blackhole":true,"for":"1m"}"#).map(|h| h.1),
-            Some("any destination".into())
+            Some("any address".into())
         );
         // Sources matter only when the fault also runs the other way.
         assert_eq!(

@@ -1,0 +1,239 @@
+//! The command line: every subcommand and flag of the one `injector` binary.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{DEFAULT_BPFFS, DEFAULT_SOCKET, ifaces};
+
+const EXAMPLES: &str = "\
+Examples:
+  injector fault add checkout-db --from 10.42.1.0/24 --to 10.42.2.7 --proto tcp --dport 5432 \\
+      --delay 100ms --jitter 10ms --for 5m
+  injector fault add lossy --to 10.42.2.0/24 --loss 5% --flows 20% --seed 7 --both-ways
+  injector apply -f faults.yaml            # several faults, YAML or JSON (`-f -`: stdin)
+  injector fault ls -o table               # or -o json / -o yaml
+  injector top                             # live counters and rates per fault
+  injector abort                           # every fault off, one map write
+  injector --addr 10.0.0.5:7070 --token-file /etc/injector/token status";
+
+#[derive(Parser)]
+#[command(name = "injector", version, about = "eBPF network fault injector for Kubernetes workers", after_help = EXAMPLES)]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "INJECTOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Reach the daemon over TCP instead (HOST:PORT); needs --token-file.
+    #[arg(long, global = true, env = "INJECTOR_ADDR")]
+    pub addr: Option<String>,
+    /// File holding the bearer token for --addr.
+    #[arg(long, global = true, env = "INJECTOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the node agent: load the programs, attach to pod interfaces, serve the API and metrics.
+    Daemon(Box<DaemonArgs>),
+    /// Manage faults one by one.
+    Fault {
+        #[command(subcommand)]
+        cmd: FaultCmd,
+    },
+    /// Add the faults of a YAML or JSON file (`-f -` for stdin): a list, {faults: [...]}, or one.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: String,
+        /// Allow faults that reach protected targets.
+        #[arg(long)]
+        force: bool,
+        /// Replace faults of the same name instead of refusing them.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Disarm every fault at once (one map write); `injector arm` or a new fault re-arms.
+    Abort {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Re-arm the faults after an abort.
+    Arm {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// The daemon's status: kernel features, interfaces, faults with remaining time.
+    Status {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// A live view of every fault's counters and rates, refreshed in place.
+    Top {
+        /// Time between refreshes.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Shell completions: `injector completions bash > /etc/bash_completion.d/injector`.
+    Completions { shell: clap_complete::Shell },
+    /// A daemon's pinned maps on this node, directly (works when the daemon does not).
+    Local {
+        /// bpffs directory of the daemon.
+        #[arg(long, default_value = DEFAULT_BPFFS, global = true)]
+        bpffs: PathBuf,
+        #[command(subcommand)]
+        cmd: LocalCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FaultCmd {
+    /// Add one fault from flags.
+    #[command(after_help = EXAMPLES)]
+    Add(Box<AddArgs>),
+    /// List the faults with their counters.
+    Ls {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show one fault.
+    Get {
+        name: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Delete faults by name, or all of them.
+    Rm {
+        names: Vec<String>,
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The fault's name (a-z, 0-9, '-', '.', '_').
+    pub name: String,
+    /// Source CIDRs (comma-separated or repeated); default: any.
+    #[arg(long, value_delimiter = ',')]
+    pub from: Vec<String>,
+    /// Destination CIDRs (comma-separated or repeated); default: any (a protected target: needs --force).
+    #[arg(long, value_delimiter = ',')]
+    pub to: Vec<String>,
+    /// tcp, udp, icmp or any.
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Source ports or ranges: 53, 8000-8080 (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sport: Vec<String>,
+    /// Destination ports or ranges: 5432, 8000-8080 (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub dport: Vec<String>,
+    /// Also the reverse direction.
+    #[arg(long)]
+    pub both_ways: bool,
+    /// Drop this share of packets: 5%, 0.1%.
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Drop every packet, silently.
+    #[arg(long)]
+    pub blackhole: bool,
+    /// Hold packets this long: 100ms.
+    #[arg(long)]
+    pub delay: Option<String>,
+    /// Uniform +- jitter around --delay: 10ms.
+    #[arg(long)]
+    pub jitter: Option<String>,
+    /// Hit only this share of flows (connections): 20%.
+    #[arg(long)]
+    pub flows: Option<String>,
+    /// Seed of the flow choice (same seed, same flows).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Lifetime; the kernel ends the fault then: 30s, 5m, 1h (at most 24h).
+    #[arg(long = "for", default_value = "5m")]
+    pub lifetime: String,
+    /// Count what the fault would hit; touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a fault that reaches protected targets.
+    #[arg(long)]
+    pub force: bool,
+    /// Replace a fault of the same name.
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    pub out: OutputArg,
+}
+
+#[derive(Subcommand)]
+pub enum LocalCmd {
+    /// Print the counters straight from the pinned maps.
+    Stats,
+    /// Disarm every fault with one write to the pinned maps, without the daemon.
+    Abort,
+}
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// bpffs directory for this instance's pins (one per daemon).
+    #[arg(long, default_value = DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+    /// Interface name pattern to attach to (repeatable; `*` and `?` wildcards).
+    #[arg(long = "iface", default_values_t = ifaces::DEFAULT_PATTERNS.map(String::from))]
+    pub ifaces: Vec<String>,
+    /// The bridge of the pod veths (its hooks only count).
+    #[arg(long, default_value = "cni0")]
+    pub bridge: String,
+    /// The overlay device towards other nodes (judges traffic leaving for them).
+    #[arg(long, default_value = "flannel.1")]
+    pub overlay: String,
+    /// Also judge drop/blackhole in XDP on the pod veths (the cheapest drop).
+    #[arg(long)]
+    pub xdp: bool,
+    /// Faults lapse when the daemon's heartbeat is older than this (e.g. 30s).
+    #[arg(long, default_value = "30s")]
+    pub grace: String,
+    /// Also serve the API on TCP at this address; requires --api-token-file.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Bearer token (at least 16 characters) for --listen.
+    #[arg(long, requires = "listen")]
+    pub api_token_file: Option<PathBuf>,
+    /// Where /metrics, /healthz and /readyz are served ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    pub metrics_addr: String,
+    /// A destination no fault may touch unless forced, besides the node's own addresses
+    /// (repeatable): CIDR or CIDR=why, e.g. 10.43.0.10/32=cluster-dns.
+    #[arg(long = "protect")]
+    pub protect: Vec<String>,
+    /// Packets per second one device's fq must hold for the longest delay (sizes its limit).
+    #[arg(long, default_value_t = 100_000)]
+    pub fq_max_pps: u32,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// Enter this network namespace first (a name under /run/netns, or a path). Unlike
+    /// `ip netns exec` it keeps the host's /sys, so the pins land in the host's bpffs.
+    #[arg(long)]
+    pub netns: Option<String>,
+}

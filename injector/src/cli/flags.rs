@@ -1,0 +1,69 @@
+//! `injector fault add NAME --flags`: the flags as a [`FaultSpec`], and the validator's field names
+//! turned back into the flags the user typed (`loss` -> `--loss`).
+
+use super::args::AddArgs;
+use crate::fault::spec::FaultSpec;
+
+pub fn spec(a: &AddArgs) -> FaultSpec {
+    FaultSpec {
+        name: a.name.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        proto: a.proto.clone(),
+        sport: a.sport.clone(),
+        dport: a.dport.clone(),
+        both_ways: a.both_ways,
+        loss: a.loss.clone(),
+        blackhole: a.blackhole,
+        delay: a.delay.clone(),
+        jitter: a.jitter.clone(),
+        flows: a.flows.clone(),
+        seed: a.seed,
+        lifetime: a.lifetime.clone(),
+        dry_run: a.dry_run,
+    }
+}
+
+/// Rewrites a message about spec fields (`loss: ...`, `faults[0].loss: ...`) in flag names.
+pub fn as_flags(msg: &str) -> String {
+    let m = msg.strip_prefix("faults[0].").unwrap_or(msg);
+    let Some((field, rest)) = m.split_once(": ") else {
+        return m.to_string();
+    };
+    let flag = match field {
+        "name" => "NAME".to_string(),
+        "action" => "--loss/--blackhole/--delay".to_string(),
+        "for" => "--for".to_string(),
+        f if f.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
+            format!("--{}", f.replace('_', "-"))
+        }
+        _ => return m.to_string(),
+    };
+    format!("{flag}: {rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_become_flags() {
+        assert_eq!(
+            as_flags("loss: '150%': must be between 0% and 100%"),
+            "--loss: '150%': must be between 0% and 100%"
+        );
+        assert_eq!(
+            as_flags("faults[0].dport: '70000': ports are 0-65535"),
+            "--dport: '70000': ports are 0-65535"
+        );
+        assert_eq!(
+            as_flags("action: give exactly one of"),
+            "--loss/--blackhole/--delay: give exactly one of"
+        );
+        assert_eq!(
+            as_flags("faults[0].name: a fault named 'x' exists"),
+            "NAME: a fault named 'x' exists"
+        );
+        assert_eq!(as_flags("no such endpoint"), "no such endpoint");
+    }
+}

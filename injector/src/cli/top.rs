@@ -1,0 +1,91 @@
+//! `injector top`: every fault's counters and rates (packets/s from the difference between two
+//! refreshes), redrawn in place on a terminal, appended otherwise.
+
+use std::{
+    collections::HashMap,
+    io::IsTerminal as _,
+    time::{Duration, Instant},
+};
+
+use super::{Failure, get_json, output};
+use crate::client::Endpoint;
+
+pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), Failure> {
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    let mut last = Instant::now();
+    let mut n = 0;
+    loop {
+        let faults = get_json(ep, "/v1/faults")?;
+        let status = get_json(ep, "/v1/status")?;
+        let dt = last.elapsed().as_secs_f64().max(1e-3);
+        last = Instant::now();
+        let mut rows = vec![
+            [
+                "NAME", "ACTION", "LEFT", "MATCHED", "DROPPED", "DELAYED", "MATCH/s", "DROP/s",
+                "DELAY/s",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        let mut next = HashMap::new();
+        for f in faults.as_array().into_iter().flatten() {
+            let name = f["name"].as_str().unwrap_or("?").to_string();
+            let now = (
+                output::total(f, "matched_packets"),
+                output::total(f, "dropped_packets"),
+                output::total(f, "delayed_packets"),
+            );
+            let rate = |a: u64, b: u64| {
+                if prev.contains_key(&name) {
+                    format!("{:.0}", a.saturating_sub(b) as f64 / dt)
+                } else {
+                    "-".into()
+                }
+            };
+            let p = prev.get(&name).copied().unwrap_or_default();
+            rows.push(vec![
+                name.clone(),
+                output::action(&f["spec"]),
+                output::duration(f["remaining_s"].as_f64().unwrap_or(0.0)),
+                now.0.to_string(),
+                now.1.to_string(),
+                now.2.to_string(),
+                rate(now.0, p.0),
+                rate(now.1, p.1),
+                rate(now.2, p.2),
+            ]);
+            next.insert(name, now);
+        }
+        prev = next;
+        let armed = if status["armed"].as_bool() == Some(true) {
+            "armed"
+        } else {
+            "DISARMED"
+        };
+        let head = format!(
+            "injector top  {armed}  {} faults  refresh {:.1}s  (Ctrl-C to quit)\n\n",
+            rows.len() - 1,
+            interval.as_secs_f64()
+        );
+        if tty {
+            print!("\x1b[H\x1b[2J");
+        }
+        print!(
+            "{head}{}",
+            if rows.len() == 1 {
+                "no faults\n".to_string()
+            } else {
+                output::columns(&rows)
+            }
+        );
+        if !tty {
+            println!();
+        }
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
