@@ -161,9 +161,9 @@ impl Daemon {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Adds `faults` (JSON) through the API: `injector fault apply -f -`.
+    /// Adds `faults` (JSON) through the API: `injector apply -f -`.
     pub fn apply(&self, faults: &str) -> Result<String> {
-        self.cli_ok(&["fault", "apply", "-f", "-"], faults)
+        self.cli_ok(&["apply", "-f", "-"], faults)
     }
 
     /// Deletes every fault through the API.

@@ -27,7 +27,7 @@ fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn status(d: &Daemon) -> serde_json::Value {
-    serde_json::from_str(&d.cli_ok(&["status"], "").unwrap()).unwrap()
+    serde_json::from_str(&d.cli_ok(&["status", "-o", "json"], "").unwrap()).unwrap()
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn kill_9_and_restart_adopts_the_running_faults() {
     ))
     .unwrap();
     let listed: serde_json::Value =
-        serde_json::from_str(&d.cli_ok(&["fault", "ls"], "").unwrap()).unwrap();
+        serde_json::from_str(&d.cli_ok(&["fault", "ls", "-o", "json"], "").unwrap()).unwrap();
     assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0);
     let attached = snapshot::node(&node.netns, &node.bpffs()).unwrap();
 
@@ -102,7 +102,7 @@ fn kill_9_and_restart_adopts_the_running_faults() {
         d.log_text()
     );
     let relisted: serde_json::Value =
-        serde_json::from_str(&d.cli_ok(&["fault", "ls"], "").unwrap()).unwrap();
+        serde_json::from_str(&d.cli_ok(&["fault", "ls", "-o", "json"], "").unwrap()).unwrap();
     for i in 0..2 {
         assert_eq!(relisted[i]["name"], listed[i]["name"]);
         assert_eq!(relisted[i]["slot"], listed[i]["slot"]);
@@ -294,7 +294,7 @@ fn bad_requests_get_4xx_and_change_nothing() {
     // The CLI shows the daemon's message and exits 1; an unreachable daemon is one line and exit 3.
     let out = d
         .cli(
-            &["fault", "apply", "-f", "-"],
+            &["apply", "-f", "-"],
             &f(r#"{"name":"x","to":["10.42.1.3"],"loss":"150%","for":"1m"}"#),
         )
         .unwrap();
