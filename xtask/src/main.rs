@@ -3,6 +3,7 @@
 
 mod demo;
 mod test;
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -29,10 +30,34 @@ enum Cmd {
     },
     /// The main job: lab up, daemons on both nodes, a drop between two pods shown, all torn down.
     Demo,
+    /// A stock Debian kernel in QEMU (this host has no sch_fq/netem): `vm run -- CMD`.
+    Vm {
+        #[command(subcommand)]
+        cmd: VmCmd,
+    },
     /// The two-node flannel lab in network namespaces.
     Lab {
         #[command(subcommand)]
         cmd: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Download the distro kernel and build the initramfs (once).
+    Setup,
+    /// Run the tests that need sch_fq in the guest (part of `cargo xtask test`).
+    Test,
+    /// Run a shell command in the guest, chrooted into the host's root, in the workspace.
+    Run {
+        /// Virtual time (-icount): deterministic timing, one CPU.
+        #[arg(long)]
+        icount: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
     },
 }
 
@@ -88,6 +113,31 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bootstrap => bootstrap(),
         Cmd::Test { unprivileged } => test::run(unprivileged),
         Cmd::Demo => demo::run(),
+        Cmd::Vm { cmd } => match cmd {
+            VmCmd::Setup => vm::setup().map(|v| println!("{} {}", v.kver, v.kernel.display())),
+            VmCmd::Test => {
+                sh("cargo", &["build", "-p", "injector"])?;
+                test::vm_tests()
+            }
+            VmCmd::Run {
+                icount,
+                timeout,
+                cmd,
+            } => {
+                let v = vm::setup()?;
+                let (rc, out) = vm::run(
+                    &v,
+                    &cmd.join(" "),
+                    icount,
+                    std::time::Duration::from_secs(timeout),
+                )?;
+                print!("{out}");
+                if rc != 0 {
+                    bail!("the command exited {rc} in the VM");
+                }
+                Ok(())
+            }
+        },
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { prefix, pods } => {
                 bootstrap()?;

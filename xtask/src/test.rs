@@ -1,9 +1,15 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
-//! Unprivileged first (fmt, clippy, unit tests), then the privileged lab and BPF tests as root.
+//! Unprivileged first (fmt, clippy, unit tests), then as root the lab and BPF tests on this host,
+//! then the tests that need sch_fq in a stock kernel under QEMU.
 
-use anyhow::{Result, bail};
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
-use crate::{bootstrap, sh};
+use anyhow::{Result, bail, ensure};
+
+use crate::{bootstrap, root, sh, vm};
 
 pub fn run(unprivileged_only: bool) -> Result<()> {
     bootstrap()?;
@@ -28,7 +34,7 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "the privileged tests (lab, BPF_PROG_TEST_RUN) need root: run `sudo -E cargo xtask test`, or pass --unprivileged"
+            "the privileged tests (lab, BPF_PROG_TEST_RUN, VM) need root: run `sudo -E cargo xtask test`, or pass --unprivileged"
         );
     }
     // The tests run the built binary (injector_tests::injector_bin).
@@ -44,5 +50,52 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
             "--test-threads=2",
         ],
     )?;
+    vm_tests()
+}
+
+/// The built test executable of `tests/tests/<name>.rs`.
+fn test_executable(name: &str) -> Result<String> {
+    let out = Command::new("cargo")
+        .args([
+            "test",
+            "-p",
+            "injector-tests",
+            "--test",
+            name,
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "building the {name} tests failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| {
+            v["executable"]
+                .as_str()
+                .filter(|e| e.contains(name))
+                .map(String::from)
+        })
+        .ok_or_else(|| anyhow::anyhow!("no executable for the {name} tests"))
+}
+
+/// Real delay needs sch_fq, which this host's kernel lacks: those tests (`#[ignore]`d on the host)
+/// run in a stock Debian kernel under QEMU.
+pub fn vm_tests() -> Result<()> {
+    let vm = vm::setup()?;
+    let exe = test_executable("vm_delay")?;
+    eprintln!("+ [vm {}] {exe} --ignored --test-threads=1", vm.kver);
+    let (rc, out) = vm::run(
+        &vm,
+        &format!("{exe} --ignored --test-threads=1"),
+        false,
+        Duration::from_secs(900),
+    )?;
+    print!("{out}");
+    if rc != 0 {
+        bail!("the VM tests failed (exit {rc})");
+    }
     Ok(())
 }
