@@ -26,6 +26,8 @@ use verdict::{Kinds, Verdict, ctrl_word, hook_stats, judge};
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
 const TSTAMP_DELIVERY_MONO: u32 = 1;
+/// skb->mark bit of a delayed packet's clone on its way to fq (see `hand_to_fq`).
+const MARK_CLONE: u32 = 0x1000_0000;
 
 /// EDT: the packet leaves fq no earlier than now (or its existing delivery time) + `delay_ns`.
 #[inline(always)]
@@ -44,8 +46,49 @@ fn stamp(ctx: &TcContext, delay_ns: u64) {
     }
 }
 
+/// A stamped packet that still belongs to a local socket (same-node traffic through the bridge
+/// keeps its sender's socket) must not wait in fq as it is: TCP small queues would see its bytes
+/// in flight for the whole delay and throttle the connection to ~1 Mbit/s. A clone carries no
+/// socket: it goes to this device's egress again (fq holds it, the mark lets it pass unjudged),
+/// and the original is dropped, which returns its bytes to the sender at once.
+#[inline(always)]
+fn hand_to_fq(ctx: &TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: reading context fields of our own skb.
+    let (has_sk, ifindex, mark) = unsafe {
+        (
+            !(*skb).__bindgen_anon_2.sk.is_null(),
+            (*skb).ifindex,
+            (*skb).mark,
+        )
+    };
+    if !has_sk {
+        return TC_ACT_OK;
+    }
+    ctx.set_mark(mark | MARK_CLONE);
+    let cloned = ctx.clone_redirect(ifindex, 0).is_ok();
+    ctx.set_mark(mark);
+    // If the clone could not be made, the original goes on, stamped (delayed, TCP throttled).
+    if cloned { TC_ACT_SHOT } else { TC_ACT_OK }
+}
+
+/// The clone made by `hand_to_fq`, back at egress: clear the mark and let it through to fq.
+#[inline(always)]
+fn is_our_clone(ctx: &TcContext) -> bool {
+    // SAFETY: reading a context field.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & MARK_CLONE == 0 {
+        return false;
+    }
+    ctx.set_mark(mark & !MARK_CLONE);
+    true
+}
+
 #[inline(always)]
 fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
+    if is_our_clone(ctx) {
+        return TC_ACT_OK;
+    }
     // SAFETY: reading a context field.
     let from_pod = unsafe { (*ctx.skb.skb).ingress_ifindex } != 0;
     let kinds = Kinds {
@@ -57,7 +100,7 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Delay(ns) => {
             stamp(ctx, ns);
-            TC_ACT_OK
+            hand_to_fq(ctx)
         }
     }
 }

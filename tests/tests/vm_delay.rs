@@ -126,3 +126,82 @@ fn delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     assert!(median(&rtts(a, b, 20)) < 25.0);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// iperf3 from `from` to `to` for `secs`: received Mbit/s.
+fn iperf(from: &Pod, to: &Pod, secs: u32) -> f64 {
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &to.netns, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = cmd::output(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &from.netns,
+            "iperf3",
+            "-c",
+            &to.ip.to_string(),
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
+    )
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e6
+}
+
+#[test]
+#[ignore = "needs sch_fq and sch_netem: runs in the VM (cargo xtask vm test)"]
+fn tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("vt"), 2).unwrap();
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    let n1 = &l.node(1).netns;
+    // netem on the same devices the fault is judged at: vethB egress (same node), flannel.1 (cross).
+    let mut netem = Vec::new();
+    for (to, dev) in [(b, b.host_veth.as_str()), (c, "flannel.1")] {
+        cmd::run(
+            "tc",
+            &[
+                "-n", n1, "qdisc", "add", "dev", dev, "root", "netem", "delay", "50ms", "limit",
+                "100000",
+            ],
+        )
+        .unwrap();
+        netem.push(iperf(a, to, 5));
+        cmd::run("tc", &["-n", n1, "qdisc", "del", "dev", dev, "root"]).unwrap();
+    }
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    d1.apply(&format!(
+        r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}}]"#,
+        a = a.ip, b = b.ip, c = c.ip
+    ))
+    .unwrap();
+    let ours = [iperf(a, b, 5), iperf(a, c, 5)];
+    for (i, path) in ["same-node", "cross-node"].iter().enumerate() {
+        eprintln!(
+            "TCP with 50 ms, {path}: injector {:.1} Mbit/s, netem {:.1} Mbit/s, ratio {:.2}",
+            ours[i],
+            netem[i],
+            ours[i] / netem[i]
+        );
+    }
+    for (i, path) in ["same-node", "cross-node"].iter().enumerate() {
+        assert!(
+            ours[i] >= 0.8 * netem[i],
+            "{path}: {:.1} Mbit/s is under 80% of netem's {:.1}",
+            ours[i],
+            netem[i]
+        );
+    }
+}
