@@ -179,3 +179,82 @@ pub fn http_get(netns: &str, addr: SocketAddr, path: &str, accept: &str) -> Resu
         .context("no status")?;
     Ok((status, body.to_string()))
 }
+
+/// CLOCK_MONOTONIC in ns (the same clock in every thread and network namespace of the machine).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One-way latencies: `count` UDP probes at `pps` from `from_ns` to `dst` (a receiver bound in
+/// `to_ns`), each carrying its send time, sent round-robin from `ports` source ports (distinct
+/// flows for fq). Returns each probe's latency in ns, `None` when it never arrived.
+pub fn one_way(
+    from_ns: &str,
+    to_ns: &str,
+    dst: SocketAddr,
+    count: u32,
+    pps: u32,
+    ports: u16,
+) -> Result<Vec<Option<u64>>> {
+    let rx = in_netns(to_ns, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
+    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut got = vec![None; count as usize];
+            let mut buf = [0u8; 64];
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(n) if n >= 12 => {
+                        let now = monotonic_ns();
+                        let seq = u32::from_le_bytes(buf[..4].try_into().expect("4")) as usize;
+                        let sent = u64::from_le_bytes(buf[4..12].try_into().expect("8"));
+                        if seq < got.len() {
+                            got[seq] = Some(now.saturating_sub(sent));
+                        }
+                    }
+                    _ => {}
+                }
+                if done.load(Ordering::Relaxed) {
+                    let t = *idle_since.get_or_insert_with(Instant::now);
+                    if t.elapsed() > Duration::from_secs(3) || got.iter().all(Option::is_some) {
+                        return got;
+                    }
+                }
+            }
+        })
+    };
+    let sent = in_netns(from_ns, move || {
+        let socks = (0..ports)
+            .map(|_| UdpSocket::bind(("0.0.0.0", 0)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(pps));
+        let start = Instant::now();
+        for seq in 0..count {
+            let due = start + period * seq;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let mut msg = [0u8; 12];
+            msg[..4].copy_from_slice(&seq.to_le_bytes());
+            msg[4..].copy_from_slice(&monotonic_ns().to_le_bytes());
+            socks[(seq % u32::from(ports)) as usize].send_to(&msg, dst)?;
+        }
+        Ok(())
+    });
+    done.store(true, Ordering::Relaxed);
+    let got = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    sent?;
+    Ok(got)
+}

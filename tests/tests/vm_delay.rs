@@ -1,6 +1,8 @@
 //! Real delay, on a stock kernel with sch_fq: these run inside the VM (`cargo xtask vm test`, part
 //! of `cargo xtask test`); on this host they are ignored, as its kernel has no fq. The lab and the
-//! daemons run in the guest, attaching through netlink clsact (6.1 has no TCX).
+//! daemons run in the guest, attaching through netlink clsact (6.1 has no TCX). `rt_` tests run in
+//! a real-time guest (medians only: the emulator's own jitter reaches milliseconds); `icount_`
+//! tests run on virtual, deterministic time, where precision can be asserted tightly.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use injector_tests::{
     injector_bin,
     lab::{self, Lab, Pod},
     require_root,
+    traffic::one_way,
 };
 
 /// Round-trip times (ms) of `count` pings, 20 ms apart.
@@ -58,7 +61,7 @@ fn root_qdisc(netns: &str, dev: &str) -> String {
 
 #[test]
 #[ignore = "needs sch_fq: runs in the VM (cargo xtask vm test)"]
-fn delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
+fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     require_root();
     assert!(injector::features::fq(), "this kernel has no sch_fq");
     let l = Lab::up(&lab::run_prefix("vd"), 2).unwrap();
@@ -162,7 +165,7 @@ fn iperf(from: &Pod, to: &Pod, secs: u32) -> f64 {
 
 #[test]
 #[ignore = "needs sch_fq and sch_netem: runs in the VM (cargo xtask vm test)"]
-fn tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
+fn rt_tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
     require_root();
     let l = Lab::up(&lab::run_prefix("vt"), 2).unwrap();
     let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
@@ -204,4 +207,124 @@ fn tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
             netem[i]
         );
     }
+}
+
+fn icount() -> bool {
+    std::env::var_os("INJECTOR_VM_ICOUNT").is_some()
+}
+
+/// (median, p99, min) of `v` in µs, after subtracting `offset_ns`; panics on a lost probe.
+fn errors_us(v: &[Option<u64>], offset_ns: u64, what: &str) -> (f64, f64, f64) {
+    let mut e: Vec<f64> = v
+        .iter()
+        .map(|x| x.unwrap_or_else(|| panic!("{what}: a probe was lost")) as f64 - offset_ns as f64)
+        .map(|x| x / 1e3)
+        .collect();
+    e.sort_by(f64::total_cmp);
+    (e[e.len() / 2], e[e.len() * 99 / 100], e[0])
+}
+
+fn faults_on_both(d: [&Daemon; 2], json: &str) {
+    for x in d {
+        x.clear().unwrap();
+        x.apply(json).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs sch_fq and virtual time: runs in the VM with -icount (cargo xtask vm test)"]
+fn icount_a_50ms_delay_adds_50ms_precisely_once_and_only_where_asked() {
+    require_root();
+    assert!(icount(), "run under -icount (cargo xtask vm test)");
+    let l = Lab::up(&lab::run_prefix("vi"), 2).unwrap();
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
+    let (a, b, c, e) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1), l.pod(2, 2));
+    let at = |p: &Pod| std::net::SocketAddr::new(p.ip.into(), 9000);
+    let probe = |to: &Pod, n| one_way(&a.netns, &to.netns, at(to), n, 1000, 1).unwrap();
+    let other_before = errors_us(&probe(e, 500), 0, "other pair, before");
+    faults_on_both(
+        [&d1, &d2],
+        &format!(
+            r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}}]"#,
+            a = a.ip,
+            b = b.ip,
+            c = c.ip
+        ),
+    );
+    for (to, path) in [(b, "same-node"), (c, "cross-node")] {
+        let (p50, p99, min) = errors_us(&probe(to, 2000), 50_000_000, path);
+        eprintln!(
+            "{path}: 50 ms delay, 2000 probes at 1000/s: error p50 {p50:.1} us, p99 {p99:.1} us, min {min:.1} us"
+        );
+        assert!(min >= 0.0, "{path}: a packet left early ({min} us)");
+        assert!(p50 <= 50.0, "{path}: median error {p50} us > 50 us");
+        assert!(
+            p99 <= 200.0,
+            "{path}: p99 error {p99} us > 200 us (added twice would be 50000)"
+        );
+    }
+    let other_after = errors_us(&probe(e, 500), 0, "other pair, after");
+    eprintln!(
+        "other pair one-way latency: before p50 {:.1} us, with the faults p50 {:.1} us",
+        other_before.0, other_after.0
+    );
+    assert!(
+        (other_after.0 - other_before.0).abs() <= 50.0,
+        "another pair's latency changed: {other_before:?} -> {other_after:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs sch_fq and virtual time: runs in the VM with -icount (cargo xtask vm test)"]
+fn icount_jitter_follows_the_configured_uniform_distribution() {
+    require_root();
+    assert!(icount(), "run under -icount (cargo xtask vm test)");
+    let l = Lab::up(&lab::run_prefix("vj"), 2).unwrap();
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    d1.apply(&format!(r#"[{{"name":"jitter","from":["{}"],"to":["{}"],"delay":"50ms","jitter":"10ms","for":"5m"}}]"#, a.ip, b.ip)).unwrap();
+    // 500 source ports: 500 flows, so no probe waits behind another flow's later one in fq.
+    let n = 2000;
+    let v = one_way(
+        &a.netns,
+        &b.netns,
+        std::net::SocketAddr::new(b.ip.into(), 9000),
+        n,
+        1000,
+        500,
+    )
+    .unwrap();
+    let mut x: Vec<f64> = v
+        .iter()
+        .map(|d| d.expect("no loss") as f64 / 1e6 - 50.0)
+        .collect();
+    x.sort_by(f64::total_cmp);
+    assert!(
+        x[0] >= -10.0 && x[x.len() - 1] <= 10.2,
+        "outside 50 ms +- 10 ms: {} .. {}",
+        x[0],
+        x[x.len() - 1]
+    );
+    // Kolmogorov-Smirnov against Uniform(-10, 10) ms: D <= 1.95 / sqrt(n) at the 0.001 level.
+    let d = x
+        .iter()
+        .enumerate()
+        .map(|(i, &xi)| {
+            let f = ((xi + 10.0) / 20.0).clamp(0.0, 1.0);
+            (f - i as f64 / f64::from(n))
+                .abs()
+                .max(((i + 1) as f64 / f64::from(n) - f).abs())
+        })
+        .fold(0.0, f64::max);
+    let crit = 1.95 / f64::from(n).sqrt();
+    eprintln!(
+        "jitter +-10 ms: {n} probes, KS D = {d:.4} (critical {crit:.4}), min {:.2} ms, max {:.2} ms",
+        x[0],
+        x[x.len() - 1]
+    );
+    assert!(
+        d <= crit,
+        "the delays are not uniform on 50 +- 10 ms: D = {d}"
+    );
 }

@@ -82,20 +82,23 @@ fn test_executable(name: &str) -> Result<String> {
 }
 
 /// Real delay needs sch_fq, which this host's kernel lacks: those tests (`#[ignore]`d on the host)
-/// run in a stock Debian kernel under QEMU.
+/// run in a stock Debian kernel under QEMU, the `rt_` ones in real time, the `icount_` ones on
+/// virtual time where precision can be asserted.
 pub fn vm_tests() -> Result<()> {
     let vm = vm::setup()?;
     let exe = test_executable("vm_delay")?;
-    eprintln!("+ [vm {}] {exe} --ignored --test-threads=1", vm.kver);
-    let (rc, out) = vm::run(
-        &vm,
-        &format!("{exe} --ignored --test-threads=1"),
-        false,
-        Duration::from_secs(900),
-    )?;
-    print!("{out}");
-    if rc != 0 {
-        bail!("the VM tests failed (exit {rc})");
+    for (filter, icount) in [("rt_", false), ("icount_", true)] {
+        let cmd = format!("{exe} --ignored --nocapture --test-threads=1 {filter}");
+        eprintln!(
+            "+ [vm {}{}] {cmd}",
+            vm.kver,
+            if icount { ", icount" } else { "" }
+        );
+        let (rc, out) = vm::run(&vm, &cmd, icount, Duration::from_secs(900))?;
+        print!("{out}");
+        if rc != 0 {
+            bail!("the VM tests ({filter}*) failed (exit {rc})");
+        }
     }
     Ok(())
 }

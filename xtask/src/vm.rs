@@ -180,8 +180,9 @@ pub fn run(vm: &Vm, cmd: &str, icount: bool, timeout: Duration) -> Result<(i32, 
     let work = vm.dir.join(format!("work-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
+    let icount_env = if icount { " INJECTOR_VM_ICOUNT=1" } else { "" };
     let script = format!(
-        "export PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp INJECTOR_VM=1\ncd {}\n{cmd}\n",
+        "export PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp INJECTOR_VM=1{icount_env}\ncd {}\n{cmd}\n",
         root().display()
     );
     fs::write(work.join("cmd.sh"), script)?;
