@@ -101,15 +101,22 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     assert_eq!(cross.len(), 40, "no loss");
     assert!(same[0] >= 50.0, "no packet early: min {}", same[0]);
     assert!(cross[0] >= 50.0, "no packet early: min {}", cross[0]);
-    // Real-time TCG: assert the median only; added once, not twice (cross-node would be 100+).
+    // Real-time TCG adds milliseconds of its own, so precision is asserted under icount; here:
+    // added once (twice would put every packet at 100 ms or more), and no more than ~30 ms late.
     assert!(
-        median(&same) - base_same < 65.0,
+        same[0] < 100.0 && cross[0] < 100.0,
+        "delay added twice? min {} / {}",
+        same[0],
+        cross[0]
+    );
+    assert!(
+        median(&same) - base_same < 80.0,
         "same-node median {}",
         median(&same)
     );
     assert!(
-        median(&cross) - base_cross < 65.0,
-        "cross-node median {} (delayed twice?)",
+        median(&cross) - base_cross < 80.0,
+        "cross-node median {}",
         median(&cross)
     );
     assert!(
@@ -164,15 +171,28 @@ fn iperf(from: &Pod, to: &Pod, secs: u32) -> f64 {
 }
 
 #[test]
-#[ignore = "needs sch_fq and sch_netem: runs in the VM (cargo xtask vm test)"]
-fn rt_tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
+#[ignore = "needs sch_fq, sch_netem and virtual time: runs in the VM with -icount (cargo xtask vm test)"]
+fn icount_tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
+    // On virtual time both sides are measured on the same clock, unaffected by the host's load
+    // (real-time TCG throughput swings by an order of magnitude from run to run).
     require_root();
+    assert!(icount(), "run under -icount (cargo xtask vm test)");
     let l = Lab::up(&lab::run_prefix("vt"), 2).unwrap();
     let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
     let n1 = &l.node(1).netns;
-    // netem on the same devices the fault is judged at: vethB egress (same node), flannel.1 (cross).
-    let mut netem = Vec::new();
-    for (to, dev) in [(b, b.host_veth.as_str()), (c, "flannel.1")] {
+    let faults = format!(
+        r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}}]"#,
+        a = a.ip,
+        b = b.ip,
+        c = c.ip
+    );
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    // netem on the devices the fault is judged at: vethB egress (same node), flannel.1 (cross).
+    let mut rows = Vec::new();
+    for (to, dev, path) in [
+        (b, b.host_veth.as_str(), "same-node"),
+        (c, "flannel.1", "cross-node"),
+    ] {
         cmd::run(
             "tc",
             &[
@@ -181,30 +201,21 @@ fn rt_tcp_throughput_with_a_50ms_delay_is_close_to_netem() {
             ],
         )
         .unwrap();
-        netem.push(iperf(a, to, 5));
+        let netem = iperf(a, to, 4);
         cmd::run("tc", &["-n", n1, "qdisc", "del", "dev", dev, "root"]).unwrap();
-    }
-    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
-    d1.apply(&format!(
-        r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}}]"#,
-        a = a.ip, b = b.ip, c = c.ip
-    ))
-    .unwrap();
-    let ours = [iperf(a, b, 5), iperf(a, c, 5)];
-    for (i, path) in ["same-node", "cross-node"].iter().enumerate() {
+        d1.apply(&faults).unwrap();
+        let ours = iperf(a, to, 4);
+        d1.clear().unwrap();
         eprintln!(
-            "TCP with 50 ms, {path}: injector {:.1} Mbit/s, netem {:.1} Mbit/s, ratio {:.2}",
-            ours[i],
-            netem[i],
-            ours[i] / netem[i]
+            "TCP with 50 ms, {path}: injector {ours:.1} Mbit/s, netem {netem:.1} Mbit/s, ratio {:.2}",
+            ours / netem
         );
+        rows.push((path, ours, netem));
     }
-    for (i, path) in ["same-node", "cross-node"].iter().enumerate() {
+    for (path, ours, netem) in rows {
         assert!(
-            ours[i] >= 0.8 * netem[i],
-            "{path}: {:.1} Mbit/s is under 80% of netem's {:.1}",
-            ours[i],
-            netem[i]
+            ours >= 0.8 * netem,
+            "{path}: {ours:.1} Mbit/s is under 80% of netem's {netem:.1}"
         );
     }
 }
