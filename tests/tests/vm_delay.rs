@@ -73,12 +73,15 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     let base_same = median(&rtts(a, b, 20));
     let base_cross = median(&rtts(a, c, 20));
 
-    // One way, from a to b (same node) and from a to c (cross-node), on every node.
+    // One way, from a to b (same node) and from a to c (cross-node); both ways between b and e
+    // (cross-node: the request judged on node1, the reply on node2); on every node.
     let faults = format!(
-        r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}}]"#,
+        r#"[{{"name":"same","from":["{a}"],"to":["{b}"],"delay":"50ms","for":"5m"}},{{"name":"cross","from":["{a}"],"to":["{c}"],"delay":"50ms","for":"5m"}},
+            {{"name":"both","from":["{b}"],"to":["{e}"],"both_ways":true,"delay":"20ms","for":"5m"}}]"#,
         a = a.ip,
         b = b.ip,
-        c = c.ip
+        c = c.ip,
+        e = e.ip
     );
     d1.apply(&faults).unwrap();
     d2.apply(&faults).unwrap();
@@ -111,6 +114,19 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
         cross[0]
     );
     assert!(other[0] < 25.0, "another pair is delayed: min {}", other[0]);
+    let both = rtts(b, e, 20);
+    eprintln!(
+        "both ways 20 ms, {} <-> {}: rtt min {:.2} median {:.2}",
+        b.name,
+        e.name,
+        both[0],
+        median(&both)
+    );
+    assert!(
+        both[0] >= 40.0 && both[0] < 60.0,
+        "20 ms each way: rtt min {}",
+        both[0]
+    );
 
     // No delay fault left: the daemon restores the default qdisc.
     d1.clear().unwrap();
