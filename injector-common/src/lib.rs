@@ -247,6 +247,7 @@ impl JudgeHook {
 /// What one fault did at one hook.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct FaultCounters {
     pub matched_packets: u64,
     pub matched_bytes: u64,

@@ -331,54 +331,12 @@ impl Lab {
     /// `count` pings from `from` to `to`, 0.5 ms apart (2000/s), waiting up to 2 s for the last
     /// replies; returns how many were answered.
     pub fn ping_fast(&self, from: &Pod, to: IpAddr, count: u32) -> Result<u32> {
-        let c = count.to_string();
-        let t = to.to_string();
-        let out = output(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &from.netns,
-                "ping",
-                "-q",
-                "-n",
-                "-c",
-                &c,
-                "-i",
-                "0.0005",
-                "-W",
-                "2",
-                &t,
-            ],
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
+        ping(from, to, count, "0.0005", "2")
     }
 
     /// `count` pings from `from` to `to`, 10 ms apart; returns how many were answered.
     pub fn ping(&self, from: &Pod, to: IpAddr, count: u32) -> Result<u32> {
-        let c = count.to_string();
-        let t = to.to_string();
-        let out = output(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &from.netns,
-                "ping",
-                "-q",
-                "-n",
-                "-c",
-                &c,
-                "-i",
-                "0.01",
-                "-W",
-                "1",
-                &t,
-            ],
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
+        ping(from, to, count, "0.01", "1")
     }
 }
 
@@ -443,6 +401,29 @@ fn build_pod(node_ns: &str, pod: &Pod) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// `count` pings `interval` seconds apart, each waited for up to `wait` seconds; how many answered.
+fn ping(from: &Pod, to: IpAddr, count: u32, interval: &str, wait: &str) -> Result<u32> {
+    let (c, t) = (count.to_string(), to.to_string());
+    let args = [
+        "netns",
+        "exec",
+        &from.netns,
+        "ping",
+        "-q",
+        "-n",
+        "-c",
+        &c,
+        "-i",
+        interval,
+        "-W",
+        wait,
+        &t,
+    ];
+    let out = output("ip", &args)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_ping_received(&text).with_context(|| format!("unexpected ping output: {text}"))
 }
 
 /// Reads "N packets transmitted, M received" from ping's summary.

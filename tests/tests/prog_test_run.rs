@@ -87,52 +87,53 @@ impl Bpf {
         self.maps.install(&img, &slots).unwrap();
     }
 
-    /// Runs a TC program; returns (verdict, tstamp after the run). `iif`: the skb's ingress ifindex.
-    fn tc(&self, prog: &str, pkt: &[u8], iif: u32, repeat: u32) -> (u32, u64) {
+    /// Runs a TC program `repeat` times on an skb whose context has `field` (an offset into
+    /// `__sk_buff`) set to `value`; returns the verdict and the context after the run.
+    fn tc_ctx(
+        &self,
+        prog: &str,
+        pkt: &[u8],
+        field: usize,
+        value: u32,
+        repeat: u32,
+    ) -> (u32, Vec<u8>) {
         let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
         let mut ctx_in = vec![0u8; size_of::<__sk_buff>()];
-        let o = offset_of!(__sk_buff, ingress_ifindex);
-        ctx_in[o..o + 4].copy_from_slice(&iif.to_ne_bytes());
+        ctx_in[field..field + 4].copy_from_slice(&value.to_ne_bytes());
         let mut ctx_out = vec![0u8; size_of::<__sk_buff>()];
         let mut out = vec![0u8; pkt.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(pkt),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..Default::default()
+        };
         let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx_in),
-                ctx_out: Some(&mut ctx_out),
-                repeat,
-                ..Default::default()
-            })
+            .test_run(opts)
             .unwrap_or_else(|e| panic!("{prog}: test run failed: {e:?}"));
+        (r.return_value, ctx_out)
+    }
+
+    /// Runs a TC program; returns (verdict, tstamp after the run). `iif`: the skb's ingress ifindex.
+    fn tc(&self, prog: &str, pkt: &[u8], iif: u32, repeat: u32) -> (u32, u64) {
+        let (v, ctx) = self.tc_ctx(
+            prog,
+            pkt,
+            offset_of!(__sk_buff, ingress_ifindex),
+            iif,
+            repeat,
+        );
         let t = offset_of!(__sk_buff, tstamp);
-        (
-            r.return_value,
-            u64::from_ne_bytes(ctx_out[t..t + 8].try_into().unwrap()),
-        )
+        (v, u64::from_ne_bytes(ctx[t..t + 8].try_into().unwrap()))
     }
 
     /// Runs a TC program on an skb carrying `mark`; returns (verdict, mark after the run).
     fn tc_mark(&self, prog: &str, pkt: &[u8], mark: u32) -> (u32, u32) {
-        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
-        let mut ctx_in = vec![0u8; size_of::<__sk_buff>()];
-        let o = offset_of!(__sk_buff, mark);
-        ctx_in[o..o + 4].copy_from_slice(&mark.to_ne_bytes());
-        let mut ctx_out = vec![0u8; size_of::<__sk_buff>()];
-        let mut out = vec![0u8; pkt.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx_in),
-                ctx_out: Some(&mut ctx_out),
-                ..Default::default()
-            })
-            .unwrap();
-        (
-            r.return_value,
-            u32::from_ne_bytes(ctx_out[o..o + 4].try_into().unwrap()),
-        )
+        let m = offset_of!(__sk_buff, mark);
+        let (v, ctx) = self.tc_ctx(prog, pkt, m, mark, 1);
+        (v, u32::from_ne_bytes(ctx[m..m + 4].try_into().unwrap()))
     }
 
     fn veth(&self, pkt: &[u8]) -> u32 {

@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use injector_common::{JudgeHook, ctrl};
+use injector_common::{FaultCounters, JudgeHook, ctrl};
 use serde::Serialize;
 use serde_json::json;
 
@@ -36,19 +36,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Counters of one fault at one hook.
-#[derive(Serialize, Default)]
-pub struct CountersView {
-    pub matched_packets: u64,
-    pub matched_bytes: u64,
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    pub delayed_packets: u64,
-    pub delayed_bytes: u64,
-    pub passed_packets: u64,
-    pub passed_bytes: u64,
-}
-
 /// A fault as the API shows it.
 #[derive(Serialize)]
 pub struct FaultView {
@@ -59,26 +46,13 @@ pub struct FaultView {
     pub forced: bool,
     pub spec: FaultSpec,
     /// By hook: veth_egress, overlay_egress, xdp_veth.
-    pub counters: BTreeMap<&'static str, CountersView>,
+    pub counters: BTreeMap<&'static str, FaultCounters>,
 }
 
 fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, ApiError> {
     let mut counters = BTreeMap::new();
     for jh in JudgeHook::ALL {
-        let c = maps.fault_counters(e.slot, jh)?;
-        counters.insert(
-            jh.name(),
-            CountersView {
-                matched_packets: c.matched_packets,
-                matched_bytes: c.matched_bytes,
-                dropped_packets: c.dropped_packets,
-                dropped_bytes: c.dropped_bytes,
-                delayed_packets: c.delayed_packets,
-                delayed_bytes: c.delayed_bytes,
-                passed_packets: c.passed_packets,
-                passed_bytes: c.passed_bytes,
-            },
-        );
+        counters.insert(jh.name(), maps.fault_counters(e.slot, jh)?);
     }
     Ok(FaultView {
         name: e.record.spec.name.clone(),

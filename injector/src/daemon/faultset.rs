@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     fault::{
-        compile::{CompileError, Planned, assign_slots, compile},
+        compile::{CompileError, Image, Planned, assign_slots, compile},
         spec::{Action, Fault, FaultSpec},
     },
     kernel::Maps,
@@ -167,7 +167,8 @@ impl FaultSet {
         self.entries.is_empty()
     }
 
-    fn reinstall(&self, maps: &mut Maps, reset: &[u32]) -> anyhow::Result<()> {
+    /// The map entries of the whole set.
+    fn image(&self) -> Result<Image, CompileError> {
         let planned: Vec<Planned<'_>> = self
             .entries
             .values()
@@ -178,8 +179,11 @@ impl FaultSet {
                 deadline_ns: e.record.deadline_ns,
             })
             .collect();
-        let img = compile(&planned)?;
-        maps.install(&img, reset)
+        compile(&planned)
+    }
+
+    fn reinstall(&self, maps: &mut Maps, reset: &[u32]) -> anyhow::Result<()> {
+        maps.install(&self.image()?, reset)
     }
 
     /// Adds `specs` (all or none). `fq`: whether delay is possible on this kernel.
@@ -277,21 +281,10 @@ impl FaultSet {
                 );
             }
         }
-        // Check it compiles before touching the kernel.
+        // Compiled before the kernel is touched: a set that does not fit changes nothing.
         let candidate = FaultSet { entries: next };
-        {
-            let planned: Vec<Planned<'_>> = candidate
-                .entries
-                .values()
-                .map(|e| Planned {
-                    fault: &e.fault,
-                    slot: e.slot,
-                    start_ns: e.record.start_ns,
-                    deadline_ns: e.record.deadline_ns,
-                })
-                .collect();
-            compile(&planned)?;
-        }
+        let img = candidate.image()?;
+        let mut records = Vec::new();
         for name in new.iter().map(|(_, f)| &f.name) {
             let e = &candidate.entries[name];
             let bytes = serde_json::to_vec(&e.record).map_err(anyhow::Error::from)?;
@@ -302,9 +295,13 @@ impl FaultSet {
                     injector_common::SPEC_RECORD - 4
                 )));
             }
-            maps.put_record(e.slot, &bytes)?;
+            records.push((e.slot, bytes));
         }
-        candidate.reinstall(maps, &reset)?;
+        // Every check passed: only now is anything written.
+        for (slot, bytes) in &records {
+            maps.put_record(*slot, bytes)?;
+        }
+        maps.install(&img, &reset)?;
         *self = candidate;
         Ok(new.into_iter().map(|(_, f)| f.name).collect())
     }
