@@ -207,6 +207,104 @@ pub fn run() -> Result<()> {
         "  `ip netns list` and `ip link` are as before; no pins under {}/{prefix}-*",
         lab::BPFFS
     );
+
+    println!(
+        "\n== 8. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
+    );
+    let vm = crate::vm::setup()?;
+    let xtask = std::env::current_exe()?;
+    let (rc, out) = crate::vm::run(
+        &vm,
+        &format!("{} demo-delay", xtask.display()),
+        false,
+        std::time::Duration::from_secs(600),
+    )?;
+    print!("{out}");
+    ensure!(rc == 0, "the delay demo in the VM failed (exit {rc})");
     println!("\ndemo: ok");
+    Ok(())
+}
+
+/// The delay part of the demo, run inside the VM by `run` (`cargo xtask demo-delay`).
+pub fn delay_in_vm() -> Result<()> {
+    let bin: PathBuf = root().join("target/release/injector");
+    let l = Lab::up(&lab::run_prefix("demo"), 2)?;
+    let d1 = Daemon::start(&bin, l.node(1))?;
+    let d2 = Daemon::start(&bin, l.node(2))?;
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    let rtt = |to: &Pod| -> Result<String> {
+        let out = cmd::output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &a.netns,
+                "ping",
+                "-q",
+                "-n",
+                "-c",
+                "10",
+                "-i",
+                "0.05",
+                &to.ip.to_string(),
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with("rtt"))
+            .unwrap_or("no rtt line")
+            .to_string())
+    };
+    println!("  before: {} -> {}: {}", a.name, b.name, rtt(b)?);
+    println!("  before: {} -> {}: {}", a.name, c.name, rtt(c)?);
+    for (to, name) in [(b, "slow-n1p2"), (c, "slow-n2p1")] {
+        let args = [
+            "fault",
+            "add",
+            name,
+            "--from",
+            &a.ip.to_string(),
+            "--to",
+            &to.ip.to_string(),
+            "--delay",
+            "50ms",
+            "--jitter",
+            "5ms",
+            "--for",
+            "60s",
+        ];
+        println!("  $ injector {}", args.join(" "));
+        d1.cli_ok(&args, "")?;
+        d2.cli_ok(&args, "")?;
+    }
+    println!("  after:  {} -> {}: {}", a.name, b.name, rtt(b)?);
+    println!("  after:  {} -> {}: {}", a.name, c.name, rtt(c)?);
+    println!(
+        "  $ tc qdisc show dev {}   # installed by the daemon",
+        b.host_veth
+    );
+    let q = cmd::run(
+        "tc",
+        &[
+            "-n",
+            &l.node(1).netns,
+            "qdisc",
+            "show",
+            "dev",
+            &b.host_veth,
+            "root",
+        ],
+    )?;
+    println!("    {}", q.trim());
+    println!("  $ injector top --count 1");
+    for line in d1.cli_ok(&["top", "--count", "1"], "")?.lines() {
+        println!("    {line}");
+    }
+    d1.clear()?;
+    d2.clear()?;
+    println!("  after `injector fault rm --all`: {}", rtt(b)?);
+    d1.stop()?;
+    d2.stop()?;
     Ok(())
 }

@@ -28,8 +28,11 @@ enum Cmd {
         #[arg(long)]
         unprivileged: bool,
     },
-    /// The main job: lab up, daemons on both nodes, a drop between two pods shown, all torn down.
+    /// The main job: lab up, daemons on both nodes, faults between pods shown, all torn down.
     Demo,
+    /// The delay part of the demo; `demo` runs it inside the VM.
+    #[command(hide = true)]
+    DemoDelay,
     /// A stock Debian kernel in QEMU (this host has no sch_fq/netem): `vm run -- CMD`.
     Vm {
         #[command(subcommand)]
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bootstrap => bootstrap(),
         Cmd::Test { unprivileged } => test::run(unprivileged),
         Cmd::Demo => demo::run(),
+        Cmd::DemoDelay => demo::delay_in_vm(),
         Cmd::Vm { cmd } => match cmd {
             VmCmd::Setup => vm::setup().map(|v| println!("{} {}", v.kver, v.kernel.display())),
             VmCmd::Test => {
