@@ -356,6 +356,36 @@ fn the_tcp_api_needs_its_token() {
     };
     assert_eq!(ask("wrong-token-0123456789"), 401);
     assert_eq!(ask("s3cret-token-0123456789"), 200);
+    // The CLI over TCP: --addr and --token-file (run in the node's netns, where the listener is).
+    let cli = |token: &std::path::Path| {
+        Command::new("ip")
+            .args(["netns", "exec", &l.node(1).netns])
+            .arg(injector_bin())
+            .args(["--addr", "127.0.0.1:7070", "--token-file"])
+            .arg(token)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = cli(&token_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["ready"],
+        true
+    );
+    let wrong = std::env::temp_dir().join(format!("{}.wrong", l.prefix));
+    std::fs::write(&wrong, "not-the-token-0123456789").unwrap();
+    let _cleanup2 = scopeguard(wrong.clone());
+    let out = cli(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("authorization: missing or wrong bearer token")
+    );
     drop(d);
     // Refused at start: a TCP API without a token file.
     let out = Command::new(injector_bin())
