@@ -70,6 +70,25 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     let (a, b, c, e) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1), l.pod(2, 2));
     let veth_b = &b.host_veth;
     assert!(root_qdisc(&l.node(1).netns, veth_b).contains("noqueue"));
+    // Someone else's root qdisc on pod a's veth: the daemon must leave it and say so.
+    let veth_a = &a.host_veth;
+    let tbf = [
+        "-n",
+        &l.node(1).netns,
+        "qdisc",
+        "add",
+        "dev",
+        veth_a,
+        "root",
+        "tbf",
+        "rate",
+        "1gbit",
+        "burst",
+        "1mb",
+        "latency",
+        "50ms",
+    ];
+    cmd::run("tc", &tbf).unwrap();
     let base_same = median(&rtts(a, b, 20));
     let base_cross = median(&rtts(a, c, 20));
 
@@ -128,6 +147,21 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
         both[0]
     );
 
+    let st: serde_json::Value =
+        serde_json::from_str(&d1.cli_ok(&["status", "-o", "json"], "").unwrap()).unwrap();
+    let why = st["fq"]["not_usable"][veth_a.as_str()]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("root qdisc tbf was not installed by the daemon"),
+        "{st}"
+    );
+    assert!(
+        root_qdisc(&l.node(1).netns, veth_a).contains("qdisc tbf"),
+        "a foreign qdisc is never replaced"
+    );
+
     // No delay fault left: the daemon restores the default qdisc.
     d1.clear().unwrap();
     d2.clear().unwrap();
@@ -139,6 +173,10 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     assert!(
         rtts(a, b, 20)[0] < 25.0,
         "not delayed once the fault is gone"
+    );
+    assert!(
+        root_qdisc(&l.node(1).netns, veth_a).contains("qdisc tbf"),
+        "and not removed either"
     );
 }
 

@@ -29,6 +29,7 @@ const MODULES: &[&str] = &[
     "sch_netem",
     "sch_ingress",
     "cls_bpf",
+    "sch_tbf",
 ];
 
 pub struct Vm {
@@ -46,6 +47,17 @@ fn out(cmd: &mut Command) -> Result<String> {
         String::from_utf8_lossy(&o.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// A hash of what goes into the initramfs: a change of the module list or of /init rebuilds it.
+fn recipe_hash() -> u32 {
+    MODULES
+        .join(",")
+        .bytes()
+        .chain(INIT.bytes())
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
 }
 
 /// Downloads and prepares the guest kernel and initramfs under target/vm (once per kernel build).
@@ -72,7 +84,7 @@ pub fn setup() -> Result<Vm> {
     let kver = pkg.trim_start_matches("linux-image-").to_string();
     let vm = Vm {
         kernel: dir.join(format!("vmlinuz-{kver}")),
-        initrd: dir.join(format!("initrd-{kver}.gz")),
+        initrd: dir.join(format!("initrd-{kver}-{:08x}.gz", recipe_hash())),
         dir: dir.clone(),
         kver: kver.clone(),
     };
@@ -80,6 +92,13 @@ pub fn setup() -> Result<Vm> {
         return Ok(vm);
     }
     eprintln!("vm: preparing {pkg}");
+    // Earlier kernels' or recipes' images go.
+    for e in fs::read_dir(&dir)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("initrd-") || n.starts_with("vmlinuz-") {
+            fs::remove_file(e.path())?;
+        }
+    }
     let x = dir.join("kernel");
     let _ = fs::remove_dir_all(&x);
     for e in fs::read_dir(&dir)?.flatten() {
