@@ -178,14 +178,19 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /modules/$m 2>/dev/null; done
+arg() { sed -n "s/.*injector.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+ROOT=$(arg root)
+WORK=$(arg work)
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host
+# The workspace may live under /tmp or /run, which get a tmpfs below: keep it aside, put it back.
+mkdir -p /ws && mount --bind /host$ROOT /ws
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t bpf bpf /host/sys/fs/bpf
 mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
-WORK=$(sed -n 's/.*injector.work=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ ! -d /host$ROOT/target ]; then mkdir -p /host$ROOT && mount --bind /ws /host$ROOT; fi
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 work /host$WORK
 chroot /host /bin/sh -c "cd $WORK && /bin/sh $WORK/cmd.sh > $WORK/out.log 2>&1; echo \$? > $WORK/rc"
 sync
@@ -223,7 +228,8 @@ pub fn run(vm: &Vm, cmd: &str, icount: bool, timeout: Duration) -> Result<(i32, 
         &["-accel", "tcg,thread=multi", "-smp", "2"]
     };
     let append = format!(
-        "console=ttyS0 quiet panic=-1 injector.work={}",
+        "console=ttyS0 quiet panic=-1 injector.root={} injector.work={}",
+        root().display(),
         work.display()
     );
     let mut child = Command::new("qemu-system-x86_64")
