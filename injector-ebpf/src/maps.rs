@@ -43,4 +43,4 @@ pub static STATS: PerCpuArray<HookStats> = PerCpuArray::pinned(Hook::COUNT, 0);
 /// Userspace only (the daemon's fault records, for adoption after a restart).
 #[map(name = "SPECS")]
 pub static SPECS: HashMap<u32, [u8; SPEC_RECORD]> =
-    HashMap::pinned(MAX_FAULTS + 1, BPF_F_NO_PREALLOC);
+    HashMap::pinned(MAX_FAULTS + 2, BPF_F_NO_PREALLOC);

@@ -154,12 +154,15 @@ fn adopt(ebpf: &mut aya::Ebpf, h: &Hook, pin: &Path) -> Result<bool> {
 }
 
 /// Attaches every hook of `name`'s role (adopting pinned links where they exist).
+/// `owned_clsact`: an earlier instance of ours created this interface's clsact qdisc (netlink
+/// path), so a clean stop removes it even though this instance found it in place.
 pub fn attach(
     ebpf: &mut aya::Ebpf,
     bpffs: &Path,
     roles: &Roles,
     ifindex: u32,
     name: &str,
+    owned_clsact: bool,
 ) -> IfaceStatus {
     let role = roles.of(name);
     let mut st = IfaceStatus {
@@ -171,7 +174,7 @@ pub fn attach(
         added_clsact: false,
         pins: vec![],
     };
-    if let Err(e) = attach_inner(ebpf, bpffs, roles, name, &mut st) {
+    if let Err(e) = attach_inner(ebpf, bpffs, roles, name, owned_clsact, &mut st) {
         st.error = Some(format!("{e:#}"));
     }
     st
@@ -182,14 +185,36 @@ fn attach_inner(
     bpffs: &Path,
     roles: &Roles,
     name: &str,
+    owned_clsact: bool,
     st: &mut IfaceStatus,
 ) -> Result<()> {
     let tcx = features::tcx();
     if !tcx {
         match tc::qdisc_add_clsact(name) {
             Ok(()) => st.added_clsact = true,
-            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            // Already there (ours from an earlier instance, or another tool's): aya reports EEXIST
+            // as a netlink error ("Exclusivity flag on").
+            Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
+                st.added_clsact = owned_clsact
+            }
+            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+                st.added_clsact = owned_clsact
+            }
             Err(e) => return Err(e).with_context(|| format!("adding clsact to {name}")),
+        }
+        // Netlink filters outlive their process: take out a previous instance's before adding
+        // ours, so nothing runs twice (a gap of a few syscalls; TCX swaps without one).
+        for h in hooks(st.role, roles.xdp) {
+            if let Hook::Tc(prog, at) = h {
+                match tc::qdisc_detach_program(name, at, prog) {
+                    Ok(()) => st.adopted += 1,
+                    Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("removing an earlier {prog} from {name}"));
+                    }
+                }
+            }
         }
     }
     for h in hooks(st.role, roles.xdp) {

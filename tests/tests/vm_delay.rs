@@ -382,3 +382,89 @@ fn icount_jitter_follows_the_configured_uniform_distribution() {
         "the delays are not uniform on 50 +- 10 ms: D = {d}"
     );
 }
+
+/// qdiscs and tc filters of every device in `netns`.
+fn tc_state(netns: &str) -> String {
+    let mut s = cmd::run("tc", &["-n", netns, "qdisc", "show"]).unwrap();
+    for line in cmd::ip(netns, &["-o", "link", "show"]).unwrap().lines() {
+        let dev = line
+            .split(": ")
+            .nth(1)
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        for dir in ["ingress", "egress"] {
+            if let Ok(f) = cmd::run("tc", &["-n", netns, "filter", "show", "dev", &dev, dir]) {
+                s += &format!("{dev} {dir}: {f}");
+            }
+        }
+    }
+    s
+}
+
+#[test]
+#[ignore = "needs a kernel without TCX: runs in the VM (cargo xtask vm test)"]
+fn rt_kill_9_restart_and_stop_on_a_kernel_without_tcx() {
+    require_root();
+    assert!(
+        !injector::features::tcx(),
+        "this test is about the netlink (clsact) path"
+    );
+    let l = Lab::up(&lab::run_prefix("vk"), 2).unwrap();
+    let n1 = l.node(1).netns.clone();
+    let before = tc_state(&n1);
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let mut d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"5m"}}]"#,
+        b.ip
+    ))
+    .unwrap();
+    let ping = |n| l.ping(a, b.ip.into(), n).unwrap();
+    assert_eq!(ping(3), 0);
+    let filters = || {
+        cmd::run(
+            "tc",
+            &["-n", &n1, "filter", "show", "dev", &b.host_veth, "egress"],
+        )
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("direct-action") && l.contains("tc_veth_egress"))
+        .count()
+    };
+    assert_eq!(filters(), 1);
+    let attached = tc_state(&n1);
+
+    d.signal_and_wait(libc::SIGKILL).unwrap();
+    assert_eq!(
+        ping(2),
+        0,
+        "netlink filters and pinned maps outlive the daemon"
+    );
+    let d = d.restart().unwrap();
+    assert_eq!(
+        filters(),
+        1,
+        "a restarted daemon replaces its predecessor's filters, never adds a second"
+    );
+    assert_eq!(
+        tc_state(&n1).matches("direct-action").count(),
+        attached.matches("direct-action").count()
+    );
+    assert!(
+        d.cli_ok(&["fault", "ls"], "").unwrap().contains("bh "),
+        "the fault was adopted"
+    );
+    assert_eq!(ping(3), 0, "and is enforced");
+    let log = d.log_text();
+    assert!(!log.contains("attach failed"), "{log}");
+    d.stop().unwrap();
+    assert_eq!(
+        tc_state(&n1),
+        before,
+        "a clean stop after a restart removes the clsact qdiscs too"
+    );
+    assert_eq!(ping(3), 3);
+}

@@ -34,6 +34,23 @@ pub struct Core {
     pub fq: FqState,
     /// Packets per second an fq must hold for the longest delay (`--fq-max-pps`).
     pub fq_max_pps: u32,
+    /// Interfaces whose clsact qdisc an instance of ours created (kernels without TCX).
+    pub clsact_owned: std::collections::BTreeSet<String>,
+}
+
+/// SPECS keys from here on hold the daemon's own records, not faults.
+pub const DAEMON_RECORDS: u32 = 0xFFFF_0000;
+/// SPECS key of the clsact record.
+pub const CLSACT_KEY: u32 = 0xFFFF_0001;
+
+impl Core {
+    /// Stores which clsact qdiscs are ours, for a restarted daemon's clean stop.
+    pub fn save_clsact(&mut self) {
+        let bytes = serde_json::to_vec(&self.clsact_owned).unwrap_or_default();
+        if let Err(e) = self.maps.put_record(CLSACT_KEY, &bytes) {
+            tracing::warn!(error = %e, "storing the clsact record");
+        }
+    }
 }
 
 #[derive(Clone)]

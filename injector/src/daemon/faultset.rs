@@ -115,7 +115,7 @@ impl FaultSet {
         let mut set = FaultSet::default();
         let mut dropped = Vec::new();
         for (slot, bytes) in maps.records()? {
-            if slot == super::fq::RECORD_KEY {
+            if slot >= super::core::DAEMON_RECORDS {
                 continue;
             }
             let rec: Record = match serde_json::from_slice(&bytes) {
@@ -143,7 +143,7 @@ impl FaultSet {
         }
         let live: Vec<u32> = set.entries.values().map(|e| e.slot).collect();
         for (slot, _) in maps.records()? {
-            if !live.contains(&slot) && slot != super::fq::RECORD_KEY {
+            if !live.contains(&slot) && slot < super::core::DAEMON_RECORDS {
                 maps.remove_record(slot)?;
             }
         }

@@ -212,9 +212,25 @@ pub async fn run(cfg: Config) -> Result<()> {
     netwatch::spawn(tx).context("subscribing to netlink link events")?;
     let mut ifs = BTreeMap::new();
     let mut attach_errors = 0;
+    let mut clsact_owned: std::collections::BTreeSet<String> = maps
+        .records()?
+        .into_iter()
+        .find(|(k, _)| *k == core::CLSACT_KEY)
+        .and_then(|(_, b)| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     for (index, name) in ifaces::list().context("listing interfaces")? {
         if ifaces::selected(&cfg.patterns, &name) {
-            let st = attach::attach(&mut ebpf, &cfg.bpffs, &cfg.roles, index, &name);
+            let st = attach::attach(
+                &mut ebpf,
+                &cfg.bpffs,
+                &cfg.roles,
+                index,
+                &name,
+                clsact_owned.contains(&name),
+            );
+            if st.added_clsact {
+                clsact_owned.insert(name.clone());
+            }
             log_attach(&name, &st);
             attach_errors += u64::from(st.error.is_some());
             ifs.insert(name, st);
@@ -247,7 +263,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         bpffs: cfg.bpffs.display().to_string(),
         fq: Default::default(),
         fq_max_pps: cfg.fq_max_pps,
+        clsact_owned,
     });
+    shared.lock().save_clsact();
     {
         let mut c = shared.lock();
         if adopted {
@@ -350,9 +368,13 @@ fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
             {
                 return; // a change of a link we cover
             }
-            let st = attach::attach(ebpf, &cfg.bpffs, &cfg.roles, ifindex, &name);
+            let owned = shared.lock().clsact_owned.contains(&name);
+            let st = attach::attach(ebpf, &cfg.bpffs, &cfg.roles, ifindex, &name, owned);
             log_attach(&name, &st);
             let mut c = shared.lock();
+            if st.added_clsact && c.clsact_owned.insert(name.clone()) {
+                c.save_clsact();
+            }
             c.attach_errors += u64::from(st.error.is_some());
             if name == cfg.roles.overlay
                 && let Err(e) = c.maps.set_ctrl(ctrl::OVERLAY_IFINDEX, u64::from(ifindex))
@@ -370,6 +392,9 @@ fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
                 // The kernel detached the programs with the device; drop the pins.
                 for e in attach::detach(&name, &st) {
                     warn!(iface = %name, error = %e, "forgetting");
+                }
+                if c.clsact_owned.remove(&name) {
+                    c.save_clsact();
                 }
                 info!(iface = %name, "interface gone, forgotten");
             }
