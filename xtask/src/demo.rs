@@ -14,6 +14,17 @@ use injector_tests::{
 
 use crate::{bootstrap, root, sh};
 
+/// `injector fault add NAME --from A --to B --delay 50ms --jitter 5ms --for 60s`, as arguments.
+fn delay_fault(name: &str, from: &Pod, to: &Pod) -> Vec<String> {
+    let (f, t) = (from.ip.to_string(), to.ip.to_string());
+    [
+        "fault", "add", name, "--from", &f, "--to", &t, "--delay", "50ms", "--jitter", "5ms",
+        "--for", "60s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn ping(l: &Lab, from: &Pod, to: &Pod) -> Result<u32> {
     let dst: IpAddr = to.ip.into();
     let got = l.ping(from, dst, 20)?;
@@ -76,21 +87,8 @@ pub fn run() -> Result<()> {
     println!(
         "\n== 4. faults from the CLI, on both nodes (every node holds every fault), 60 s each"
     );
-    let delay_args = [
-        "fault",
-        "add",
-        "slow-n1p2",
-        "--from",
-        &a.ip.to_string(),
-        "--to",
-        &b.ip.to_string(),
-        "--delay",
-        "50ms",
-        "--jitter",
-        "5ms",
-        "--for",
-        "60s",
-    ];
+    let delay_args = delay_fault("slow-n1p2", a, b);
+    let delay_args: Vec<&str> = delay_args.iter().map(String::as_str).collect();
     let faults: [Vec<String>; 2] = [
         [
             "fault",
@@ -259,21 +257,8 @@ pub fn delay_in_vm() -> Result<()> {
     println!("  before: {} -> {}: {}", a.name, b.name, rtt(b)?);
     println!("  before: {} -> {}: {}", a.name, c.name, rtt(c)?);
     for (to, name) in [(b, "slow-n1p2"), (c, "slow-n2p1")] {
-        let args = [
-            "fault",
-            "add",
-            name,
-            "--from",
-            &a.ip.to_string(),
-            "--to",
-            &to.ip.to_string(),
-            "--delay",
-            "50ms",
-            "--jitter",
-            "5ms",
-            "--for",
-            "60s",
-        ];
+        let args = delay_fault(name, a, to);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         println!("  $ injector {}", args.join(" "));
         d1.cli_ok(&args, "")?;
         d2.cli_ok(&args, "")?;
