@@ -337,6 +337,19 @@ const _: () = assert!(core::mem::size_of::<FaultCounters>() == 64);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
 const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
 
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns()` reads, so deadlines compare directly
+/// (the same in every thread and network namespace of the machine).
+#[cfg(feature = "user")]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY (all): plain `#[repr(C)]` integers with no padding (sizes asserted above).

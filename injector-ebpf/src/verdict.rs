@@ -75,19 +75,20 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kind
     };
     stats.seen_packets += 1;
     stats.seen_bytes += u64::from(len);
-    let Some(flow) = parse(pkt) else {
-        stats.unparsed_packets += 1;
-        return Verdict::Pass;
-    };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // Safety switches: one word disarms everything; a stale daemon heartbeat lapses every fault.
+    // Safety switches first (no parsing while they hold): one word disarms everything; a stale
+    // daemon heartbeat lapses every fault.
     if ctrl_word(ctrl::ARMED) != 1
         || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
     {
         stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
+    let Some(flow) = parse(pkt) else {
+        stats.unparsed_packets += 1;
+        return Verdict::Pass;
+    };
     let g = (ctrl_word(ctrl::GEN) & 1) as u8;
     let mut set = candidates(&flow, g);
     let mut delay = 0u64;

@@ -19,16 +19,7 @@ use injector_common::{
 
 use crate::fault::compile::{Image, Prefix};
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns()` reads, so deadlines compare directly.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use injector_common::monotonic_ns;
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
 

@@ -180,16 +180,7 @@ pub fn http_get(netns: &str, addr: SocketAddr, path: &str, accept: &str) -> Resu
     Ok((status, body.to_string()))
 }
 
-/// CLOCK_MONOTONIC in ns (the same clock in every thread and network namespace of the machine).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use injector_common::monotonic_ns;
 
 /// One-way latencies: `count` UDP probes at `pps` from `from_ns` to `dst` (a receiver bound in
 /// `to_ns`), each carrying its send time, sent round-robin from `ports` source ports (distinct

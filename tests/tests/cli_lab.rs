@@ -399,6 +399,12 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
             1,
         ),
         (
+            owned(&["fault", "rm", "keep", "nope"]),
+            "",
+            "name: no fault named 'nope'",
+            1,
+        ),
+        (
             owned(&["fault", "rm", "nope"]),
             "",
             "name: no fault named 'nope'",

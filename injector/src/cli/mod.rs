@@ -212,6 +212,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                             "fault rm: name the faults to delete, or --all".into(),
                         ));
                     }
+                    // All or nothing: every name must exist before any is deleted.
+                    for n in names {
+                        get_json(&ep, &format!("/v1/faults/{n}"))?;
+                    }
                     for n in names {
                         call(
                             &ep,
