@@ -4,6 +4,7 @@
 pub mod cmd;
 pub mod daemon;
 pub mod lab;
+pub mod perf;
 pub mod proc;
 pub mod snapshot;
 pub mod stats;

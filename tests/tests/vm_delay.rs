@@ -4,13 +4,12 @@
 //! a real-time guest (medians only: the emulator's own jitter reaches milliseconds); `icount_`
 //! tests run on virtual, deterministic time, where precision can be asserted tightly.
 
-use std::time::Duration;
-
 use injector_tests::{
     cmd,
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab, Pod},
+    perf::{self, median},
     require_root,
     traffic::one_way,
 };
@@ -49,10 +48,6 @@ fn rtts(from: &Pod, to: &Pod, count: u32) -> Vec<f64> {
         .collect();
     v.sort_by(f64::total_cmp);
     v
-}
-
-fn median(v: &[f64]) -> f64 {
-    v[v.len() / 2]
 }
 
 fn root_qdisc(netns: &str, dev: &str) -> String {
@@ -182,35 +177,7 @@ fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
 
 /// iperf3 from `from` to `to` for `secs`: received Mbit/s.
 fn iperf(from: &Pod, to: &Pod, secs: u32) -> f64 {
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &to.netns, "iperf3", "-s", "-1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3");
-    std::thread::sleep(Duration::from_millis(500));
-    let out = cmd::output(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &from.netns,
-            "iperf3",
-            "-c",
-            &to.ip.to_string(),
-            "-t",
-            &secs.to_string(),
-            "-J",
-        ],
-    )
-    .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 1e6
+    perf::iperf(&from.netns, &to.netns, &to.ip.to_string(), secs).unwrap()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own commands. `test` runs every check CI runs; `demo` runs the
 //! main job on the lab; `lab up|down|status` drives the two-node lab by hand.
 
+mod bench;
 mod demo;
 mod test;
 mod vm;
@@ -30,6 +31,21 @@ enum Cmd {
     },
     /// The main job: lab up, daemons on both nodes, faults between pods shown, all torn down.
     Demo,
+    /// Benchmarks next to iptables/ipset and tc netem, as ratios, into docs/benchmarks.md.
+    Bench {
+        /// Short runs, a smoke test (CI); written to target/bench/ instead of docs/.
+        #[arg(long)]
+        quick: bool,
+        /// Only these parts (idle, cost, drop, latency, fidelity); written to target/bench/.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// The part of the benchmarks that `bench` runs inside the VM.
+    #[command(hide = true)]
+    BenchVm {
+        #[arg(long)]
+        quick: bool,
+    },
     /// The delay part of the demo; `demo` runs it inside the VM.
     #[command(hide = true)]
     DemoDelay,
@@ -117,6 +133,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { unprivileged } => test::run(unprivileged),
         Cmd::Demo => demo::run(),
         Cmd::DemoDelay => demo::delay_in_vm(),
+        Cmd::Bench { quick, only } => bench::run(quick, &only),
+        Cmd::BenchVm { quick } => bench::in_vm(quick),
         Cmd::Vm { cmd } => match cmd {
             VmCmd::Setup => vm::setup().map(|v| println!("{} {}", v.kver, v.kernel.display())),
             VmCmd::Test => {

@@ -1,0 +1,375 @@
+//! Load and measurement for the benchmarks (and the VM tests): iperf3 between pods, a sendmmsg
+//! UDP flood, a paced probe stream that records which probes arrived, round-trip times, CPU time
+//! from /proc/stat and per-program run time from `bpf_stats`.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::programs::{SchedClassifier, TcAttachType};
+
+use crate::{
+    cmd, snapshot,
+    traffic::{enter, in_netns, monotonic_ns},
+};
+
+/// iperf3 (TCP) from `from_ns` to `to_ip` in `to_ns` for `secs`: received Mbit/s (0 if it failed).
+pub fn iperf(from_ns: &str, to_ns: &str, to_ip: &str, secs: u32) -> Result<f64> {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", to_ns, "iperf3", "-s", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run iperf3 (scripts/bootstrap.sh installs it)")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cmd::output(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            from_ns,
+            "iperf3",
+            "-c",
+            to_ip,
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out?.stdout).unwrap_or_default();
+    Ok(v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e6)
+}
+
+/// CPU time spent by every CPU outside idle and iowait so far (user, nice, system, irq, softirq),
+/// in ns, from the first line of /proc/stat.
+pub fn cpu_busy_ns() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    if f.len() < 7 {
+        bail!("unexpected /proc/stat line: {line}");
+    }
+    // user nice system idle iowait irq softirq
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6];
+    // SAFETY: no arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(busy * 1_000_000_000 / hz)
+}
+
+/// What a flood did: datagrams handed to the kernel (accepted or refused with an error such as
+/// EPERM from an OUTPUT DROP rule), of them refused, and CPU time of the whole machine meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood {
+    pub packets: u64,
+    pub refused: u64,
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+}
+
+impl Flood {
+    /// Packets per CPU-second.
+    pub fn per_cpu_second(&self) -> f64 {
+        self.packets as f64 / (self.cpu_ns.max(1) as f64 / 1e9)
+    }
+}
+
+/// From `netns`, UDP datagrams of `len` bytes to `dst` as fast as one thread can, 64 per
+/// `sendmmsg` call, for `dur`.
+pub fn flood(netns: &str, dst: SocketAddr, len: usize, dur: Duration) -> Result<Flood> {
+    in_netns(netns, move || {
+        let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+        sock.connect(dst)?;
+        const BATCH: usize = 64;
+        let payload = vec![0x5au8; len];
+        let mut iov: Vec<libc::iovec> = (0..BATCH)
+            .map(|_| libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: len,
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: all-zero is a valid mmsghdr (null name, no control).
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let (mut packets, mut refused) = (0u64, 0u64);
+        let cpu0 = cpu_busy_ns()?;
+        let start = Instant::now();
+        while start.elapsed() < dur {
+            let mut off = 0;
+            while off < BATCH {
+                // SAFETY: msgs[off..] are valid headers pointing at `payload`, alive for the call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        sock.as_raw_fd(),
+                        msgs[off..].as_mut_ptr(),
+                        (BATCH - off) as u32,
+                        0,
+                    )
+                };
+                if n > 0 {
+                    packets += n as u64;
+                    off += n as usize;
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        // Refused by a local rule, or no buffer: the datagram was handled.
+                        Some(libc::EPERM) | Some(libc::ENOBUFS) | Some(libc::ECONNREFUSED) => {
+                            packets += 1;
+                            refused += 1;
+                            off += 1;
+                        }
+                        Some(libc::EINTR) | Some(libc::EAGAIN) => {}
+                        _ => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        let wall_ns = start.elapsed().as_nanos() as u64;
+        let cpu_ns = cpu_busy_ns()? - cpu0;
+        Ok(Flood {
+            packets,
+            refused,
+            cpu_ns,
+            wall_ns,
+        })
+    })
+}
+
+/// A UDP socket bound in `netns` on `port` that is never read: datagrams to it are delivered and
+/// then dropped at its full receive buffer, with no ICMP sent back.
+pub fn sink(netns: &str, port: u16) -> Result<UdpSocket> {
+    in_netns(netns, move || Ok(UdpSocket::bind(("0.0.0.0", port))?))
+}
+
+/// Round trips of `count` datagrams, one at a time, from `netns` to a UDP echo server at `dst`
+/// (see [`Servers`](crate::traffic::Servers)): each in ns; a lost one is left out.
+pub fn udp_rtts(netns: &str, dst: SocketAddr, count: u32) -> Result<Vec<u64>> {
+    in_netns(netns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        s.connect(dst)?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut out = Vec::with_capacity(count as usize);
+        let mut buf = [0u8; 16];
+        for i in 0..count {
+            let t = monotonic_ns();
+            s.send(&i.to_le_bytes())?;
+            // Wait for this probe's echo; a late echo of an earlier one is skipped.
+            while let Ok(n) = s.recv(&mut buf) {
+                if n == 4 && buf[..4] == i.to_le_bytes() {
+                    out.push(monotonic_ns() - t);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// A paced stream of sequence-numbered UDP probes from one pod to another, recording each probe's
+/// send time and whether it arrived: what an apply or an abort changed, and when.
+pub struct ProbeStream {
+    stop: Arc<AtomicBool>,
+    sender: Option<JoinHandle<Result<Vec<u64>>>>,
+    receiver: Option<JoinHandle<Vec<bool>>>,
+}
+
+/// The send time of every probe (monotonic ns) and whether it arrived.
+pub struct Probes {
+    pub sent_ns: Vec<u64>,
+    pub arrived: Vec<bool>,
+}
+
+impl ProbeStream {
+    /// Starts sending from `from_ns` to `dst` (received in `to_ns`) every `gap`, spinning between
+    /// probes (so the resolution is `gap`, not the timer slack).
+    pub fn start(from_ns: &str, to_ns: &str, dst: SocketAddr, gap: Duration) -> Result<Self> {
+        let rx = in_netns(to_ns, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
+        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16];
+                let mut idle = 0;
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(8) => {
+                            let seq = u64::from_le_bytes(buf[..8].try_into().expect("8")) as usize;
+                            if seq >= got.len() {
+                                got.resize(seq + 1, false);
+                            }
+                            got[seq] = true;
+                            idle = 0;
+                        }
+                        _ if stop.load(Ordering::Relaxed) => {
+                            idle += 1;
+                            if idle > 4 {
+                                return got;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        let sender = {
+            let stop = stop.clone();
+            let from = from_ns.to_string();
+            std::thread::spawn(move || -> Result<Vec<u64>> {
+                enter(&from)?;
+                let s = UdpSocket::bind(("0.0.0.0", 0))?;
+                s.connect(dst)?;
+                let mut sent = Vec::with_capacity(1 << 16);
+                let gap = gap.as_nanos() as u64;
+                let mut next = monotonic_ns();
+                while !stop.load(Ordering::Relaxed) {
+                    while monotonic_ns() < next {
+                        std::hint::spin_loop();
+                    }
+                    let seq = sent.len() as u64;
+                    sent.push(monotonic_ns());
+                    // EPERM from an OUTPUT DROP rule is a lost probe, not an error.
+                    let _ = s.send(&seq.to_le_bytes());
+                    next += gap;
+                }
+                Ok(sent)
+            })
+        };
+        Ok(ProbeStream {
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        })
+    }
+
+    /// Stops sending, waits for stragglers, and returns what happened to every probe.
+    pub fn finish(mut self) -> Result<Probes> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent_ns = self
+            .sender
+            .take()
+            .expect("sender")
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe sender panicked"))??;
+        let mut arrived = self
+            .receiver
+            .take()
+            .expect("receiver")
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe receiver panicked"))?;
+        arrived.resize(sent_ns.len(), false);
+        Ok(Probes { sent_ns, arrived })
+    }
+}
+
+impl Drop for ProbeStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.sender.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.receiver.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Probes {
+    /// The send time of the first probe sent at or after `t` whose fate is `arrived`, in ns.
+    pub fn first_after(&self, t: u64, arrived: bool) -> Option<u64> {
+        self.sent_ns
+            .iter()
+            .zip(&self.arrived)
+            .find(|(s, a)| **s >= t && **a == arrived)
+            .map(|(s, _)| *s)
+    }
+
+    /// Probes sent in `[from, to)` and how many of them arrived.
+    pub fn arrived_between(&self, from: u64, to: u64) -> (usize, usize) {
+        let w: Vec<bool> = self
+            .sent_ns
+            .iter()
+            .zip(&self.arrived)
+            .filter(|(s, _)| **s >= from && **s < to)
+            .map(|(_, a)| *a)
+            .collect();
+        (w.len(), w.iter().filter(|a| **a).count())
+    }
+}
+
+/// Keeps `bpf_stats` (per-program run time and run count) enabled while alive.
+pub struct BpfStats(
+    #[expect(dead_code, reason = "held: closing it disables the stats")] std::os::fd::OwnedFd,
+);
+
+impl BpfStats {
+    pub fn enable() -> Result<Self> {
+        Ok(BpfStats(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?,
+        ))
+    }
+}
+
+/// Run time (ns) and run count, summed, of the programs attached through TCX to `hooks`
+/// (interface, ingress?) in `netns`.
+pub fn tcx_run_stats(netns: &str, hooks: &[(String, bool)]) -> Result<(u64, u64)> {
+    let hooks = hooks.to_vec();
+    snapshot::in_netns(netns, move || -> Result<(u64, u64)> {
+        let (mut ns, mut runs) = (0u64, 0u64);
+        for (iface, ingress) in &hooks {
+            let at = if *ingress {
+                TcAttachType::Ingress
+            } else {
+                TcAttachType::Egress
+            };
+            let (_, progs) = SchedClassifier::query_tcx(iface, at)
+                .with_context(|| format!("querying TCX programs on {iface}"))?;
+            for p in progs {
+                ns += p.run_time().as_nanos() as u64;
+                runs += p.run_count();
+            }
+        }
+        Ok((ns, runs))
+    })?
+}
+
+/// Percentile `p` (0..=100) of sorted `v`.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// The median of `v` (unsorted).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile(&s, 50.0)
+}

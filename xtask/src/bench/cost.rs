@@ -1,0 +1,114 @@
+//! Part 2, per-packet program cost from `bpf_stats` (run time / run count of the programs on the
+//! path), with 0, 1, 100, 10k and 100k prefixes installed, none matching the traffic.
+
+use std::{net::SocketAddr, time::Instant};
+
+use anyhow::{Result, ensure};
+use injector_tests::{
+    daemon::Daemon,
+    lab::Lab,
+    perf::{self, BpfStats, median},
+};
+
+use super::{
+    Ctx, faults,
+    report::{Row, Section},
+};
+
+const SINK: u16 = 9008;
+
+pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let node = &l.node(1).netns;
+    let _sink = perf::sink(&b.netns, SINK)?;
+    let dst = SocketAddr::new(b.ip.into(), SINK);
+    let d = Daemon::start(&ctx.bin, l.node(1))?;
+    let _stats = BpfStats::enable()?;
+    let judge = [(b.host_veth.clone(), false)];
+    let observe = [(a.host_veth.clone(), true)];
+    let sizes: &[usize] = if ctx.quick {
+        &[0, 1, 10_000]
+    } else {
+        &[0, 1, 100, 10_000, 100_000]
+    };
+    let mut sec = Section::new(
+        "2. Per-packet program cost (bpf_stats), by prefixes installed",
+        "1 prefix",
+    );
+    let mut at_one = None;
+    for &n in sizes {
+        faults::call_ok(&d.socket, "DELETE", "/v1/faults", "")?;
+        let mut apply_ms = f64::NAN;
+        if n > 0 {
+            let set = faults::non_matching(n, "cost");
+            let t = Instant::now();
+            faults::call_ok(&d.socket, "POST", "/v1/faults", &set)?;
+            apply_ms = t.elapsed().as_secs_f64() * 1e3;
+        }
+        let (mut j, mut o) = (Vec::new(), Vec::new());
+        for _ in 0..ctx.rounds {
+            let (j0, o0) = (
+                perf::tcx_run_stats(node, &judge)?,
+                perf::tcx_run_stats(node, &observe)?,
+            );
+            let f = perf::flood(&a.netns, dst, 64, ctx.flood)?;
+            let (j1, o1) = (
+                perf::tcx_run_stats(node, &judge)?,
+                perf::tcx_run_stats(node, &observe)?,
+            );
+            ensure!(
+                j1.1 - j0.1 >= f.packets * 9 / 10,
+                "the judging program ran {} times for {} packets",
+                j1.1 - j0.1,
+                f.packets
+            );
+            j.push((j1.0 - j0.0) as f64 / (j1.1 - j0.1) as f64);
+            o.push((o1.0 - o0.0) as f64 / (o1.1 - o0.1).max(1) as f64);
+        }
+        let (jn, on) = (median(&j), median(&o));
+        if n == 1 {
+            at_one = Some(jn);
+        }
+        let label = if n == 0 {
+            "no faults".to_string()
+        } else {
+            format!("{n} prefixes in {} faults", n.min(64))
+        };
+        let ours = format!(
+            "{jn:.0} ns judging (tc_veth_egress) + {on:.0} ns observing (tc_observe){}",
+            if n > 0 {
+                format!("; applied in {apply_ms:.0} ms")
+            } else {
+                String::new()
+            }
+        );
+        let mut row = Row::new(
+            label,
+            ours,
+            at_one.map_or("".into(), |x| format!("{x:.0} ns")),
+        );
+        if n >= 1 {
+            row = row.goal("<= 250 ns", jn <= 250.0);
+        }
+        if let (Some(one), true) = (at_one, n > 1) {
+            row = row.ratio(one / jn);
+            if n == 10_000 {
+                row.goal = "<= 250 ns, growth <= 1.5x from 1".into();
+                row.met = Some(jn <= 250.0 && jn / one <= 1.5);
+            }
+        }
+        sec.rows.push(row);
+    }
+    faults::call_ok(&d.socket, "DELETE", "/v1/faults", "")?;
+    d.stop()?;
+    sec.notes.push(format!(
+        "Same-node UDP flood (64-byte datagrams, sendmmsg) from {} to a sink in {}; per size the \
+         median over {} floods of {:?} of run time / run count from bpf_stats (BPF_ENABLE_STATS) \
+         for the programs attached on the path: the judge on the destination veth's egress and \
+         the observer on the source veth's ingress. Prefixes are random /32s in 10.0.0.0/8 \
+         outside the lab, over min(N, 64) blackhole faults. Ratio = cost at 1 prefix / cost \
+         (1.00x: no growth). bpf_stats adds its own clock reads to every run.",
+        a.name, b.name, ctx.rounds, ctx.flood
+    ));
+    Ok(sec)
+}

@@ -1,0 +1,179 @@
+//! Part 5, delay fidelity, in the VM on virtual time (this host has no sch_fq or netem): one-way error
+//! percentiles of a 50 ms delay at 1k and 10k packets/s, injector (EDT + fq) vs netem on the same
+//! device, and TCP throughput under the delay vs netem. `run` boots the VM and reads the section
+//! `in_vm` prints.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Result, bail};
+use injector_tests::{
+    cmd,
+    daemon::Daemon,
+    lab::{self, Lab},
+    perf::{self, percentile},
+    traffic::one_way,
+};
+
+use super::{
+    Ctx,
+    report::{Row, Section},
+};
+
+const MARK: &str = "BENCH-SECTION ";
+const DELAY_NS: u64 = 50_000_000;
+
+/// Boots the VM with -icount and runs `xtask bench-vm` in it; returns its section and the guest
+/// kernel's version.
+pub fn run(ctx: &Ctx) -> Result<(Section, String)> {
+    let vm = crate::vm::setup()?;
+    let xtask = std::env::current_exe()?;
+    let cmd = format!(
+        "{} bench-vm{}",
+        xtask.display(),
+        if ctx.quick { " --quick" } else { "" }
+    );
+    eprintln!("+ [vm {}, icount] {cmd}", vm.kver);
+    let (rc, out) = crate::vm::run(&vm, &cmd, true, Duration::from_secs(1800))?;
+    let Some(line) = out.lines().find_map(|l| l.strip_prefix(MARK)) else {
+        print!("{out}");
+        bail!("the VM part printed no result (exit {rc})");
+    };
+    if rc != 0 {
+        print!("{out}");
+        bail!("the VM part failed (exit {rc})");
+    }
+    Ok((Section::from_json(line)?, vm.kver.clone()))
+}
+
+struct Errors {
+    lost: usize,
+    early: usize,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+/// Errors (µs) of one-way latencies against `offset_ns`.
+fn errors(v: &[Option<u64>], offset_ns: u64) -> Errors {
+    let mut e: Vec<f64> = v
+        .iter()
+        .flatten()
+        .map(|x| (*x as f64 - offset_ns as f64) / 1e3)
+        .collect();
+    e.sort_by(f64::total_cmp);
+    Errors {
+        lost: v.iter().filter(|x| x.is_none()).count(),
+        early: e.iter().filter(|x| **x < 0.0).count(),
+        p50: percentile(&e, 50.0),
+        p99: percentile(&e, 99.0),
+        p999: percentile(&e, 99.9),
+        max: e.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+fn show(e: &Errors) -> String {
+    format!(
+        "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} us; {} lost, {} early",
+        e.p50, e.p99, e.p999, e.max, e.lost, e.early
+    )
+}
+
+/// The part measured inside the VM (`cargo xtask bench-vm`): prints one section line.
+pub fn in_vm(ctx: &Ctx) -> Result<()> {
+    if std::env::var_os("INJECTOR_VM_ICOUNT").is_none() {
+        bail!("bench-vm runs inside the VM with -icount (cargo xtask bench starts it)");
+    }
+    let l = Lab::up(&lab::run_prefix("bv"), 2)?;
+    let d1 = Daemon::start(&ctx.bin, l.node(1))?;
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    let n1 = l.node(1).netns.clone();
+    let dst = SocketAddr::new(b.ip.into(), 9000);
+    let secs = if ctx.quick { 0.5 } else { 3.0 };
+    let mut sec = Section::new(
+        "5. Delay fidelity (VM, virtual time): 50 ms, error = one-way latency - 50 ms",
+        "tc netem",
+    );
+    let fault = |to: &str| {
+        format!(
+            r#"[{{"name":"delay","from":["{}"],"to":["{to}"],"delay":"50ms","for":"10m"}}]"#,
+            a.ip
+        )
+    };
+    let netem = |dev: &str, on: bool| -> Result<()> {
+        let mut args = vec![
+            "-n",
+            &n1,
+            "qdisc",
+            if on { "add" } else { "del" },
+            "dev",
+            dev,
+            "root",
+        ];
+        if on {
+            args.extend(["netem", "delay", "50ms", "limit", "100000"]);
+        }
+        cmd::run("tc", &args).map(drop)
+    };
+    for pps in [1000u32, 10_000] {
+        let count = (f64::from(pps) * secs) as u32;
+        let base = errors(&one_way(&a.netns, &b.netns, dst, count, pps, 16)?, 0);
+        netem(&b.host_veth, true)?;
+        let theirs = one_way(&a.netns, &b.netns, dst, count, pps, 16);
+        netem(&b.host_veth, false)?;
+        let theirs = errors(&theirs?, DELAY_NS);
+        d1.apply(&fault(&b.ip.to_string()))?;
+        let ours = one_way(&a.netns, &b.netns, dst, count, pps, 16);
+        d1.clear()?;
+        let ours = errors(&ours?, DELAY_NS);
+        let ok = ours.lost == 0 && ours.early == 0;
+        sec.rows.push(
+            Row::new(
+                format!("{pps} pkt/s, same node, {count} probes over 16 flows"),
+                show(&ours),
+                show(&theirs),
+            )
+            .ratio(theirs.p99 / ours.p99)
+            .goal("none lost or early", ok),
+        );
+        sec.notes.push(format!(
+            "At {pps} pkt/s the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
+            base.p50, base.p99
+        ));
+    }
+    let iperf_secs = if ctx.quick { 2 } else { 5 };
+    for (to, dev, path) in [
+        (b, b.host_veth.as_str(), "same node"),
+        (c, "flannel.1", "cross node"),
+    ] {
+        netem(dev, true)?;
+        let theirs = perf::iperf(&a.netns, &to.netns, &to.ip.to_string(), iperf_secs);
+        netem(dev, false)?;
+        let theirs = theirs?;
+        d1.apply(&fault(&to.ip.to_string()))?;
+        let ours = perf::iperf(&a.netns, &to.netns, &to.ip.to_string(), iperf_secs);
+        d1.clear()?;
+        let ours = ours?;
+        let r = ours / theirs;
+        sec.rows.push(
+            Row::new(
+                format!("TCP throughput under 50 ms, {path} (iperf3, Mbit/s)"),
+                format!("{ours:.1}"),
+                format!("{theirs:.1}"),
+            )
+            .ratio(r)
+            .goal(">= 0.9 of netem", r >= 0.9),
+        );
+    }
+    sec.notes.push(format!(
+        "QEMU TCG with -icount shift=0,sleep=off: the guest's clock is its instruction count, the \
+         same for both sides and unaffected by the host's load. Probes are UDP datagrams \
+         carrying their send time, {secs} s per rate, paced by the sender; netem runs as the \
+         root qdisc of the same device the fault is judged at (the destination veth; flannel.1 \
+         across nodes), limit 100000. Ratio = netem's p99 error / injector's (> 1: injector is \
+         tighter); for TCP, injector / netem over {iperf_secs} s of iperf3."
+    ));
+    println!("{MARK}{}", sec.to_json());
+    d1.stop()?;
+    Ok(())
+}

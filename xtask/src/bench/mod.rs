@@ -1,0 +1,109 @@
+//! `cargo xtask bench`: injector next to what users pick today (iptables + ipset, tc netem),
+//! measured in the same run on the lab, printed as ratios and written to docs/benchmarks.md.
+//! `--quick` is CI's smoke run: every part, short, written under target/ instead.
+
+mod cost;
+mod drop;
+mod faults;
+mod fidelity;
+mod idle;
+mod latency;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Result, bail};
+use injector_tests::lab::{self, Lab};
+
+use crate::{bootstrap, root, sh};
+
+/// How long and how often each part measures.
+pub struct Ctx {
+    pub quick: bool,
+    pub bin: PathBuf,
+    pub rounds: u32,
+    pub latency_rounds: u32,
+    pub iperf_secs: u32,
+    pub rtt_count: u32,
+    pub flood: Duration,
+}
+
+impl Ctx {
+    pub fn new(quick: bool) -> Ctx {
+        Ctx {
+            quick,
+            bin: root().join("target/release/injector"),
+            rounds: if quick { 1 } else { 5 },
+            latency_rounds: if quick { 2 } else { 10 },
+            iperf_secs: if quick { 1 } else { 3 },
+            rtt_count: if quick { 200 } else { 2000 },
+            flood: Duration::from_millis(if quick { 300 } else { 2000 }),
+        }
+    }
+}
+
+const PARTS: [&str; 5] = ["idle", "cost", "drop", "latency", "fidelity"];
+
+pub fn run(quick: bool, only: &[String]) -> Result<()> {
+    if let Some(p) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        bail!(
+            "--only: unknown part {p:?}; use some of {}",
+            PARTS.join(",")
+        );
+    }
+    let wanted = |p: &str| only.is_empty() || only.iter().any(|o| o == p);
+    bootstrap()?;
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks build a lab and load BPF programs: run as root");
+    }
+    sh("cargo", &["build", "--release", "-p", "injector"])?;
+    let ctx = Ctx::new(quick);
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let mut sections = Vec::new();
+    type Part = fn(&Ctx, &Lab) -> Result<report::Section>;
+    let parts: [(&str, Part); 4] = [
+        ("idle", idle::run),
+        ("cost", cost::run),
+        ("drop", drop::run),
+        ("latency", latency::run),
+    ];
+    if parts.iter().any(|(n, _)| wanted(n)) {
+        let l = Lab::up(&lab::run_prefix("bench"), 2)?;
+        for (name, part) in parts.into_iter().filter(|(n, _)| wanted(n)) {
+            eprintln!("xtask: bench: {name}");
+            let s = part(&ctx, &l)?;
+            println!("{}", s.markdown());
+            sections.push(s);
+        }
+    }
+    let mut vm_kernel = "not run".to_string();
+    if wanted("fidelity") {
+        eprintln!("xtask: bench: fidelity (VM)");
+        let (s, k) = fidelity::run(&ctx)?;
+        println!("{}", s.markdown());
+        sections.push(s);
+        vm_kernel = k;
+    }
+    let doc = report::document(&sections, command, &vm_kernel, quick);
+    let out = if !only.is_empty() {
+        root().join("target/bench/benchmarks-partial.md")
+    } else if quick {
+        root().join("target/bench/benchmarks-quick.md")
+    } else {
+        root().join("docs/benchmarks.md")
+    };
+    std::fs::create_dir_all(out.parent().expect("parent"))?;
+    std::fs::write(&out, doc)?;
+    eprintln!("xtask: bench: written to {}", out.display());
+    Ok(())
+}
+
+/// The part of the benchmarks that runs inside the VM.
+pub fn in_vm(quick: bool) -> Result<()> {
+    fidelity::in_vm(&Ctx::new(quick))
+}
