@@ -38,6 +38,32 @@ pub struct Maps {
     counters: PerCpuArray<MapData, FaultCounters>,
     stats: PerCpuArray<MapData, HookStats>,
     specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
+    /// What this process last wrote to each generation's arrays (masks, rules, faults), so an
+    /// install writes only the entries that differ: a one-fault change is a handful of syscalls,
+    /// not ~200. `None` (at open, or after a failed write): unknown, every entry is written.
+    written: [Option<Arrays>; 2],
+}
+
+#[derive(Clone, PartialEq)]
+struct Arrays {
+    masks: Vec<RuleSet>,
+    rules: Vec<Rule>,
+    faults: Vec<FaultCfg>,
+}
+
+/// Writes `new[i]` at `base + i` where it differs from `old[i]` (every entry without `old`).
+fn write_changed<T: aya::Pod + PartialEq>(
+    map: &mut Array<MapData, T>,
+    base: u32,
+    new: &[T],
+    old: Option<&[T]>,
+) -> Result<()> {
+    for (i, v) in new.iter().enumerate() {
+        if old.and_then(|o| o.get(i)) != Some(v) {
+            map.set(base + i as u32, *v, 0)?;
+        }
+    }
+    Ok(())
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -98,6 +124,7 @@ impl Maps {
             counters: take(maps::COUNTERS)?.try_into()?,
             stats: take(maps::STATS)?.try_into()?,
             specs: take(maps::SPECS)?.try_into()?,
+            written: [None, None],
         })
     }
 
@@ -135,15 +162,32 @@ impl Maps {
         fill(&mut self.sport, g, &img.sport)?;
         fill(&mut self.dport, g, &img.dport)?;
         let g32 = u32::from(g);
-        for (i, m) in img.masks.iter().enumerate() {
-            self.masks.set(g32 * mask::PER_GEN + i as u32, *m, 0)?;
-        }
-        for (i, r) in img.rules.iter().enumerate() {
-            self.rules.set(g32 * MAX_RULES + i as u32, *r, 0)?;
-        }
-        for (i, f) in img.faults.iter().enumerate() {
-            self.faults.set(g32 * MAX_FAULTS + i as u32, *f, 0)?;
-        }
+        let new = Arrays {
+            masks: img.masks.to_vec(),
+            rules: img.rules.clone(),
+            faults: img.faults.clone(),
+        };
+        let old = self.written[usize::from(g)].take();
+        let old = old.as_ref();
+        write_changed(
+            &mut self.masks,
+            g32 * mask::PER_GEN,
+            &new.masks,
+            old.map(|o| &o.masks[..]),
+        )?;
+        write_changed(
+            &mut self.rules,
+            g32 * MAX_RULES,
+            &new.rules,
+            old.map(|o| &o.rules[..]),
+        )?;
+        write_changed(
+            &mut self.faults,
+            g32 * MAX_FAULTS,
+            &new.faults,
+            old.map(|o| &o.faults[..]),
+        )?;
+        self.written[usize::from(g)] = Some(new);
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
         for &slot in reset_slots {
             for jh in JudgeHook::ALL {

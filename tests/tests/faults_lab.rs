@@ -259,3 +259,51 @@ fn faults_lapse_when_the_heartbeat_is_older_than_the_grace_period() {
         "lapsed: heartbeat older than 2s"
     );
 }
+
+/// One fault at a time added and removed, each change a generation flip that rewrites only the
+/// array entries that differ from what that generation last held: after every step the UDP
+/// traffic is exactly what the remaining faults say (a TCP-only fault in a slot that held a UDP
+/// one must not keep dropping UDP).
+#[test]
+fn the_fault_set_is_exact_after_every_add_and_remove() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("fs"), 2).unwrap();
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    let _sb = Servers::start(&b.netns, &[7000], &[]).unwrap();
+    let _sc = Servers::start(&c.netns, &[7000], &[]).unwrap();
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let reach =
+        |to: &Pod| udp_echoes(&a.netns, at(to, 7000), 5, Duration::from_millis(300)).unwrap() > 0;
+    // (fault added, or removed when `to` is None; its protocol; UDP reaches b; reaches c)
+    let steps: [(&str, Option<&Pod>, &str, bool, bool); 9] = [
+        ("hb", Some(b), "udp", false, true),
+        ("hb", None, "", true, true),
+        ("hb", Some(b), "tcp", true, true),
+        ("hc", Some(c), "udp", true, false),
+        ("hb", None, "", true, false),
+        ("hb2", Some(b), "udp", false, false),
+        ("hc", None, "", false, true),
+        ("hc", Some(c), "tcp", false, true),
+        ("hb2", None, "", true, true),
+    ];
+    for (i, (name, to, proto, b_ok, c_ok)) in steps.into_iter().enumerate() {
+        match to {
+            Some(to) => {
+                d1.apply(&format!(
+                    r#"[{{"name":"{name}","from":["{}"],"to":["{}"],"proto":"{proto}","blackhole":true,"for":"5m"}}]"#,
+                    a.ip, to.ip
+                ))
+                .unwrap();
+            }
+            None => {
+                d1.cli_ok(&["fault", "rm", name], "").unwrap();
+            }
+        }
+        assert_eq!(
+            (reach(b), reach(c)),
+            (b_ok, c_ok),
+            "step {i} ({name} {}): UDP reachability of (b, c)",
+            to.map_or("removed".to_string(), |_| format!("added, {proto}"))
+        );
+    }
+}
