@@ -57,8 +57,12 @@ pub mod programs {
 
 /// Indices into the [`maps::CTRL`] array. Each is one u64, written atomically on its own.
 pub mod ctrl {
-    /// The active generation (0 or 1) of every classification map.
+    /// Bit 0: the active generation (0 or 1) of every classification map. Bit 1
+    /// ([`GEN_ANY`]): that generation holds at least one rule, so packets are worth parsing.
+    /// One word, so the programs never see a generation with the wrong emptiness.
     pub const GEN: u32 = 0;
+    /// See [`GEN`].
+    pub const GEN_ANY: u64 = 2;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.

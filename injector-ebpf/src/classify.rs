@@ -40,18 +40,21 @@ fn mask_of(g: u8, m: u32) -> RuleSet {
 /// The rules of generation `g` that `flow` matches; empty when none.
 #[inline(always)]
 pub fn candidates(flow: &Flow, g: u8) -> RuleSet {
-    let (src, dst) = if flow.v6 {
-        (
-            SRC_V6.get(addr_v6(g, &flow.src)),
-            DST_V6.get(addr_v6(g, &flow.dst)),
-        )
+    // Destination first: faults name their targets, so most packets stop after one lookup.
+    let dst = if flow.v6 {
+        DST_V6.get(addr_v6(g, &flow.dst))
     } else {
-        (
-            SRC_V4.get(addr_v4(g, &flow.src)),
-            DST_V4.get(addr_v4(g, &flow.dst)),
-        )
+        DST_V4.get(addr_v4(g, &flow.dst))
     };
-    let (Some(src), Some(dst)) = (src, dst) else {
+    let Some(dst) = dst.filter(|d| !d.is_empty()) else {
+        return RuleSet::EMPTY;
+    };
+    let src = if flow.v6 {
+        SRC_V6.get(addr_v6(g, &flow.src))
+    } else {
+        SRC_V4.get(addr_v4(g, &flow.src))
+    };
+    let Some(src) = src else {
         return RuleSet::EMPTY;
     };
     let mut set = src.and(*dst);

@@ -85,11 +85,16 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kind
         stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
+    let gen_word = ctrl_word(ctrl::GEN);
+    if gen_word & ctrl::GEN_ANY == 0 {
+        // No fault installed: nothing to parse for.
+        return Verdict::Pass;
+    }
     let Some(flow) = parse(pkt) else {
         stats.unparsed_packets += 1;
         return Verdict::Pass;
     };
-    let g = (ctrl_word(ctrl::GEN) & 1) as u8;
+    let g = (gen_word & 1) as u8;
     let mut set = candidates(&flow, g);
     let mut delay = 0u64;
     for _ in 0..MAX_MATCHES_PER_PACKET {

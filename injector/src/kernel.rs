@@ -197,7 +197,11 @@ impl Maps {
             }
         }
         // The flip: one word.
-        self.set_ctrl(ctrl::GEN, u64::from(g))?;
+        let any = img.masks.iter().any(|m| !m.is_empty());
+        self.set_ctrl(
+            ctrl::GEN,
+            u64::from(g) | if any { ctrl::GEN_ANY } else { 0 },
+        )?;
         self.clear_gen(active)
     }
 

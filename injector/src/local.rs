@@ -32,7 +32,7 @@ pub fn stats(bpffs: &Path) -> Result<()> {
     println!(
         "armed={} gen={} heartbeat_age_ms={}",
         maps.ctrl(ctrl::ARMED)?,
-        maps.ctrl(ctrl::GEN)?,
+        maps.ctrl(ctrl::GEN)? & 1,
         now.saturating_sub(maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000
     );
     for (slot, cfg) in maps.live_faults()? {

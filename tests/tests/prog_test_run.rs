@@ -560,6 +560,38 @@ fn malformed_packets_pass_untouched_and_are_counted() {
     assert_eq!(s.seen_packets, malformed().len() as u64);
 }
 
+/// With no fault installed a packet is counted and passed without being parsed (the idle path):
+/// malformed frames are not even looked at; installing a fault makes the hook parse again, and
+/// removing it stops that.
+#[test]
+fn with_no_fault_installed_nothing_is_parsed() {
+    let mut b = load("[]");
+    let bad = &malformed()[0].pkt;
+    assert_eq!(b.veth(bad), OK);
+    let s = b.maps.stats(Hook::VethEgress).unwrap();
+    assert_eq!(
+        (s.seen_packets, s.unparsed_packets),
+        (1, 0),
+        "idle: not parsed"
+    );
+    b.install(FAULTS);
+    assert_eq!(b.veth(bad), OK);
+    let s = b.maps.stats(Hook::VethEgress).unwrap();
+    assert_eq!(
+        (s.seen_packets, s.unparsed_packets),
+        (2, 1),
+        "a fault installed: parsed"
+    );
+    b.install("[]");
+    assert_eq!(b.veth(bad), OK);
+    let s = b.maps.stats(Hook::VethEgress).unwrap();
+    assert_eq!(
+        (s.seen_packets, s.unparsed_packets),
+        (3, 1),
+        "removed again: not parsed"
+    );
+}
+
 #[test]
 fn delay_stamps_an_edt_delivery_time() {
     let b = load(
