@@ -107,8 +107,9 @@ fn iptables_clear(pod: &Pod, chain: &str) -> Result<()> {
     Ok(())
 }
 
-fn one(ctx: &Ctx, l: &Lab, way: Way) -> Result<Flood> {
-    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+/// One flood from `a` to `b` dropped (or not) the `way` given; the daemon runs on `a`'s node,
+/// where injector judges the packet.
+fn one(ctx: &Ctx, l: &Lab, a: &Pod, b: &Pod, way: Way) -> Result<Flood> {
     let fault = format!(
         r#"[{{"name":"flood","from":["{}"],"to":["{}"],"proto":"udp","dport":["{PORT}"],"blackhole":true,"for":"10m"}}]"#,
         a.ip, b.ip
@@ -116,7 +117,7 @@ fn one(ctx: &Ctx, l: &Lab, way: Way) -> Result<Flood> {
     let daemon = match way {
         Way::Tc | Way::Xdp => {
             let extra: &[&str] = if way == Way::Xdp { &["--xdp"] } else { &[] };
-            let d = Daemon::start_with(&ctx.bin, l.node(1), extra)?;
+            let d = Daemon::start_with(&ctx.bin, l.node(a.node), extra)?;
             d.apply(&fault)?;
             Some(d)
         }
@@ -159,15 +160,47 @@ fn one(ctx: &Ctx, l: &Lab, way: Way) -> Result<Flood> {
 }
 
 pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
-    let _sink = perf::sink(&l.pod(1, 2).netns, PORT)?;
-    let mut s: Vec<Vec<Flood>> = vec![Vec::new(); Way::ALL.len()];
-    for round in 0..ctx.rounds {
-        for k in 0..Way::ALL.len() {
-            // Rotate the order each round so drift does not favour one way.
-            let i = (k + round as usize) % Way::ALL.len();
-            s[i].push(one(ctx, l, Way::ALL[i])?);
+    let b = l.pod(1, 2);
+    let _sink = perf::sink(&b.netns, PORT)?;
+    let mut sec = Section::new(
+        "3. Drop cost: UDP flood dropped, packets per CPU-second",
+        "iptables + ipset DROP in the pod's netns",
+    );
+    for (a, path) in [(l.pod(1, 1), "same node"), (l.pod(2, 1), "cross node")] {
+        let mut s: Vec<Vec<Flood>> = vec![Vec::new(); Way::ALL.len()];
+        for round in 0..ctx.rounds {
+            for k in 0..Way::ALL.len() {
+                // Rotate the order each round so drift does not favour one way.
+                let i = (k + round as usize) % Way::ALL.len();
+                s[i].push(one(ctx, l, a, b, Way::ALL[i])?);
+            }
+        }
+        rows(&mut sec, &s, path);
+        if path == "same node" {
+            let refused = s[4].iter().map(|f| f.refused).sum::<u64>();
+            let total = s[4].iter().map(|f| f.packets).sum::<u64>();
+            sec.notes.push(format!(
+                "One sender thread floods 64-byte UDP datagrams with sendmmsg, 64 per call, for \
+                 {:?} per run, from {} (same node) or {} (cross node, through flannel.1) to {}; \
+                 CPU = busy time of all CPUs from /proc/stat over the run (sender, softirq, \
+                 everything, on both nodes); median of {} runs per way, order rotated per round. \
+                 Every dropping run is checked to deliver nothing to {}'s sockets (UDP MIB). The \
+                 OUTPUT rule refuses datagrams inside the sender's own stack: the application \
+                 gets EPERM ({refused} of {total} sends failed here), which no network fault \
+                 does; the INPUT rule and injector drop silently.",
+                ctx.flood,
+                l.pod(1, 1).name,
+                l.pod(2, 1).name,
+                b.name,
+                ctx.rounds,
+                b.name,
+            ));
         }
     }
+    Ok(sec)
+}
+
+fn rows(sec: &mut Section, s: &[Vec<Flood>], path: &str) {
     let pcs = |i: usize| median(&s[i].iter().map(Flood::per_cpu_second).collect::<Vec<_>>());
     let pps = |i: usize| {
         median(
@@ -178,50 +211,23 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         )
     };
     let k = |x: f64| format!("{:.0}k", x / 1e3);
-    let (tc, xdp, inp, out, deliv) = (pcs(1), pcs(2), pcs(3), pcs(4), pcs(0));
-    let mut sec = Section::new(
-        "3. Drop cost: UDP flood dropped, packets per CPU-second",
-        "iptables + ipset DROP in the pod's netns",
-    );
-    for (name, ours, oi) in [
-        ("TC blackhole (default)", tc, 1),
-        ("XDP blackhole (--xdp)", xdp, 2),
-    ] {
-        for (alt_name, alt, ai) in [
-            ("INPUT of the target pod (direction from)", inp, 3),
-            ("OUTPUT of the source pod (direction to)", out, 4),
+    let show = |i: usize| format!("{} pkt/CPU-s ({} pkt/s)", k(pcs(i)), k(pps(i)));
+    for (name, oi) in [("TC blackhole (default)", 1), ("XDP blackhole (--xdp)", 2)] {
+        for (alt_name, ai) in [
+            ("INPUT of the target pod (direction from)", 3),
+            ("OUTPUT of the source pod (direction to)", 4),
         ] {
-            let r = ours / alt;
+            let r = pcs(oi) / pcs(ai);
             sec.rows.push(
-                Row::new(
-                    format!("{name} vs {alt_name}"),
-                    format!("{} pkt/CPU-s ({} pkt/s)", k(ours), k(pps(oi))),
-                    format!("{} pkt/CPU-s ({} pkt/s)", k(alt), k(pps(ai))),
-                )
-                .ratio(r)
-                .goal(">= 1.5x", r >= 1.5),
+                Row::new(format!("{path}: {name} vs {alt_name}"), show(oi), show(ai))
+                    .ratio(r)
+                    .goal(">= 1.5x", r >= 1.5),
             );
         }
     }
     sec.rows.push(Row::new(
-        "reference: no fault, delivered to a socket",
-        format!("{} pkt/CPU-s ({} pkt/s)", k(deliv), k(pps(0))),
+        format!("{path}: reference, no fault, delivered to a socket"),
+        show(0),
         "",
     ));
-    let refused = s[4].iter().map(|f| f.refused).sum::<u64>();
-    let total = s[4].iter().map(|f| f.packets).sum::<u64>();
-    sec.notes.push(format!(
-        "One sender thread in {a} floods 64-byte UDP datagrams to {b} (same node) with sendmmsg, \
-         64 per call, for {:?} per run; CPU = busy time of all CPUs from /proc/stat over the run \
-         (sender, softirq, everything); median of {} runs per way, order rotated per round. Every \
-         dropping run is checked to deliver nothing to {b}'s sockets (UDP MIB). The OUTPUT rule \
-         refuses datagrams to the sender itself (EPERM: {refused} of {total} sends failed in the \
-         application), so it is not a network fault the application can't see; the INPUT rule \
-         and injector drop silently.",
-        ctx.flood,
-        ctx.rounds,
-        a = l.pod(1, 1).name,
-        b = l.pod(1, 2).name,
-    ));
-    Ok(sec)
 }
