@@ -5,7 +5,7 @@ set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
 APT_PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf iproute2 iputils-ping prometheus
-          qemu-system-x86 busybox-static cpio kmod iperf3)
+          qemu-system-x86 busybox-static cpio kmod iperf3 iptables ipset)
 say() { echo "bootstrap: $*" >&2; }
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -36,9 +36,31 @@ pub mod maps {
     /// Userspace only: slot -> the daemon's record of the fault (length-prefixed JSON), so a
     /// restarted daemon adopts the faults it finds pinned. No program reads it.
     pub const SPECS: &str = "SPECS";
+    /// Hash `[gen, address]` -> rule set, for full-length (host) prefixes: one hash lookup
+    /// whatever their number. Such an entry's set already holds every shorter prefix covering
+    /// it, so a hit is the answer; on a miss the trie (shorter prefixes only) is asked.
+    pub const SRC_HOST_V4: &str = "SRC_HOST_V4";
+    pub const DST_HOST_V4: &str = "DST_HOST_V4";
+    pub const SRC_HOST_V6: &str = "SRC_HOST_V6";
+    pub const DST_HOST_V6: &str = "DST_HOST_V6";
     /// Every map, in pin order.
-    pub const ALL: [&str; 13] = [
-        SRC_V4, DST_V4, SRC_V6, DST_V6, SPORT, DPORT, MASKS, RULES, FAULTS, CTRL, COUNTERS, STATS,
+    pub const ALL: [&str; 17] = [
+        SRC_V4,
+        DST_V4,
+        SRC_V6,
+        DST_V6,
+        SRC_HOST_V4,
+        DST_HOST_V4,
+        SRC_HOST_V6,
+        DST_HOST_V6,
+        SPORT,
+        DPORT,
+        MASKS,
+        RULES,
+        FAULTS,
+        CTRL,
+        COUNTERS,
+        STATS,
         SPECS,
     ];
 }
@@ -63,6 +85,12 @@ pub mod ctrl {
     pub const GEN: u32 = 0;
     /// See [`GEN`].
     pub const GEN_ANY: u64 = 2;
+    /// GEN bits 2-5: the active generation's trie of shorter (non-host) prefixes holds entries,
+    /// per address map; without, a host-map miss is final and the trie is not asked.
+    pub const GEN_TRIE_DST_V4: u64 = 4;
+    pub const GEN_TRIE_SRC_V4: u64 = 8;
+    pub const GEN_TRIE_DST_V6: u64 = 16;
+    pub const GEN_TRIE_SRC_V6: u64 = 32;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.

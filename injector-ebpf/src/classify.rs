@@ -2,25 +2,39 @@
 //! port, destination port) intersected with the protocol's mask. Constant cost in the number of
 //! faults and prefixes (the tries are logarithmic in their size, the sets are two words).
 
-use aya_ebpf::maps::lpm_trie::Key;
-use injector_common::{RuleSet, mask};
+use aya_ebpf::maps::{HashMap, LpmTrie, lpm_trie::Key};
+use injector_common::{RuleSet, ctrl, mask};
 
 use crate::{
-    maps::{DPORT, DST_V4, DST_V6, MASKS, SPORT, SRC_V4, SRC_V6},
+    maps::{
+        DPORT, DST_HOST_V4, DST_HOST_V6, DST_V4, DST_V6, MASKS, SPORT, SRC_HOST_V4, SRC_HOST_V6,
+        SRC_V4, SRC_V6,
+    },
     parse::{Flow, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
+/// The rule set of an address: the host map first (full-length prefixes), then, only if the
+/// generation has shorter prefixes there, the trie.
 #[inline(always)]
-fn addr_v4(g: u8, a: &[u8; 16]) -> Key<[u8; 5]> {
-    Key::new(40, [g, a[0], a[1], a[2], a[3]])
-}
-
-#[inline(always)]
-fn addr_v6(g: u8, a: &[u8; 16]) -> Key<[u8; 17]> {
-    let mut k = [0u8; 17];
+fn addr_set<const N: usize>(
+    host: &HashMap<[u8; N], RuleSet>,
+    trie: &LpmTrie<[u8; N], RuleSet>,
+    use_trie: bool,
+    g: u8,
+    a: &[u8; 16],
+) -> Option<RuleSet> {
+    let mut k = [0u8; N];
     k[0] = g;
-    k[1..].copy_from_slice(a);
-    Key::new(136, k)
+    k[1..].copy_from_slice(&a[..N - 1]);
+    // SAFETY: the value is copied out at once; entries are replaced, never written in place.
+    if let Some(s) = unsafe { host.get(&k) } {
+        return Some(*s);
+    }
+    if use_trie {
+        trie.get(Key::new(8 * N as u32, k)).copied()
+    } else {
+        None
+    }
 }
 
 #[inline(always)]
@@ -37,27 +51,53 @@ fn mask_of(g: u8, m: u32) -> RuleSet {
         .unwrap_or(RuleSet::EMPTY)
 }
 
-/// The rules of generation `g` that `flow` matches; empty when none.
+/// The rules of the active generation (`gen_word`: the GEN control word) that `flow` matches;
+/// empty when none.
 #[inline(always)]
-pub fn candidates(flow: &Flow, g: u8) -> RuleSet {
+pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
+    let g = (gen_word & 1) as u8;
     // Destination first: faults name their targets, so most packets stop after one lookup.
     let dst = if flow.v6 {
-        DST_V6.get(addr_v6(g, &flow.dst))
+        addr_set(
+            &DST_HOST_V6,
+            &DST_V6,
+            gen_word & ctrl::GEN_TRIE_DST_V6 != 0,
+            g,
+            &flow.dst,
+        )
     } else {
-        DST_V4.get(addr_v4(g, &flow.dst))
+        addr_set(
+            &DST_HOST_V4,
+            &DST_V4,
+            gen_word & ctrl::GEN_TRIE_DST_V4 != 0,
+            g,
+            &flow.dst,
+        )
     };
     let Some(dst) = dst.filter(|d| !d.is_empty()) else {
         return RuleSet::EMPTY;
     };
     let src = if flow.v6 {
-        SRC_V6.get(addr_v6(g, &flow.src))
+        addr_set(
+            &SRC_HOST_V6,
+            &SRC_V6,
+            gen_word & ctrl::GEN_TRIE_SRC_V6 != 0,
+            g,
+            &flow.src,
+        )
     } else {
-        SRC_V4.get(addr_v4(g, &flow.src))
+        addr_set(
+            &SRC_HOST_V4,
+            &SRC_V4,
+            gen_word & ctrl::GEN_TRIE_SRC_V4 != 0,
+            g,
+            &flow.src,
+        )
     };
     let Some(src) = src else {
         return RuleSet::EMPTY;
     };
-    let mut set = src.and(*dst);
+    let mut set = src.and(dst);
     if set.is_empty() {
         return set;
     }

@@ -20,6 +20,18 @@ pub static DST_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 pub static SRC_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V6")]
 pub static DST_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "SRC_HOST_V4")]
+pub static SRC_HOST_V4: HashMap<[u8; 5], RuleSet> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "DST_HOST_V4")]
+pub static DST_HOST_V4: HashMap<[u8; 5], RuleSet> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "SRC_HOST_V6")]
+pub static SRC_HOST_V6: HashMap<[u8; 17], RuleSet> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "DST_HOST_V6")]
+pub static DST_HOST_V6: HashMap<[u8; 17], RuleSet> =
+    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 #[map(name = "SPORT")]
 pub static SPORT: LpmTrie<[u8; 3], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DPORT")]

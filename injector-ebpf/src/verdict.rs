@@ -95,7 +95,7 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kind
         return Verdict::Pass;
     };
     let g = (gen_word & 1) as u8;
-    let mut set = candidates(&flow, g);
+    let mut set = candidates(&flow, gen_word);
     let mut delay = 0u64;
     for _ in 0..MAX_MATCHES_PER_PACKET {
         let Some(r) = set.pop_lowest() else { break };

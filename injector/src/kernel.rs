@@ -22,6 +22,7 @@ use crate::fault::compile::{Image, Prefix};
 pub use injector_common::monotonic_ns;
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
+type Host<const N: usize> = aya::maps::HashMap<MapData, [u8; N], RuleSet>;
 
 /// The fault maps and counters of one daemon instance.
 pub struct Maps {
@@ -29,6 +30,10 @@ pub struct Maps {
     dst_v4: Trie<5>,
     src_v6: Trie<17>,
     dst_v6: Trie<17>,
+    src_host_v4: Host<5>,
+    dst_host_v4: Host<5>,
+    src_host_v6: Host<17>,
+    dst_host_v6: Host<17>,
     sport: Trie<3>,
     dport: Trie<3>,
     masks: Array<MapData, RuleSet>,
@@ -96,6 +101,38 @@ fn fill<const N: usize>(t: &mut Trie<N>, g: u8, entries: &[(Prefix, RuleSet)]) -
     Ok(())
 }
 
+/// Address prefixes: full-length ones into the host map, shorter ones into the trie. Returns
+/// whether the trie got any (the programs skip it otherwise).
+fn fill_addrs<const N: usize>(
+    t: &mut Trie<N>,
+    h: &mut Host<N>,
+    g: u8,
+    entries: &[(Prefix, RuleSet)],
+) -> Result<bool> {
+    let (hosts, shorter): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .cloned()
+        .partition(|(p, _)| usize::from(p.len) == 8 * (N - 1));
+    for (p, s) in &hosts {
+        h.insert(key::<N>(g, p).data(), *s, 0)
+            .with_context(|| format!("inserting host {p:?}"))?;
+    }
+    fill(t, g, &shorter)?;
+    Ok(!shorter.is_empty())
+}
+
+fn clear_host<const N: usize>(h: &mut Host<N>, g: u8) -> Result<()> {
+    let keys: Vec<[u8; N]> = h
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k[0] == g)
+        .collect();
+    for k in keys {
+        h.remove(&k)?;
+    }
+    Ok(())
+}
+
 fn clear<const N: usize>(t: &mut Trie<N>, g: u8) -> Result<()> {
     let keys: Vec<Key<[u8; N]>> = t
         .keys()
@@ -115,6 +152,10 @@ impl Maps {
             dst_v4: take(maps::DST_V4)?.try_into()?,
             src_v6: take(maps::SRC_V6)?.try_into()?,
             dst_v6: take(maps::DST_V6)?.try_into()?,
+            src_host_v4: take(maps::SRC_HOST_V4)?.try_into()?,
+            dst_host_v4: take(maps::DST_HOST_V4)?.try_into()?,
+            src_host_v6: take(maps::SRC_HOST_V6)?.try_into()?,
+            dst_host_v6: take(maps::DST_HOST_V6)?.try_into()?,
             sport: take(maps::SPORT)?.try_into()?,
             dport: take(maps::DPORT)?.try_into()?,
             masks: take(maps::MASKS)?.try_into()?,
@@ -155,10 +196,29 @@ impl Maps {
         let active = (self.ctrl(ctrl::GEN)? & 1) as u8;
         let g = 1 - active;
         self.clear_gen(g)?;
-        fill(&mut self.src_v4, g, &img.src_v4)?;
-        fill(&mut self.dst_v4, g, &img.dst_v4)?;
-        fill(&mut self.src_v6, g, &img.src_v6)?;
-        fill(&mut self.dst_v6, g, &img.dst_v6)?;
+        let mut trie_bits = 0;
+        for (filled, bit) in [
+            (
+                fill_addrs(&mut self.src_v4, &mut self.src_host_v4, g, &img.src_v4)?,
+                ctrl::GEN_TRIE_SRC_V4,
+            ),
+            (
+                fill_addrs(&mut self.dst_v4, &mut self.dst_host_v4, g, &img.dst_v4)?,
+                ctrl::GEN_TRIE_DST_V4,
+            ),
+            (
+                fill_addrs(&mut self.src_v6, &mut self.src_host_v6, g, &img.src_v6)?,
+                ctrl::GEN_TRIE_SRC_V6,
+            ),
+            (
+                fill_addrs(&mut self.dst_v6, &mut self.dst_host_v6, g, &img.dst_v6)?,
+                ctrl::GEN_TRIE_DST_V6,
+            ),
+        ] {
+            if filled {
+                trie_bits |= bit;
+            }
+        }
         fill(&mut self.sport, g, &img.sport)?;
         fill(&mut self.dport, g, &img.dport)?;
         let g32 = u32::from(g);
@@ -200,7 +260,7 @@ impl Maps {
         let any = img.masks.iter().any(|m| !m.is_empty());
         self.set_ctrl(
             ctrl::GEN,
-            u64::from(g) | if any { ctrl::GEN_ANY } else { 0 },
+            u64::from(g) | if any { ctrl::GEN_ANY } else { 0 } | trie_bits,
         )?;
         self.clear_gen(active)
     }
@@ -210,6 +270,10 @@ impl Maps {
         clear(&mut self.dst_v4, g)?;
         clear(&mut self.src_v6, g)?;
         clear(&mut self.dst_v6, g)?;
+        clear_host(&mut self.src_host_v4, g)?;
+        clear_host(&mut self.dst_host_v4, g)?;
+        clear_host(&mut self.src_host_v6, g)?;
+        clear_host(&mut self.dst_host_v6, g)?;
         clear(&mut self.sport, g)?;
         clear(&mut self.dport, g)
     }

@@ -209,6 +209,18 @@ impl ProbeStream {
     pub fn start(from_ns: &str, to_ns: &str, dst: SocketAddr, gap: Duration) -> Result<Self> {
         let rx = in_netns(to_ns, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
         rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+        // Room for ~100 ms of probes, so a receiver descheduled for a while loses none.
+        let size: libc::c_int = 16 << 20;
+        // SAFETY: setsockopt with a valid fd and an int option value.
+        unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let receiver = {
             let stop = stop.clone();

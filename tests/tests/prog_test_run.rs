@@ -792,6 +792,53 @@ fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
     }
 }
 
+/// Host addresses (/32, /128) live in a hash map in front of the trie of shorter prefixes. A
+/// host inside a shorter prefix of another fault must match both faults (its hash entry carries
+/// the covering prefix's rules); an address only the shorter prefix covers comes from the trie;
+/// with hosts only, a miss passes without the trie.
+#[test]
+fn host_addresses_and_covering_prefixes_match_both_ways_v4_and_v6() {
+    let mut b = load(
+        r#"[{"name":"net","to":["10.50.0.0/16","fd00:50::/32"],"proto":"tcp","blackhole":true,"for":"1h"},
+            {"name":"host","to":["10.50.1.1","fd00:50::1:1"],"proto":"udp","blackhole":true,"for":"1h"}]"#,
+    );
+    for (src, dst, other, outside) in [
+        ("10.42.1.2", "10.50.1.1", "10.50.2.2", "10.51.0.1"),
+        ("fd00:42:1::2", "fd00:50::1:1", "fd00:50::2:2", "fd00:51::1"),
+    ] {
+        let mk = |d: &str, proto: u8| simple(src, d, proto, 1, 2);
+        assert_eq!(
+            b.veth(&mk(dst, TCP)),
+            SHOT,
+            "{dst} tcp: the covering prefix"
+        );
+        assert_eq!(b.veth(&mk(dst, UDP)), SHOT, "{dst} udp: the host");
+        assert_eq!(
+            b.veth(&mk(other, TCP)),
+            SHOT,
+            "{other} tcp: the prefix, from the trie"
+        );
+        assert_eq!(b.veth(&mk(other, UDP)), OK, "{other} udp: not the host");
+        assert_eq!(b.veth(&mk(outside, TCP)), OK, "{outside}: outside both");
+    }
+    b.install(r#"[{"name":"host","to":["10.50.1.1","fd00:50::1:1"],"blackhole":true,"for":"1h"}]"#);
+    for (src, hit, miss) in [
+        ("10.42.1.2", "10.50.1.1", "10.50.1.2"),
+        ("fd00:42:1::2", "fd00:50::1:1", "fd00:50::1:2"),
+    ] {
+        assert_eq!(
+            b.veth(&simple(src, hit, TCP, 1, 2)),
+            SHOT,
+            "{hit}: hosts only"
+        );
+        assert_eq!(
+            b.veth(&simple(src, miss, TCP, 1, 2)),
+            OK,
+            "{miss}: a miss passes"
+        );
+    }
+}
+
 #[test]
 fn a_delayed_clone_passes_to_fq_unjudged_and_other_marks_are_kept() {
     let b = load(FAULTS);

@@ -50,7 +50,9 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
             "--test-threads=2",
         ],
     )?;
-    vm_tests()
+    vm_tests()?;
+    // The benchmarks, short: every part runs and produces its table (not a result).
+    crate::bench::run(true, &[])
 }
 
 /// The built test executable of `tests/tests/<name>.rs`.

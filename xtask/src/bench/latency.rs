@@ -147,7 +147,7 @@ fn analyse(p: &Probes, e: &Event) -> Result<(f64, f64, f64)> {
         .ok_or_else(|| anyhow::anyhow!("traffic never came back after the abort"))?;
     let (n, got) = p.arrived_between(back + 2_000_000, e.abort.1 + HOLD.as_nanos() as u64 / 2);
     ensure!(
-        got + 2 >= n,
+        got * 100 >= n * 99,
         "after the abort only {got} of {n} probes arrived"
     );
     let us = |x: i64| x as f64 / 1e3;
