@@ -26,21 +26,30 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     let _stats = BpfStats::enable()?;
     let judge = [(b.host_veth.clone(), false)];
     let observe = [(a.host_veth.clone(), true)];
-    let sizes: &[usize] = if ctx.quick {
-        &[0, 1, 10_000]
+    // (prefixes, their length): hosts go to the hash maps, shorter prefixes to the tries.
+    let sizes: &[(usize, u8)] = if ctx.quick {
+        &[(0, 32), (1, 32), (10_000, 32), (10_000, 24)]
     } else {
-        &[0, 1, 100, 10_000, 100_000]
+        &[
+            (0, 32),
+            (1, 32),
+            (100, 32),
+            (10_000, 32),
+            (100_000, 32),
+            (100, 24),
+            (10_000, 24),
+        ]
     };
     let mut sec = Section::new(
         "2. Per-packet program cost (bpf_stats), by prefixes installed",
         "1 prefix",
     );
     let mut at_one = None;
-    for &n in sizes {
+    for &(n, len) in sizes {
         faults::call_ok(&d.socket, "DELETE", "/v1/faults", "")?;
         let mut apply_ms = f64::NAN;
         if n > 0 {
-            let set = faults::non_matching(n, "cost");
+            let set = faults::non_matching(n, len, "cost");
             let t = Instant::now();
             faults::call_ok(&d.socket, "POST", "/v1/faults", &set)?;
             apply_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -72,7 +81,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         let label = if n == 0 {
             "no faults".to_string()
         } else {
-            format!("{n} prefixes in {} faults", n.min(64))
+            format!("{n} /{len} prefixes in {} faults", n.min(64))
         };
         let ours = format!(
             "{jn:.0} ns judging (tc_veth_egress) + {on:.0} ns observing (tc_observe){}",
@@ -105,8 +114,9 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         "Same-node UDP flood (64-byte datagrams, sendmmsg) from {} to a sink in {}; per size the \
          median over {} floods of {:?} of run time / run count from bpf_stats (BPF_ENABLE_STATS) \
          for the programs attached on the path: the judge on the destination veth's egress and \
-         the observer on the source veth's ingress. Prefixes are random /32s in 10.0.0.0/8 \
-         outside the lab, over min(N, 64) blackhole faults. Ratio = cost at 1 prefix / cost \
+         the observer on the source veth's ingress. Prefixes are random /32s (host maps: one \
+         hash lookup) or /24s (tries of shorter prefixes) in 10.0.0.0/8 outside the lab, over \
+         min(N, 64) blackhole faults. Ratio = cost at 1 prefix / cost \
          (1.00x: no growth). bpf_stats adds its own clock reads to every run.",
         a.name, b.name, ctx.rounds, ctx.flood
     ));

@@ -41,10 +41,10 @@ pub fn call_ok(socket: &Path, method: &str, path: &str, body: &str) -> Result<St
     Ok(b)
 }
 
-/// `total` distinct /32 destinations spread over `min(total, 64)` blackhole faults, none of them
-/// a lab address: random in 10.0.0.0/8 outside 10.42.0.0/16 (the lab's pods and nodes), so that
-/// a pod's packet walks the destination trie as deep as the prefixes make it and matches nothing.
-pub fn non_matching(total: usize, tag: &str) -> String {
+/// `total` distinct destination prefixes of length `len` (24 or 32) spread over `min(total, 64)`
+/// blackhole faults, none of them a lab address: random in 10.0.0.0/8 outside 10.42.0.0/16 (the
+/// lab's pods and nodes), so that a pod's packet is looked up among them and matches nothing.
+pub fn non_matching(total: usize, len: u8, tag: &str) -> String {
     let faults = total.clamp(1, MAX_FAULTS as usize);
     let mut seen = HashSet::with_capacity(total);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -55,7 +55,8 @@ pub fn non_matching(total: usize, tag: &str) -> String {
         x
     };
     while seen.len() < total {
-        let a = Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x00ff_ffff));
+        let mask = u32::MAX << (32 - u32::from(len));
+        let a = Ipv4Addr::from((0x0a00_0000 | (next() as u32 & 0x00ff_ffff)) & mask);
         if a.octets()[1] != 42 {
             seen.insert(a);
         }
@@ -68,7 +69,7 @@ pub fn non_matching(total: usize, tag: &str) -> String {
                 .iter()
                 .skip(i)
                 .step_by(faults)
-                .map(|a| format!("\"{a}/32\""))
+                .map(|a| format!("\"{a}/{len}\""))
                 .collect();
             format!(
                 r#"{{"name":"{tag}-{i}","to":[{}],"blackhole":true,"for":"1h"}}"#,
@@ -86,7 +87,8 @@ mod tests {
     #[test]
     fn non_matching_sets_have_the_asked_size_and_avoid_the_lab() {
         for total in [1, 100, 10_000] {
-            let v: serde_json::Value = serde_json::from_str(&non_matching(total, "nm")).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&non_matching(total, 32, "nm")).unwrap();
             let faults = v.as_array().unwrap();
             assert_eq!(faults.len(), total.min(64));
             let all: Vec<&str> = faults

@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
     let _echo_b = Servers::start(&b.netns, &[ECHO], &[])?;
     let _echo_c = Servers::start(&c.netns, &[ECHO], &[])?;
-    let set = faults::non_matching(10_000, "idle");
+    let set = faults::non_matching(10_000, 32, "idle");
     let paths = [(b, "same node"), (c, "cross node")];
     // [path][attached] -> samples
     let mut s: Vec<[Vec<Sample>; 2]> = vec![[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
