@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
 //! Unprivileged first (fmt, clippy, unit tests), then as root the lab and BPF tests on this host,
-//! then the tests that need sch_fq in a stock kernel under QEMU.
+//! then the tests that need sch_fq in a stock kernel under QEMU, then the benchmarks in quick mode
+//! (a smoke test that every part runs; its numbers are not results).
 
 use std::{
     process::{Command, Stdio},
