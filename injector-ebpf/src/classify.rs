@@ -27,7 +27,7 @@ fn addr_set<const N: usize>(
     k[0] = g;
     k[1..].copy_from_slice(&a[..N - 1]);
     // SAFETY: the value is copied out at once; entries are replaced, never written in place.
-    if let Some(s) = unsafe { host.get(&k) } {
+    if let Some(s) = unsafe { host.get(k) } {
         return Some(*s);
     }
     if use_trie {

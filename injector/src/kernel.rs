@@ -22,7 +22,54 @@ use crate::fault::compile::{Image, Prefix};
 pub use injector_common::monotonic_ns;
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
-type Host<const N: usize> = aya::maps::HashMap<MapData, [u8; N], RuleSet>;
+
+/// A host-address hash map, and the keys this process put into each generation. Clearing a
+/// generation removes those keys; walking the map instead would cost ~1 ms per empty map (the
+/// kernel scans every bucket of a 256k-entry hash for the first key). `None` (at open): unknown,
+/// the map is walked once.
+struct Host<const N: usize> {
+    map: aya::maps::HashMap<MapData, [u8; N], RuleSet>,
+    keys: [Option<Vec<[u8; N]>>; 2],
+}
+
+impl<const N: usize> Host<N> {
+    fn new(m: Map) -> Result<Self> {
+        Ok(Host {
+            map: m.try_into()?,
+            keys: [None, None],
+        })
+    }
+
+    fn insert(&mut self, g: u8, k: [u8; N], s: RuleSet) -> Result<()> {
+        self.map.insert(k, s, 0)?;
+        self.keys[usize::from(g)]
+            .get_or_insert_with(Vec::new)
+            .push(k);
+        Ok(())
+    }
+
+    fn clear(&mut self, g: u8) -> Result<()> {
+        let keys = match self.keys[usize::from(g)].take() {
+            Some(k) => k,
+            None => self
+                .map
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k[0] == g)
+                .collect(),
+        };
+        for k in keys {
+            match self.map.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.keys[usize::from(g)] = Some(Vec::new());
+        Ok(())
+    }
+}
 
 /// The fault maps and counters of one daemon instance.
 pub struct Maps {
@@ -114,23 +161,11 @@ fn fill_addrs<const N: usize>(
         .cloned()
         .partition(|(p, _)| usize::from(p.len) == 8 * (N - 1));
     for (p, s) in &hosts {
-        h.insert(key::<N>(g, p).data(), *s, 0)
+        h.insert(g, key::<N>(g, p).data(), *s)
             .with_context(|| format!("inserting host {p:?}"))?;
     }
     fill(t, g, &shorter)?;
     Ok(!shorter.is_empty())
-}
-
-fn clear_host<const N: usize>(h: &mut Host<N>, g: u8) -> Result<()> {
-    let keys: Vec<[u8; N]> = h
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| k[0] == g)
-        .collect();
-    for k in keys {
-        h.remove(&k)?;
-    }
-    Ok(())
 }
 
 fn clear<const N: usize>(t: &mut Trie<N>, g: u8) -> Result<()> {
@@ -152,10 +187,10 @@ impl Maps {
             dst_v4: take(maps::DST_V4)?.try_into()?,
             src_v6: take(maps::SRC_V6)?.try_into()?,
             dst_v6: take(maps::DST_V6)?.try_into()?,
-            src_host_v4: take(maps::SRC_HOST_V4)?.try_into()?,
-            dst_host_v4: take(maps::DST_HOST_V4)?.try_into()?,
-            src_host_v6: take(maps::SRC_HOST_V6)?.try_into()?,
-            dst_host_v6: take(maps::DST_HOST_V6)?.try_into()?,
+            src_host_v4: Host::new(take(maps::SRC_HOST_V4)?)?,
+            dst_host_v4: Host::new(take(maps::DST_HOST_V4)?)?,
+            src_host_v6: Host::new(take(maps::SRC_HOST_V6)?)?,
+            dst_host_v6: Host::new(take(maps::DST_HOST_V6)?)?,
             sport: take(maps::SPORT)?.try_into()?,
             dport: take(maps::DPORT)?.try_into()?,
             masks: take(maps::MASKS)?.try_into()?,
@@ -180,6 +215,16 @@ impl Maps {
             ebpf.take_map(n)
                 .ok_or_else(|| anyhow!("map {n} missing from the eBPF object"))
         })
+    }
+
+    /// Tells the maps they were created by this process and hold nothing yet.
+    pub fn created_empty(&mut self) {
+        for g in 0..2 {
+            self.src_host_v4.keys[g] = Some(Vec::new());
+            self.dst_host_v4.keys[g] = Some(Vec::new());
+            self.src_host_v6.keys[g] = Some(Vec::new());
+            self.dst_host_v6.keys[g] = Some(Vec::new());
+        }
     }
 
     pub fn ctrl(&self, i: u32) -> Result<u64> {
@@ -270,10 +315,10 @@ impl Maps {
         clear(&mut self.dst_v4, g)?;
         clear(&mut self.src_v6, g)?;
         clear(&mut self.dst_v6, g)?;
-        clear_host(&mut self.src_host_v4, g)?;
-        clear_host(&mut self.dst_host_v4, g)?;
-        clear_host(&mut self.src_host_v6, g)?;
-        clear_host(&mut self.dst_host_v6, g)?;
+        self.src_host_v4.clear(g)?;
+        self.dst_host_v4.clear(g)?;
+        self.src_host_v6.clear(g)?;
+        self.dst_host_v6.clear(g)?;
         clear(&mut self.sport, g)?;
         clear(&mut self.dport, g)
     }

@@ -194,6 +194,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         .try_into()?;
     x.load().context("verifying xdp_veth")?;
     let mut maps = Maps::take(&mut ebpf)?;
+    if !adopted {
+        // Created just now: empty, so clearing needs no walk of the host maps.
+        maps.created_empty();
+    }
 
     maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns())?;
     maps.set_ctrl(ctrl::GRACE_NS, cfg.grace.as_nanos() as u64)?;

@@ -36,7 +36,7 @@ impl Ctx {
             rounds: if quick { 1 } else { 5 },
             latency_rounds: if quick { 2 } else { 10 },
             iperf_secs: if quick { 1 } else { 3 },
-            rtt_count: if quick { 200 } else { 2000 },
+            rtt_count: if quick { 2000 } else { 20_000 },
             flood: Duration::from_millis(if quick { 300 } else { 2000 }),
         }
     }
