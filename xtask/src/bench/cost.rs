@@ -81,7 +81,13 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         let label = if n == 0 {
             "no faults".to_string()
         } else {
-            format!("{n} /{len} prefixes in {} faults", n.min(64))
+            let s = |k: usize| if k == 1 { "" } else { "s" };
+            format!(
+                "{n} /{len} prefix{} in {} fault{}",
+                if n == 1 { "" } else { "es" },
+                n.min(64),
+                s(n.min(64))
+            )
         };
         let ours = format!(
             "{jn:.0} ns judging (tc_veth_egress) + {on:.0} ns observing (tc_observe){}",
