@@ -1,6 +1,8 @@
-//! Classification: the rules a packet matches, from four LPM lookups (source, destination, source
-//! port, destination port) intersected with the protocol's mask. Constant cost in the number of
-//! faults and prefixes (the tries are logarithmic in their size, the sets are two words).
+//! Classification: the rules a packet matches, from four lookups (destination, source, source
+//! port, destination port) intersected with the protocol's mask, stopping at the first empty set.
+//! An address is looked up in a hash of host addresses (/32, /128) first, then, on a miss and only
+//! when the generation has any, in an LPM trie of shorter prefixes. Constant cost in the number of
+//! faults and host prefixes (the tries are logarithmic in their size, the sets are two words).
 
 use aya_ebpf::maps::{HashMap, LpmTrie, lpm_trie::Key};
 use injector_common::{RuleSet, ctrl, mask};
