@@ -43,8 +43,13 @@ pub mod maps {
     pub const DST_HOST_V4: &str = "DST_HOST_V4";
     pub const SRC_HOST_V6: &str = "SRC_HOST_V6";
     pub const DST_HOST_V6: &str = "DST_HOST_V6";
+    /// Hash ifindex -> 1: where packets enter after XDP judged their drops (`--xdp`): the pod
+    /// veths with the XDP program, and the bridge (routed pod traffic enters the host stack
+    /// there). Egress leaves those packets' drops alone and judges the drops of every other
+    /// packet (from the node itself, or through an uplink).
+    pub const XDP_IFACES: &str = "XDP_IFACES";
     /// Every map, in pin order.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         SRC_V4,
         DST_V4,
         SRC_V6,
@@ -62,6 +67,7 @@ pub mod maps {
         COUNTERS,
         STATS,
         SPECS,
+        XDP_IFACES,
     ];
 }
 
@@ -116,6 +122,8 @@ pub const MAX_PREFIXES: u32 = 256 * 1024;
 pub const SPEC_RECORD: usize = 64 * 1024;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
+/// Most interfaces in [`maps::XDP_IFACES`] (pod veths of one node).
+pub const MAX_XDP_IFACES: u32 = 4096;
 
 /// Indices of the masks in [`maps::MASKS`], per generation.
 pub mod mask {

@@ -6,7 +6,9 @@
 //! itself to a pod) or flannel.1 egress (to another node). Packets that entered the node through
 //! flannel.1 were judged on their sender's node and pass veth egress unjudged. With the XDP program
 //! attached to the host veths, drop and blackhole are judged there instead (the earliest point),
-//! and the egress hooks then judge only delay for packets that came from a pod.
+//! and the egress hooks then judge only delay for packets that entered through such a veth or
+//! the bridge (the `XDP_IFACES` map); drops of everything else (from the node, from an uplink) are
+//! still judged at egress.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -22,6 +24,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use injector_common::{Hook, JudgeHook, ctrl};
+use maps::XDP_IFACES;
 use verdict::{Kinds, Verdict, ctrl_word, hook_stats, judge};
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
@@ -90,9 +93,13 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
         return TC_ACT_OK;
     }
     // SAFETY: reading a context field.
-    let from_pod = unsafe { (*ctx.skb.skb).ingress_ifindex } != 0;
+    let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // Entered through a pod veth whose XDP program judged its drops already?
+    // SAFETY: the value is only tested for presence.
+    let xdp_judged =
+        iif != 0 && ctrl_word(ctrl::XDP) == 1 && unsafe { XDP_IFACES.get(iif) }.is_some();
     let kinds = Kinds {
-        drop: !(from_pod && ctrl_word(ctrl::XDP) == 1),
+        drop: !xdp_judged,
         delay: true,
     };
     match judge(ctx, ctx.len(), hook, jh, kinds) {

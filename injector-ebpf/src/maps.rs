@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use injector_common::{
-    FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES, Rule,
-    RuleSet, SPEC_RECORD, ctrl, mask,
+    FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES,
+    MAX_XDP_IFACES, Rule, RuleSet, SPEC_RECORD, ctrl, mask,
 };
 
 #[map(name = "SRC_V4")]
@@ -32,6 +32,8 @@ pub static SRC_HOST_V6: HashMap<[u8; 17], RuleSet> =
 #[map(name = "DST_HOST_V6")]
 pub static DST_HOST_V6: HashMap<[u8; 17], RuleSet> =
     HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "XDP_IFACES")]
+pub static XDP_IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_XDP_IFACES, BPF_F_NO_PREALLOC);
 #[map(name = "SPORT")]
 pub static SPORT: LpmTrie<[u8; 3], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DPORT")]

@@ -105,6 +105,19 @@ pub struct IfaceStatus {
     pub pins: Vec<PathBuf>,
 }
 
+impl IfaceStatus {
+    /// Whether drops of packets that entered here were judged by XDP (`--xdp`): a pod veth with
+    /// the XDP program attached, or the bridge, since what a pod sends to be routed (to another
+    /// node) enters the host stack through the bridge, after XDP judged it at the pod's veth.
+    pub fn xdp_judged(&self, roles: &Roles) -> bool {
+        match self.role {
+            Role::PodVeth => self.hooks.iter().any(|h| h.starts_with("xdp:")),
+            Role::Bridge => roles.xdp && self.error.is_none(),
+            Role::Overlay => false,
+        }
+    }
+}
+
 pub fn links_dir(bpffs: &Path) -> PathBuf {
     bpffs.join("links")
 }

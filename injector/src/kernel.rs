@@ -23,6 +23,19 @@ pub use injector_common::monotonic_ns;
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
 
+/// A removal that found nothing to remove is not an error.
+fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A host-address hash map, and the keys this process put into each generation. Clearing a
 /// generation removes those keys; walking the map instead would cost ~1 ms per empty map (the
 /// kernel scans every bucket of a 256k-entry hash for the first key). `None` (at open): unknown,
@@ -59,12 +72,7 @@ impl<const N: usize> Host<N> {
                 .collect(),
         };
         for k in keys {
-            match self.map.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(aya::maps::MapError::SyscallError(e))
-                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            absent_ok(self.map.remove(&k))?;
         }
         self.keys[usize::from(g)] = Some(Vec::new());
         Ok(())
@@ -90,6 +98,7 @@ pub struct Maps {
     counters: PerCpuArray<MapData, FaultCounters>,
     stats: PerCpuArray<MapData, HookStats>,
     specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
+    xdp_ifaces: aya::maps::HashMap<MapData, u32, u32>,
     /// What this process last wrote to each generation's arrays (masks, rules, faults), so an
     /// install writes only the entries that differ: a one-fault change is a handful of syscalls,
     /// not ~200. `None` (at open, or after a failed write): unknown, every entry is written.
@@ -200,6 +209,7 @@ impl Maps {
             counters: take(maps::COUNTERS)?.try_into()?,
             stats: take(maps::STATS)?.try_into()?,
             specs: take(maps::SPECS)?.try_into()?,
+            xdp_ifaces: take(maps::XDP_IFACES)?.try_into()?,
             written: [None, None],
         })
     }
@@ -215,6 +225,33 @@ impl Maps {
             ebpf.take_map(n)
                 .ok_or_else(|| anyhow!("map {n} missing from the eBPF object"))
         })
+    }
+
+    /// Records whether the XDP program judges drops on `ifindex` (see [`maps::XDP_IFACES`]).
+    pub fn set_xdp_iface(&mut self, ifindex: u32, on: bool) -> Result<()> {
+        if on {
+            self.xdp_ifaces.insert(ifindex, 1, 0)?;
+            return Ok(());
+        }
+        absent_ok(self.xdp_ifaces.remove(&ifindex))
+    }
+
+    /// Makes [`maps::XDP_IFACES`] hold exactly `ifindexes` (at start: a previous instance may
+    /// have left interfaces that are gone since).
+    pub fn sync_xdp_ifaces(&mut self, ifindexes: &[u32]) -> Result<()> {
+        let stale: Vec<u32> = self
+            .xdp_ifaces
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !ifindexes.contains(k))
+            .collect();
+        for i in stale {
+            self.set_xdp_iface(i, false)?;
+        }
+        for &i in ifindexes {
+            self.set_xdp_iface(i, true)?;
+        }
+        Ok(())
     }
 
     /// Tells the maps they were created by this process and hold nothing yet.
@@ -339,16 +376,7 @@ impl Maps {
     }
 
     pub fn remove_record(&mut self, slot: u32) -> Result<()> {
-        match self.specs.remove(&slot) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        absent_ok(self.specs.remove(&slot))
     }
 
     /// Every stored record, by slot.

@@ -307,3 +307,61 @@ fn the_fault_set_is_exact_after_every_add_and_remove() {
         );
     }
 }
+
+/// With `--xdp`, drops of pod traffic are judged by XDP at the sender's veth and egress leaves
+/// them alone; traffic that entered the node elsewhere (here: routed in from the underlay, as
+/// from an uplink) must still be judged at egress, not skipped as if XDP had seen it.
+#[test]
+fn with_xdp_traffic_from_an_uplink_is_still_judged() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("xu"), 2).unwrap();
+    let (n1, n2, a) = (l.node(1), l.node(2), l.pod(1, 1));
+    // node2 reaches pod a through node1's underlay address, not through flannel.1.
+    injector_tests::cmd::ip(
+        &n2.netns,
+        &[
+            "route",
+            "add",
+            &format!("{}/32", a.ip),
+            "via",
+            &n1.underlay_ip.to_string(),
+            "dev",
+            "eth0",
+        ],
+    )
+    .unwrap();
+    let ping = || {
+        let out = injector_tests::cmd::output(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &n2.netns,
+                "ping",
+                "-c",
+                "5",
+                "-i",
+                "0.05",
+                "-W",
+                "1",
+                &a.ip.to_string(),
+            ],
+        )
+        .unwrap();
+        lab::parse_ping_received(&String::from_utf8_lossy(&out.stdout)).unwrap_or(0)
+    };
+    let d1 = Daemon::start_with(&injector_bin(), n1, &["--xdp"]).unwrap();
+    assert_eq!(ping(), 5, "routed in from the underlay, no fault");
+    d1.apply(&format!(
+        r#"[{{"name":"uplink","from":["{}"],"to":["{}"],"proto":"icmp","blackhole":true,"for":"5m"}}]"#,
+        n2.underlay_ip, a.ip
+    ))
+    .unwrap();
+    assert_eq!(ping(), 0, "judged at the veth's egress");
+    let s = d1.local(&["stats"]).unwrap();
+    assert_eq!(
+        stats::fault(&s, "uplink", "veth_egress", "dropped"),
+        5,
+        "{s}"
+    );
+}

@@ -730,11 +730,21 @@ fn each_packet_is_judged_at_one_hook() {
     assert_eq!(b.tc(VETH, &delayed, 77, 1).1, 0, "not delayed twice");
     assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().skipped_packets, 2);
     assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "from a local pod");
-    // With XDP judging drops at the pod veths, egress judges them only for traffic not from a pod.
+    // With XDP judging drops at the pod veths (ifindex 5 is one), egress judges them only for
+    // traffic that did not enter through one of those.
     b.maps.set_ctrl(ctrl::XDP, 1).unwrap();
+    b.maps.set_xdp_iface(5, true).unwrap();
     assert_eq!(b.xdp(&db), XDP_DROP);
     assert_eq!(b.tc(VETH, &db, 5, 1).0, OK, "from a pod: XDP judged it");
     assert_eq!(b.tc(OVERLAY, &db, 5, 1).0, OK, "from a pod: XDP judged it");
+    assert_eq!(
+        b.tc(VETH, &db, 9, 1).0,
+        SHOT,
+        "through an uplink (no XDP there): judged at egress"
+    );
+    b.maps.set_xdp_iface(5, false).unwrap();
+    assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "that veth's XDP gone");
+    b.maps.set_xdp_iface(5, true).unwrap();
     assert_eq!(
         b.tc(VETH, &db, 0, 1).0,
         SHOT,

@@ -255,6 +255,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         ctrl::OVERLAY_IFINDEX,
         u64::from(ifs.get(&cfg.roles.overlay).map_or(0, |s| s.ifindex)),
     )?;
+    let xdp: Vec<u32> = ifs
+        .values()
+        .filter(|s| s.xdp_judged(&cfg.roles))
+        .map(|s| s.ifindex)
+        .collect();
+    maps.sync_xdp_ifaces(&xdp)
+        .context("recording the interfaces XDP judges")?;
 
     let shared = Shared::new(Core {
         maps,
@@ -385,6 +392,12 @@ fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
             {
                 warn!(error = %e, "writing the overlay ifindex");
             }
+            if st.xdp_judged(&cfg.roles)
+                && let Err(e) = c.maps.set_xdp_iface(ifindex, true)
+            {
+                // Egress then judges this veth's drops too: twice, not never.
+                warn!(iface = %name, error = %e, "recording the XDP interface");
+            }
             c.ifaces.insert(name, st);
             fq::sync(&mut c);
         }
@@ -399,6 +412,9 @@ fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
                 }
                 if c.clsact_owned.remove(&name) {
                     c.save_clsact();
+                }
+                if let Err(e) = c.maps.set_xdp_iface(ifindex, false) {
+                    warn!(iface = %name, error = %e, "forgetting the XDP interface");
                 }
                 info!(iface = %name, "interface gone, forgotten");
             }
