@@ -79,12 +79,23 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         let m = |att: usize, f: fn(&Sample) -> f64| {
             median(&s[i][att].iter().map(f).collect::<Vec<_>>())
         };
+        // Each round's own ratio (its attached sample over its baseline), to show the noise.
+        let spread = |f: fn(&Sample) -> f64, invert: bool| {
+            let r: Vec<f64> = s[i][0]
+                .iter()
+                .zip(&s[i][1])
+                .map(|(b, o)| if invert { f(b) / f(o) } else { f(o) / f(b) })
+                .collect();
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("rounds {lo:.2}-{hi:.2}x")
+        };
         let (base, ours) = (m(0, |x| x.mbps), m(1, |x| x.mbps));
         let r = ours / base;
         sec.rows.push(
             Row::new(
                 format!("TCP throughput, {path} (iperf3, Mbit/s)"),
-                format!("{ours:.0}"),
+                format!("{ours:.0} ({})", spread(|x| x.mbps, false)),
                 format!("{base:.0}"),
             )
             .ratio(r)
@@ -95,7 +106,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         sec.rows.push(
             Row::new(
                 format!("UDP round trip p50, {path} (us)"),
-                format!("{ours:.1}"),
+                format!("{ours:.1} ({})", spread(|x| x.rtt_p50_us, true)),
                 format!("{base:.1}"),
             )
             .ratio(r)
