@@ -1,10 +1,11 @@
 //! Types shared by the eBPF programs and userspace: map names, map values, hook ids, the flow hash.
 //! Everything is `#[repr(C)]`, `Copy`, without `bool` or implicit padding (sizes asserted below).
 //!
-//! Classification: four LPM tries (source address, destination address, source port, destination
+//! Classification: four lookups (source address, destination address, source port, destination
 //! port) map a prefix to the [`RuleSet`] of rules whose sets contain it (the userspace compiler
-//! folds overlapping prefixes, so the longest match is exact). A packet's candidate rules are the
-//! intersection of the four lookups with the protocol's mask. Every classification map is keyed by a
+//! folds overlapping prefixes, so the longest match is exact). Addresses: host prefixes (/32,
+//! /128) in hash maps, shorter ones in LPM tries; ports in LPM tries. A packet's candidate rules are
+//! the intersection of the four lookups with the protocol's mask. Every classification map is keyed by a
 //! generation byte: userspace fills the inactive generation, then flips [`ctrl::GEN`] in one write.
 #![no_std]
 
