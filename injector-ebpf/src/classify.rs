@@ -15,24 +15,24 @@ use crate::{
     parse::{Flow, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-/// The rule set of an address: the host map first (full-length prefixes), then, only if the
-/// generation has shorter prefixes there, the trie.
+/// The rule set of an address in the active generation: the host map first (full-length
+/// prefixes), then, only if `gen_word` has `trie_bit` (the trie holds shorter prefixes), the trie.
 #[inline(always)]
 fn addr_set<const N: usize>(
     host: &HashMap<[u8; N], RuleSet>,
     trie: &LpmTrie<[u8; N], RuleSet>,
-    use_trie: bool,
-    g: u8,
+    gen_word: u64,
+    trie_bit: u64,
     a: &[u8; 16],
 ) -> Option<RuleSet> {
     let mut k = [0u8; N];
-    k[0] = g;
+    k[0] = (gen_word & 1) as u8;
     k[1..].copy_from_slice(&a[..N - 1]);
     // SAFETY: the value is copied out at once; entries are replaced, never written in place.
     if let Some(s) = unsafe { host.get(k) } {
         return Some(*s);
     }
-    if use_trie {
+    if gen_word & trie_bit != 0 {
         trie.get(Key::new(8 * N as u32, k)).copied()
     } else {
         None
@@ -63,16 +63,16 @@ pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
         addr_set(
             &DST_HOST_V6,
             &DST_V6,
-            gen_word & ctrl::GEN_TRIE_DST_V6 != 0,
-            g,
+            gen_word,
+            ctrl::GEN_TRIE_DST_V6,
             &flow.dst,
         )
     } else {
         addr_set(
             &DST_HOST_V4,
             &DST_V4,
-            gen_word & ctrl::GEN_TRIE_DST_V4 != 0,
-            g,
+            gen_word,
+            ctrl::GEN_TRIE_DST_V4,
             &flow.dst,
         )
     };
@@ -83,16 +83,16 @@ pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
         addr_set(
             &SRC_HOST_V6,
             &SRC_V6,
-            gen_word & ctrl::GEN_TRIE_SRC_V6 != 0,
-            g,
+            gen_word,
+            ctrl::GEN_TRIE_SRC_V6,
             &flow.src,
         )
     } else {
         addr_set(
             &SRC_HOST_V4,
             &SRC_V4,
-            gen_word & ctrl::GEN_TRIE_SRC_V4 != 0,
-            g,
+            gen_word,
+            ctrl::GEN_TRIE_SRC_V4,
             &flow.src,
         )
     };

@@ -385,3 +385,30 @@ pub fn median(v: &[f64]) -> f64 {
     s.sort_by(f64::total_cmp);
     percentile(&s, 50.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_tell_when_a_fault_took_effect_and_ended() {
+        // Probes every 10 ns; 30..=59 lost.
+        let p = Probes {
+            sent_ns: (0..100).map(|i| i * 10).collect(),
+            arrived: (0..100).map(|i| !(30..60).contains(&i)).collect(),
+        };
+        assert_eq!(p.first_after(0, false), Some(300));
+        assert_eq!(p.first_after(300, true), Some(600));
+        assert_eq!(p.first_after(1000, true), None);
+        assert_eq!(p.arrived_between(250, 350), (10, 5));
+    }
+
+    #[test]
+    fn percentiles_and_medians() {
+        let v: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 100.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
+}

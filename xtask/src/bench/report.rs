@@ -205,3 +205,21 @@ pub fn document(sections: &[Section], command: &str, vm_kernel: &str, quick: boo
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_survives_the_trip_out_of_the_vm() {
+        let mut s = Section::new("5. t", "netem");
+        s.rows
+            .push(Row::new("a | b", "1", "2").ratio(0.5).goal(">= 1", false));
+        s.rows.push(Row::new("c", "3", ""));
+        s.notes.push("n".into());
+        let back = Section::from_json(&s.to_json()).unwrap();
+        assert_eq!(back.markdown(), s.markdown());
+        assert!(s.markdown().contains("| 0.50x | >= 1 | **no** |"));
+        assert!(Section::from_json("not json").is_err());
+    }
+}
