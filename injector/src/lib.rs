@@ -16,7 +16,7 @@ pub mod parse;
 pub mod qdisc;
 
 /// The eBPF object built from injector-ebpf by build.rs, embedded at compile time.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/injector"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/injector-ebpf"));
 
 /// Where a daemon pins its maps unless told otherwise.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/injector";

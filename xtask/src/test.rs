@@ -38,8 +38,11 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
             "the privileged tests (lab, BPF_PROG_TEST_RUN, VM) need root: run `sudo -E cargo xtask test`, or pass --unprivileged"
         );
     }
-    // The tests run the built binary (injector_tests::injector_bin).
-    sh("cargo", &["build", "-p", "injector"])?;
+    // The tests run the built binary (injector_tests::injector_bin). Built as a new user builds
+    // it: the whole workspace, then the CLI must answer (the eBPF crate's host stub once shared
+    // its name and could replace it with a silent no-op).
+    sh("cargo", &["build", "--workspace"])?;
+    cli_answers()?;
     sh(
         "cargo",
         &[
@@ -54,6 +57,22 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     vm_tests()?;
     // The benchmarks, short: every part runs and produces its table (not a result).
     crate::bench::run(true, &[])
+}
+
+/// `target/debug/injector --version` prints the version (not the empty eBPF host stub).
+fn cli_answers() -> Result<()> {
+    let bin = root().join("target/debug/injector");
+    let out = Command::new(&bin).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("injector {}", env!("CARGO_PKG_VERSION"));
+    ensure!(
+        out.status.success() && text.trim() == want,
+        "{} --version printed {:?} (exit {:?}), expected {want:?}: is the CLI replaced by another bin of that name?",
+        bin.display(),
+        text.trim(),
+        out.status.code()
+    );
+    Ok(())
 }
 
 /// The built test executable of `tests/tests/<name>.rs`.
