@@ -1,22 +1,18 @@
 //! injector: eBPF network fault injector for Kubernetes workers. The library behind the
 //! `injector` binary: the daemon, the map access, and the parsing of what users type.
 
-pub mod attach;
 pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod fault;
-pub mod features;
-pub mod ifaces;
 pub mod kernel;
 pub mod local;
-pub mod netns;
-pub mod netwatch;
+pub mod net;
 pub mod parse;
-pub mod qdisc;
 
 /// The eBPF object built from injector-ebpf by build.rs, embedded at compile time.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/injector-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/injector-ebpf"));
 
 /// Where a daemon pins its maps unless told otherwise.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/injector";

@@ -4,12 +4,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser as _;
 use injector::{
-    attach::Roles,
     cli::{
         self, Failure,
         args::{Cli, Cmd, DaemonArgs},
     },
-    daemon, parse,
+    daemon,
+    kernel::attach::Roles,
+    parse,
 };
 
 fn init_logs(json: bool) {
@@ -52,7 +53,7 @@ fn daemon_main(a: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         _ => None,
     };
     if let Some(ns) = &a.netns {
-        injector::netns::enter(ns)?;
+        injector::net::netns::enter(ns)?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

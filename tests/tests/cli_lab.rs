@@ -435,7 +435,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
             2,
         ),
     ];
-    if !injector::features::fq() {
+    if !injector::kernel::features::fq() {
         cases.push((
             add(&["--delay", "100ms"]),
             "",

@@ -270,7 +270,7 @@ fn bad_requests_get_4xx_and_change_nothing() {
         ),
     ];
     let mut cases = cases;
-    if !injector::features::fq() {
+    if !injector::kernel::features::fq() {
         cases.push((
             "POST",
             "/v1/faults".into(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use injector::qdisc;
+use injector::kernel::qdisc;
 use injector_tests::{cmd, lab::run_prefix, require_root, traffic::in_netns};
 
 struct Netns(String);
@@ -51,7 +51,7 @@ fn root_qdiscs_are_read_replaced_and_restored() {
 
     let p = qdisc::fq_params(100_000, Duration::from_millis(50));
     let r = in_netns(&ns.0, move || Ok(qdisc::install_fq("vethq0", p))).unwrap();
-    if injector::features::fq() {
+    if injector::kernel::features::fq() {
         r.unwrap();
         assert_eq!(kind("vethq0"), "fq");
         let shown = cmd::run("tc", &["-n", &ns.0, "qdisc", "show", "dev", "vethq0"]).unwrap();

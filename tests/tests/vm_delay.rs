@@ -58,7 +58,10 @@ fn root_qdisc(netns: &str, dev: &str) -> String {
 #[ignore = "needs sch_fq: runs in the VM (cargo xtask vm test)"]
 fn rt_delay_is_added_once_same_node_and_cross_node_and_nowhere_else() {
     require_root();
-    assert!(injector::features::fq(), "this kernel has no sch_fq");
+    assert!(
+        injector::kernel::features::fq(),
+        "this kernel has no sch_fq"
+    );
     let l = Lab::up(&lab::run_prefix("vd"), 2).unwrap();
     let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
     let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
@@ -376,7 +379,7 @@ fn tc_state(netns: &str) -> String {
 fn rt_kill_9_restart_and_stop_on_a_kernel_without_tcx() {
     require_root();
     assert!(
-        !injector::features::tcx(),
+        !injector::kernel::features::tcx(),
         "this test is about the netlink (clsact) path"
     );
     let l = Lab::up(&lab::run_prefix("vk"), 2).unwrap();

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{DEFAULT_BPFFS, DEFAULT_SOCKET, ifaces};
+use crate::{DEFAULT_BPFFS, DEFAULT_SOCKET, net::ifaces};
 
 const EXAMPLES: &str = "\
 Examples:

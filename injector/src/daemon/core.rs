@@ -12,7 +12,7 @@ use super::{
     faultset::{FaultSet, Protected},
     fq::FqState,
 };
-use crate::{attach::IfaceStatus, kernel::Maps};
+use crate::kernel::{Maps, attach::IfaceStatus};
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Features {

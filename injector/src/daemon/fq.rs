@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::core::Core;
-use crate::{attach::Role, fault::spec::Action, qdisc};
+use crate::{
+    fault::spec::Action,
+    kernel::{attach::Role, qdisc},
+};
 
 /// SPECS key of the daemon's own record (outside the fault slots).
 pub const RECORD_KEY: u32 = 0xFFFF_0000;

@@ -34,10 +34,15 @@ use self::{
     faultset::{FaultSet, Protected},
 };
 use crate::{
-    attach::{self, Roles},
-    features, ifaces,
-    kernel::{Maps, monotonic_ns},
-    netwatch::{self, LinkEvent},
+    kernel::{
+        Maps,
+        attach::{self, Roles},
+        features, monotonic_ns,
+    },
+    net::{
+        ifaces,
+        netwatch::{self, LinkEvent},
+    },
     parse::Cidr,
 };
 

@@ -17,7 +17,7 @@ use aya::programs::{
 use injector_common::programs;
 use serde::Serialize;
 
-use crate::features;
+use crate::kernel::features;
 
 /// What an interface is to the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -289,7 +289,7 @@ pub fn detach(name: &str, st: &IfaceStatus) -> Vec<String> {
         }
     }
     if st.added_clsact
-        && let Err(e) = crate::qdisc::delete_clsact(name)
+        && let Err(e) = crate::kernel::qdisc::delete_clsact(name)
         && e.raw_os_error() != Some(libc::ENODEV)
     {
         errors.push(format!("removing the clsact qdisc of {name}: {e}"));

@@ -1,0 +1,10 @@
+//! The kernel side: the maps the programs read and write (`maps`), attaching programs to
+//! interfaces by role (`attach`), the qdiscs delay needs (`qdisc`), and what this kernel offers
+//! (`features`).
+
+pub mod attach;
+pub mod features;
+pub mod maps;
+pub mod qdisc;
+
+pub use maps::{Maps, monotonic_ns};
