@@ -110,6 +110,10 @@ pub mod ctrl {
     /// 1 when the XDP program judges drop/blackhole at the host veths; egress hooks then judge
     /// only delay for packets that came from a local pod.
     pub const XDP: u32 = 5;
+    /// The skb->mark bit a delayed packet's clone carries between `bpf_clone_redirect` and the
+    /// judging program that lets it through (`daemon --clone-mark`; 0: none). Only a label for
+    /// hooks ahead of ours: the clone is recognised by a per-CPU token, not by the mark.
+    pub const CLONE_MARK: u32 = 6;
     pub const COUNT: u32 = 8;
 }
 

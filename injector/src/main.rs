@@ -72,6 +72,7 @@ fn daemon_main(a: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         metrics,
         protect,
         fq_max_pps: a.fq_max_pps,
+        clone_mark: a.clone_mark,
     }))
 }
 

@@ -63,12 +63,21 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum VmCmd {
-    /// Download the distro kernel and build the initramfs (once).
-    Setup,
-    /// Run the tests that need sch_fq in the guest (part of `cargo xtask test`).
-    Test,
+    /// Download the distro kernel and build the initramfs (once per kernel).
+    Setup {
+        #[arg(long, value_enum, default_value = "6.1")]
+        kernel: vm::Kernel,
+    },
+    /// Run the VM tests (part of `cargo xtask test`): every kernel, or the one named.
+    Test {
+        #[arg(long, value_enum)]
+        kernel: Option<vm::Kernel>,
+    },
     /// Run a shell command in the guest, chrooted into the host's root, in the workspace.
     Run {
+        /// The guest kernel: Debian bookworm's 6.1 or bullseye's 5.10.
+        #[arg(long, value_enum, default_value = "6.1")]
+        kernel: vm::Kernel,
         /// Virtual time (-icount): deterministic timing, one CPU.
         #[arg(long)]
         icount: bool,
@@ -136,17 +145,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::BenchVm { quick } => bench::in_vm(quick),
         Cmd::Vm { cmd } => match cmd {
-            VmCmd::Setup => vm::setup().map(|v| println!("{} {}", v.kver, v.kernel.display())),
-            VmCmd::Test => {
+            VmCmd::Setup { kernel } => {
+                vm::setup_kernel(kernel).map(|v| println!("{} {}", v.kver, v.kernel.display()))
+            }
+            VmCmd::Test { kernel } => {
                 sh("cargo", &["build", "-p", "injector"])?;
-                test::vm_tests()
+                test::vm_tests(kernel)
             }
             VmCmd::Run {
+                kernel,
                 icount,
                 timeout,
                 cmd,
             } => {
-                let v = vm::setup()?;
+                let v = vm::setup_kernel(kernel)?;
                 let (rc, out) = vm::run(
                     &v,
                     &cmd.join(" "),

@@ -37,6 +37,8 @@ pub struct Vm {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub kver: String,
+    /// The kernel line, as `--kernel` names it ("5.10", "6.1").
+    pub label: &'static str,
 }
 
 fn out(cmd: &mut Command) -> Result<String> {
@@ -60,12 +62,186 @@ fn recipe_hash() -> u32 {
         })
 }
 
-/// Downloads and prepares the guest kernel and initramfs under target/vm (once per kernel build).
+/// The guest kernels the harness knows: Debian's stock `linux-image-amd64` of a release. The
+/// package name is resolved at set-up (the archive drops superseded builds), never pinned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// Debian 11 bullseye: 5.10 (no `bpf_skb_set_tstamp`, no TCX).
+    #[value(name = "5.10")]
+    Bullseye,
+    /// Debian 12 bookworm: 6.1 (the host's own release; no TCX).
+    #[default]
+    #[value(name = "6.1")]
+    Bookworm,
+}
+
+impl Kernel {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kernel::Bullseye => "5.10",
+            Kernel::Bookworm => "6.1",
+        }
+    }
+}
+
+/// apt, for `kernel`'s release. Bookworm is what this host's own sources serve. Bullseye gets a
+/// private apt state under `dir` (sources, lists, cache), used only through `-o` options for
+/// resolving and downloading the kernel package: the host's sources and lists are never touched.
+struct Apt {
+    opts: Vec<String>,
+    /// For bullseye: the private sources list, written from the host's own Debian sources.
+    private: Option<PathBuf>,
+}
+
+impl Apt {
+    fn new(kernel: Kernel, dir: &Path) -> Result<Apt> {
+        if kernel == Kernel::Bookworm {
+            return Ok(Apt {
+                opts: vec![],
+                private: None,
+            });
+        }
+        let state = dir.join("apt");
+        for d in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(state.join(d))?;
+        }
+        let list = state.join("sources.list");
+        let want = bullseye_sources()?;
+        if fs::read_to_string(&list).ok().as_deref() != Some(want.as_str()) {
+            fs::write(&list, &want)?;
+        }
+        let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
+        let mut opts = Vec::new();
+        opts.extend(o("Dir::Etc::SourceList", &list));
+        opts.extend(o("Dir::Etc::SourceParts", &state.join("no-parts")));
+        opts.extend(o("Dir::State::Lists", &state.join("lists")));
+        opts.extend(o("Dir::Cache", &state.join("cache")));
+        opts.extend(o("Dir::State::status", Path::new("/dev/null")));
+        opts.extend(["-o".into(), "APT::Sandbox::User=root".into()]);
+        Ok(Apt {
+            opts,
+            private: Some(list),
+        })
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.args(&self.opts);
+        c
+    }
+
+    fn update(&self) -> Result<()> {
+        if let Some(l) = &self.private {
+            eprintln!("vm: apt-get update with {}", l.display());
+        }
+        out(self.cmd("apt-get").args(["update", "-qq"])).map(drop)
+    }
+}
+
+/// A sources list for bullseye built from this host's bookworm entries (deb822 `.sources` files
+/// or one-line `sources.list`): the same archives, signing keys and components, suites renamed.
+fn bullseye_sources() -> Result<String> {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        v.sort();
+        files.extend(v);
+    }
+    let mut lines = Vec::new();
+    for f in files {
+        let name = f.to_string_lossy().into_owned();
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
+        if name.ends_with(".sources") {
+            lines.extend(bullseye_from_deb822(&text));
+        } else if name.ends_with(".list") {
+            lines.extend(bullseye_from_one_line(&text));
+        }
+    }
+    lines.dedup();
+    ensure!(
+        !lines.is_empty(),
+        "vm --kernel 5.10: no Debian bookworm entry in /etc/apt/sources.list or sources.list.d to derive bullseye's from; add one (deb URI bookworm main)"
+    );
+    Ok(lines.join("\n") + "\n")
+}
+
+/// bookworm -> bullseye, bookworm-security -> bullseye-security, ...; other suites: none.
+fn bullseye_suite(s: &str) -> Option<String> {
+    s.strip_prefix("bookworm")
+        .filter(|rest| rest.is_empty() || rest.starts_with('-'))
+        .filter(|rest| *rest != "-backports")
+        .map(|rest| format!("bullseye{rest}"))
+}
+
+fn bullseye_from_deb822(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |k: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let (Some(types), Some(uris), Some(suites)) =
+            (field("Types"), field("URIs"), field("Suites"))
+        else {
+            continue;
+        };
+        if !types.split_whitespace().any(|t| t == "deb")
+            || field("Enabled").is_some_and(|e| e == "no")
+        {
+            continue;
+        }
+        let comps = field("Components").unwrap_or_else(|| "main".into());
+        let signed = field("Signed-By")
+            .filter(|k| k.starts_with('/'))
+            .map(|k| format!("[signed-by={k}] "))
+            .unwrap_or_default();
+        for uri in uris.split_whitespace() {
+            for s in suites.split_whitespace().filter_map(bullseye_suite) {
+                out.push(format!("deb {signed}{uri} {s} {comps}"));
+            }
+        }
+    }
+    out
+}
+
+fn bullseye_from_one_line(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("deb ")?;
+            let (opts, rest) = match rest.strip_prefix('[') {
+                Some(r) => {
+                    let (o, r) = r.split_once(']')?;
+                    (format!("[{o}] "), r)
+                }
+                None => (String::new(), rest),
+            };
+            let mut w = rest.split_whitespace();
+            let (uri, suite) = (w.next()?, bullseye_suite(w.next()?)?);
+            let comps: Vec<&str> = w.collect();
+            Some(format!("deb {opts}{uri} {suite} {}", comps.join(" ")))
+        })
+        .collect()
+}
+
+/// The default guest (6.1), prepared once; see [`setup_kernel`].
 pub fn setup() -> Result<Vm> {
-    let dir = root().join("target/vm");
+    setup_kernel(Kernel::default())
+}
+
+/// Downloads and prepares `kernel` and its initramfs under target/vm/<kernel> (once per kernel
+/// build and initramfs recipe; each kernel has its own cache).
+pub fn setup_kernel(kernel: Kernel) -> Result<Vm> {
+    let dir = root().join("target/vm").join(kernel.label());
     fs::create_dir_all(&dir)?;
+    let apt = Apt::new(kernel, &dir)?;
     let resolve = || -> Option<String> {
-        let deps = out(Command::new("apt-cache").args(["depends", "linux-image-amd64"])).ok()?;
+        let deps = out(apt.cmd("apt-cache").args(["depends", "linux-image-amd64"])).ok()?;
         deps.lines().find_map(|l| {
             l.trim()
                 .strip_prefix("Depends: ")
@@ -77,16 +253,22 @@ pub fn setup() -> Result<Vm> {
         Some(p) => p,
         None => {
             // No or stale package lists: refresh once.
-            out(Command::new("apt-get").args(["update", "-qq"]))?;
+            apt.update()?;
             resolve().context("apt-cache depends linux-image-amd64 names no kernel package")?
         }
     };
     let kver = pkg.trim_start_matches("linux-image-").to_string();
+    ensure!(
+        kver.starts_with(&format!("{}.", kernel.label())),
+        "vm --kernel {}: apt resolved linux-image-amd64 to {pkg}, another kernel line",
+        kernel.label()
+    );
     let vm = Vm {
         kernel: dir.join(format!("vmlinuz-{kver}")),
         initrd: dir.join(format!("initrd-{kver}-{:08x}.gz", recipe_hash())),
         dir: dir.clone(),
         kver: kver.clone(),
+        label: kernel.label(),
     };
     if vm.kernel.exists() && vm.initrd.exists() {
         return Ok(vm);
@@ -106,14 +288,16 @@ pub fn setup() -> Result<Vm> {
             fs::remove_file(e.path())?;
         }
     }
-    if out(Command::new("apt-get")
+    if out(apt
+        .cmd("apt-get")
         .args(["download", &pkg])
         .current_dir(&dir))
     .is_err()
     {
         // A superseded build vanished from the archive: refresh the lists and try again.
-        out(Command::new("apt-get").args(["update", "-qq"]))?;
-        out(Command::new("apt-get")
+        apt.update()?;
+        out(apt
+            .cmd("apt-get")
             .args(["download", &pkg])
             .current_dir(&dir))?;
     }

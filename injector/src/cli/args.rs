@@ -229,6 +229,10 @@ pub struct DaemonArgs {
     /// Packets per second one device's fq must hold for the longest delay (sizes its limit).
     #[arg(long, default_value_t = 100_000)]
     pub fq_max_pps: u32,
+    /// The skb->mark bit a delayed packet's clone carries between its redirect and our egress
+    /// program (one bit; 0: none). Pick one your CNI and kube-proxy leave alone.
+    #[arg(long, default_value = "0x2000", value_parser = crate::kernel::programs::parse_clone_mark)]
+    pub clone_mark: u32,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,

@@ -119,6 +119,7 @@ async fn create(
         force,
         replace,
         fq: c.features.fq,
+        edt_stamp: c.features.edt_stamp,
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;

@@ -19,6 +19,8 @@ pub struct Features {
     pub tcx: bool,
     pub fq: bool,
     pub btf: bool,
+    /// `bpf_skb_set_tstamp` (5.18+): the programs stamp EDT delivery times; without, no delay.
+    pub edt_stamp: bool,
 }
 
 pub struct Core {

@@ -205,6 +205,13 @@ impl FaultSet {
             let fault = spec
                 .validate(&at)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            if matches!(fault.action, Action::Delay { .. }) && !opts.edt_stamp {
+                return Err(ApiError::BadRequest(format!(
+                    "{at}delay: this kernel ({}) lacks bpf_skb_set_tstamp (5.18+): delay cannot be stamped; \
+                     use loss or blackhole, or a kernel >= 5.18",
+                    crate::kernel::features::release()
+                )));
+            }
             if matches!(fault.action, Action::Delay { .. }) && !opts.fq {
                 return Err(ApiError::BadRequest(format!(
                     "{at}delay: the fq qdisc is unavailable on this kernel (not built in, no sch_fq module); \
@@ -357,6 +364,8 @@ pub struct AddOptions<'a> {
     pub force: bool,
     pub replace: bool,
     pub fq: bool,
+    /// The programs can stamp EDT delivery times (`features::edt_stamp`).
+    pub edt_stamp: bool,
     pub protected: &'a [Protected],
 }
 

@@ -21,10 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    EbpfLoader,
-    programs::{SchedClassifier, Xdp},
-};
+use aya::programs::{SchedClassifier, Xdp};
 use injector_common::{ctrl, maps, programs};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -64,6 +61,8 @@ pub struct Config {
     pub protect: Vec<(Cidr, String)>,
     /// Packets per second an fq must hold for the longest delay.
     pub fq_max_pps: u32,
+    /// The skb->mark bit a delayed packet's clone carries on its way to fq (0: none).
+    pub clone_mark: u32,
 }
 
 /// Removes the map pins this instance made, and the directory if it is then empty.
@@ -171,15 +170,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         tcx: features::tcx(),
         fq: features::fq(),
         btf: features::btf(),
+        edt_stamp: features::edt_stamp(),
     };
     info!(
         tcx = feats.tcx,
         fq = feats.fq,
         btf = feats.btf,
+        edt_stamp = feats.edt_stamp,
         "kernel features"
     );
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&cfg.bpffs)
+    let mut ebpf = crate::kernel::programs::loader(&cfg.bpffs, feats.edt_stamp)
         .load(crate::EBPF_OBJECT)
         .context("loading the eBPF object")?;
     for prog in [
@@ -207,6 +207,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns())?;
     maps.set_ctrl(ctrl::GRACE_NS, cfg.grace.as_nanos() as u64)?;
     maps.set_ctrl(ctrl::XDP, u64::from(cfg.roles.xdp))?;
+    maps.set_ctrl(ctrl::CLONE_MARK, u64::from(cfg.clone_mark))?;
     let faults = if adopted {
         let (set, dropped) = FaultSet::adopt(&mut maps, monotonic_ns())?;
         info!(faults = set.len(), dropped = ?dropped, "adopted the faults of a previous instance");

@@ -1,10 +1,12 @@
 //! The kernel side: the maps the programs read and write (`maps`), attaching programs to
 //! interfaces by role (`attach`), the qdiscs delay needs (`qdisc`), and what this kernel offers
-//! (`features`).
+//! (`features`), and which
+//! build of the programs it gets (`programs`).
 
 pub mod attach;
 pub mod features;
 pub mod maps;
+pub mod programs;
 pub mod qdisc;
 
 pub use maps::{Maps, monotonic_ns};
