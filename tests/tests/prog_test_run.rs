@@ -129,13 +129,6 @@ impl Bpf {
         (v, u64::from_ne_bytes(ctx[t..t + 8].try_into().unwrap()))
     }
 
-    /// Runs a TC program on an skb carrying `mark`; returns (verdict, mark after the run).
-    fn tc_mark(&self, prog: &str, pkt: &[u8], mark: u32) -> (u32, u32) {
-        let m = offset_of!(__sk_buff, mark);
-        let (v, ctx) = self.tc_ctx(prog, pkt, m, mark, 1);
-        (v, u32::from_ne_bytes(ctx[m..m + 4].try_into().unwrap()))
-    }
-
     fn veth(&self, pkt: &[u8]) -> u32 {
         self.tc(VETH, pkt, 0, 1).0
     }
