@@ -3,7 +3,7 @@
 //! answered STOLEN; and the clone itself, sent to a device our program is attached to, passes it
 //! once, unjudged, and leaves with exactly the mark its original had.
 
-#[allow(dead_code)] // shared with prog_test_run, which uses all of it
+#[expect(dead_code)] // shared with prog_test_run, which uses all of it
 mod support;
 
 use std::{mem::offset_of, os::fd::AsRawFd, path::PathBuf, time::Duration};
