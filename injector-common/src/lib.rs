@@ -9,7 +9,10 @@
 //! generation byte: userspace fills the inactive generation, then flips [`ctrl::GEN`] in one write.
 #![no_std]
 
+pub mod action;
 pub mod flow;
+
+pub use action::{Action, Count, FaultCounters, Outcome, stage};
 
 /// Names of the maps in the eBPF object; also the file names of their pins.
 pub mod maps {
@@ -30,7 +33,8 @@ pub mod maps {
     pub const FAULTS: &str = "FAULTS";
     /// Array of u64 control words, see [`ctrl`](crate::ctrl).
     pub const CTRL: &str = "CTRL";
-    /// Per-CPU array `slot * JudgeHook::COUNT + hook` -> [`FaultCounters`](crate::FaultCounters).
+    /// Per-CPU array `slot * JudgeHook::COUNT + hook` -> [`FaultCounters`](crate::FaultCounters)
+    /// (packets and bytes per [`Outcome`](crate::Outcome)).
     pub const COUNTERS: &str = "COUNTERS";
     /// Per-CPU array indexed by [`Hook`](crate::Hook) -> [`HookStats`](crate::HookStats).
     pub const STATS: &str = "STATS";
@@ -223,16 +227,6 @@ pub struct Rule {
     pub _pad: u32,
 }
 
-/// What a fault does.
-pub mod action {
-    /// Drop with probability `drop_threshold / 2^32`.
-    pub const DROP: u32 = 1;
-    /// Drop everything, silently.
-    pub const BLACKHOLE: u32 = 2;
-    /// Hold until now + delay +- jitter (EDT, needs fq on the egress device).
-    pub const DELAY: u32 = 3;
-}
-
 /// Fault flags.
 pub mod flag {
     /// Count what the fault would do; touch nothing.
@@ -255,6 +249,7 @@ pub struct FaultCfg {
     /// Flows hit, in parts per million of flows (by [`flow::hash`]); 1_000_000 = every flow.
     pub flow_ppm: u32,
     pub seed: u32,
+    /// An [`Action`] discriminant.
     pub action: u32,
     pub flags: u32,
 }
@@ -276,41 +271,21 @@ impl JudgeHook {
         JudgeHook::XdpVeth,
     ];
 
+    /// The [`stage`]s this hook judges. Egress hooks judge every stage, less the early one for
+    /// packets the XDP program judged already (see `maps::XDP_IFACES`).
+    pub const fn stages(self) -> u32 {
+        match self {
+            JudgeHook::VethEgress | JudgeHook::OverlayEgress => stage::ALL,
+            JudgeHook::XdpVeth => stage::EARLY,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             JudgeHook::VethEgress => "veth_egress",
             JudgeHook::OverlayEgress => "overlay_egress",
             JudgeHook::XdpVeth => "xdp_veth",
         }
-    }
-}
-
-/// What one fault did at one hook.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
-pub struct FaultCounters {
-    pub matched_packets: u64,
-    pub matched_bytes: u64,
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    pub delayed_packets: u64,
-    pub delayed_bytes: u64,
-    /// Matched but let through: probability, flow selection, dry-run, or not yet started.
-    pub passed_packets: u64,
-    pub passed_bytes: u64,
-}
-
-impl FaultCounters {
-    pub fn add(&mut self, o: &FaultCounters) {
-        self.matched_packets += o.matched_packets;
-        self.matched_bytes += o.matched_bytes;
-        self.dropped_packets += o.dropped_packets;
-        self.dropped_bytes += o.dropped_bytes;
-        self.delayed_packets += o.delayed_packets;
-        self.delayed_bytes += o.delayed_bytes;
-        self.passed_packets += o.passed_packets;
-        self.passed_bytes += o.passed_bytes;
     }
 }
 
@@ -374,7 +349,6 @@ impl HookStats {
 const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
 const _: () = assert!(core::mem::size_of::<FaultCfg>() == 56);
-const _: () = assert!(core::mem::size_of::<FaultCounters>() == 64);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
 const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
 

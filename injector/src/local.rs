@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use injector_common::{Hook, JudgeHook, ctrl};
+use injector_common::{Hook, JudgeHook, Outcome, ctrl};
 
 use crate::kernel::{Maps, monotonic_ns};
 
@@ -43,14 +43,15 @@ pub fn stats(bpffs: &Path) -> Result<()> {
         let left = cfg.deadline_ns.saturating_sub(now) as f64 / 1e9;
         for jh in JudgeHook::ALL {
             let c = maps.fault_counters(slot, jh)?;
+            let outcomes: Vec<String> = Outcome::ALL
+                .iter()
+                .map(|&o| format!("{}={}", o.name(), c.packets(o)))
+                .collect();
             println!(
-                "fault {name} slot={slot} hook={} remaining_s={left:.1} matched={} dropped={} delayed={} passed={} matched_bytes={}",
+                "fault {name} slot={slot} hook={} remaining_s={left:.1} {} matched_bytes={}",
                 jh.name(),
-                c.matched_packets,
-                c.dropped_packets,
-                c.delayed_packets,
-                c.passed_packets,
-                c.matched_bytes
+                outcomes.join(" "),
+                c.get(Outcome::Matched).bytes
             );
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, action, flag, mask};
+use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, flag, mask};
 
 use super::spec::{Action, Fault, PortRange, Proto};
 use crate::parse::Cidr;
@@ -264,16 +264,15 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             img.rules[rule as usize] = Rule { slot, _pad: 0 };
             rule += 1;
         }
-        let (act, drop_thr, delay_ns, jitter_ns) = match f.action {
-            Action::Drop(p) => (action::DROP, drop_threshold(p), 0, 0),
-            Action::Blackhole => (action::BLACKHOLE, 1 << 32, 0, 0),
-            Action::Delay { latency, jitter } => (
-                action::DELAY,
-                0,
-                latency.as_nanos() as u64,
-                jitter.as_nanos() as u64,
-            ),
+        // Each action's compile rule: the FaultCfg fields it sets.
+        let (drop_thr, delay_ns, jitter_ns) = match f.action {
+            Action::Drop(p) => (drop_threshold(p), 0, 0),
+            Action::Blackhole => (1 << 32, 0, 0),
+            Action::Delay { latency, jitter } => {
+                (0, latency.as_nanos() as u64, jitter.as_nanos() as u64)
+            }
         };
+        let act = f.action.kind() as u32;
         img.faults[slot as usize] = FaultCfg {
             deadline_ns,
             start_ns,
@@ -475,9 +474,16 @@ mod tests {
         let (fa, fb, fc) = (img.faults[5], img.faults[0], img.faults[9]);
         assert_eq!(
             (fa.action, fa.drop_threshold, fa.deadline_ns),
-            (action::DROP, 429_496_730, 60_000_001_000)
+            (
+                injector_common::Action::Drop as u32,
+                429_496_730,
+                60_000_001_000
+            )
         );
-        assert_eq!((fb.action, fb.drop_threshold), (action::BLACKHOLE, 1 << 32));
+        assert_eq!(
+            (fb.action, fb.drop_threshold),
+            (injector_common::Action::Blackhole as u32, 1 << 32)
+        );
         assert_eq!(
             (
                 fc.action,
@@ -488,7 +494,7 @@ mod tests {
                 fc.flags
             ),
             (
-                action::DELAY,
+                injector_common::Action::Delay as u32,
                 50_000_000,
                 5_000_000,
                 300_000,

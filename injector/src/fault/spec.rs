@@ -82,6 +82,18 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The entry of the action table (`injector_common::Action`) this action is.
+    pub fn kind(&self) -> injector_common::Action {
+        use injector_common::Action as K;
+        match self {
+            Action::Drop(_) => K::Drop,
+            Action::Blackhole => K::Blackhole,
+            Action::Delay { .. } => K::Delay,
+        }
+    }
+}
+
 /// A validated fault.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
