@@ -24,6 +24,9 @@ pub struct Record {
     /// Applied over a protected target with force.
     #[serde(default)]
     pub forced: bool,
+    /// Protected targets carved out of the fault's destinations (`10.42.1.1/32 (node address)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carved: Vec<String>,
 }
 
 pub struct Entry {
@@ -259,6 +262,7 @@ impl FaultSet {
                     start_ns: now,
                     deadline_ns: now + fault.lifetime.as_nanos() as u64,
                     forced: opts.force,
+                    carved: Vec::new(),
                 };
                 reset.push(*slot);
                 next.insert(
