@@ -9,7 +9,10 @@
 //! generation byte: userspace fills the inactive generation, then flips [`ctrl::GEN`] in one write.
 #![no_std]
 
+pub mod action;
 pub mod flow;
+
+pub use action::{Action, Count, FaultCounters, Outcome, stage};
 
 /// Names of the maps in the eBPF object; also the file names of their pins.
 pub mod maps {
@@ -30,7 +33,8 @@ pub mod maps {
     pub const FAULTS: &str = "FAULTS";
     /// Array of u64 control words, see [`ctrl`](crate::ctrl).
     pub const CTRL: &str = "CTRL";
-    /// Per-CPU array `slot * JudgeHook::COUNT + hook` -> [`FaultCounters`](crate::FaultCounters).
+    /// Per-CPU array `slot * JudgeHook::COUNT + hook` -> [`FaultCounters`](crate::FaultCounters)
+    /// (packets and bytes per [`Outcome`](crate::Outcome)).
     pub const COUNTERS: &str = "COUNTERS";
     /// Per-CPU array indexed by [`Hook`](crate::Hook) -> [`HookStats`](crate::HookStats).
     pub const STATS: &str = "STATS";
@@ -125,6 +129,9 @@ pub const MAX_FAULTS: u32 = 64;
 pub const MAX_PREFIXES: u32 = 256 * 1024;
 /// Bytes of one [`maps::SPECS`] record: a u32 length, then JSON.
 pub const SPEC_RECORD: usize = 64 * 1024;
+/// Most records in [`maps::SPECS`]: two sets of fault records (during a change, the old set's and
+/// the new one's), a manifest per generation, and the daemon's own records.
+pub const SPEC_KEYS: u32 = 2 * MAX_FAULTS + 8;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
 /// Most interfaces in [`maps::XDP_IFACES`] (pod veths of one node).
@@ -160,6 +167,12 @@ impl RuleSet {
     #[inline(always)]
     pub fn or(self, o: RuleSet) -> RuleSet {
         RuleSet([self.0[0] | o.0[0], self.0[1] | o.0[1]])
+    }
+
+    /// The rules of `self` not in `o`.
+    #[inline(always)]
+    pub fn minus(self, o: RuleSet) -> RuleSet {
+        RuleSet([self.0[0] & !o.0[0], self.0[1] & !o.0[1]])
     }
 
     #[inline(always)]
@@ -227,16 +240,6 @@ pub struct Rule {
     pub _pad: u32,
 }
 
-/// What a fault does.
-pub mod action {
-    /// Drop with probability `drop_threshold / 2^32`.
-    pub const DROP: u32 = 1;
-    /// Drop everything, silently.
-    pub const BLACKHOLE: u32 = 2;
-    /// Hold until now + delay +- jitter (EDT, needs fq on the egress device).
-    pub const DELAY: u32 = 3;
-}
-
 /// Fault flags.
 pub mod flag {
     /// Count what the fault would do; touch nothing.
@@ -259,6 +262,7 @@ pub struct FaultCfg {
     /// Flows hit, in parts per million of flows (by [`flow::hash`]); 1_000_000 = every flow.
     pub flow_ppm: u32,
     pub seed: u32,
+    /// An [`Action`] discriminant.
     pub action: u32,
     pub flags: u32,
 }
@@ -280,41 +284,21 @@ impl JudgeHook {
         JudgeHook::XdpVeth,
     ];
 
+    /// The [`stage`]s this hook judges. Egress hooks judge every stage, less the early one for
+    /// packets the XDP program judged already (see `maps::XDP_IFACES`).
+    pub const fn stages(self) -> u32 {
+        match self {
+            JudgeHook::VethEgress | JudgeHook::OverlayEgress => stage::ALL,
+            JudgeHook::XdpVeth => stage::EARLY,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             JudgeHook::VethEgress => "veth_egress",
             JudgeHook::OverlayEgress => "overlay_egress",
             JudgeHook::XdpVeth => "xdp_veth",
         }
-    }
-}
-
-/// What one fault did at one hook.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
-pub struct FaultCounters {
-    pub matched_packets: u64,
-    pub matched_bytes: u64,
-    pub dropped_packets: u64,
-    pub dropped_bytes: u64,
-    pub delayed_packets: u64,
-    pub delayed_bytes: u64,
-    /// Matched but let through: probability, flow selection, dry-run, or not yet started.
-    pub passed_packets: u64,
-    pub passed_bytes: u64,
-}
-
-impl FaultCounters {
-    pub fn add(&mut self, o: &FaultCounters) {
-        self.matched_packets += o.matched_packets;
-        self.matched_bytes += o.matched_bytes;
-        self.dropped_packets += o.dropped_packets;
-        self.dropped_bytes += o.dropped_bytes;
-        self.delayed_packets += o.delayed_packets;
-        self.delayed_bytes += o.delayed_bytes;
-        self.passed_packets += o.passed_packets;
-        self.passed_bytes += o.passed_bytes;
     }
 }
 
@@ -378,7 +362,6 @@ impl HookStats {
 const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
 const _: () = assert!(core::mem::size_of::<FaultCfg>() == 56);
-const _: () = assert!(core::mem::size_of::<FaultCounters>() == 64);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
 const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
 

@@ -24,9 +24,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{TcContext, XdpContext},
 };
-use injector_common::{Hook, JudgeHook, ctrl};
+use injector_common::{Hook, JudgeHook, ctrl, stage};
 use maps::XDP_IFACES;
-use verdict::{Kinds, Verdict, ctrl_word, hook_stats, judge};
+use verdict::{Verdict, ctrl_word, hook_stats, judge};
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
 const TSTAMP_DELIVERY_MONO: u32 = 1;
@@ -161,11 +161,16 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     // SAFETY: the value is only tested for presence.
     let xdp_judged =
         iif != 0 && ctrl_word(ctrl::XDP) == 1 && unsafe { XDP_IFACES.get(iif) }.is_some();
-    let kinds = Kinds {
-        drop: !xdp_judged,
-        delay: edt,
+    let mut stages = if xdp_judged {
+        jh.stages() & !stage::EARLY
+    } else {
+        jh.stages()
     };
-    match judge(ctx, ctx.len(), hook, jh, kinds) {
+    if !edt {
+        // Without the stamp, delay (the egress stage) is not judged: the API refuses it anyway.
+        stages &= !stage::EGRESS;
+    }
+    match judge(ctx, ctx.len(), hook, jh, stages) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
         Verdict::Delay(ns) if edt => {
@@ -219,10 +224,7 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
         len,
         Hook::XdpVeth,
         JudgeHook::XdpVeth,
-        Kinds {
-            drop: true,
-            delay: false,
-        },
+        JudgeHook::XdpVeth.stages(),
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Pass | Verdict::Delay(_) => xdp_action::XDP_PASS,

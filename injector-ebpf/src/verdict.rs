@@ -3,8 +3,8 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use injector_common::{
-    FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_MATCHES_PER_PACKET, MAX_RULES,
-    action, ctrl, flag,
+    Action, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_MATCHES_PER_PACKET,
+    MAX_RULES, Outcome, ctrl, flag,
     flow::{self, Endpoint},
 };
 
@@ -20,13 +20,6 @@ pub enum Verdict {
     Drop,
     /// Hold the packet this many ns (EDT).
     Delay(u64),
-}
-
-/// Which action kinds a hook judges (the others are judged at another hook).
-#[derive(Clone, Copy)]
-pub struct Kinds {
-    pub drop: bool,
-    pub delay: bool,
 }
 
 #[inline(always)]
@@ -67,9 +60,11 @@ fn flow_ppm(f: &Flow, seed: u32) -> u32 {
     flow::ppm(&a, &b, f.proto, seed)
 }
 
-/// Judges one packet of `len` bytes at `hook`.
+/// Judges one packet of `len` bytes at `hook`, for the actions of `stages` (an
+/// `injector_common::stage` set; the others are judged at another hook). Each fault is judged once
+/// however many of its rules match (a both-ways fault whose `from` and `to` overlap matches twice).
 #[inline(always)]
-pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kinds) -> Verdict {
+pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32) -> Verdict {
     let Some(stats) = hook_stats(hook) else {
         return Verdict::Pass;
     };
@@ -97,17 +92,25 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kind
     let g = (gen_word & 1) as u8;
     let mut set = candidates(&flow, gen_word);
     let mut delay = 0u64;
+    // Slots (faults) judged for this packet already: one bit each (MAX_FAULTS = 64).
+    let mut judged = 0u64;
     for _ in 0..MAX_MATCHES_PER_PACKET {
         let Some(r) = set.pop_lowest() else { break };
         let Some(rule) = RULES.get(u32::from(g) * MAX_RULES + (r & (MAX_RULES - 1))) else {
             break;
         };
         let slot = rule.slot & (MAX_FAULTS - 1);
+        if judged & (1 << slot) != 0 {
+            continue; // the fault's other rule matched too
+        }
+        judged |= 1 << slot;
         let Some(cfg) = FAULTS.get(u32::from(g) * MAX_FAULTS + slot) else {
             break;
         };
-        let drops = cfg.action == action::DROP || cfg.action == action::BLACKHOLE;
-        if (drops && !kinds.drop) || (cfg.action == action::DELAY && !kinds.delay) {
+        let Some(act) = Action::from_u32(cfg.action) else {
+            continue; // an action this program does not know: fail open
+        };
+        if act.stage() & stages == 0 {
             continue; // judged at another hook
         }
         if now >= cfg.deadline_ns {
@@ -118,30 +121,33 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, kinds: Kind
             continue;
         };
         let bytes = u64::from(len);
-        c.matched_packets += 1;
-        c.matched_bytes += bytes;
+        c.count(Outcome::Matched, bytes);
         let selected = now >= cfg.start_ns
             && cfg.flags & flag::DRY_RUN == 0
             && (cfg.flow_ppm >= 1_000_000 || flow_ppm(&flow, cfg.seed) < cfg.flow_ppm);
-        if selected && drops && u64::from(rand()) < cfg.drop_threshold {
-            c.dropped_packets += 1;
-            c.dropped_bytes += bytes;
-            return Verdict::Drop;
-        }
-        if selected && cfg.action == action::DELAY {
-            // Uniform in [delay - jitter, delay + jitter]; 64 random bits keep the bias negligible.
-            let j = if cfg.jitter_ns == 0 {
-                0
-            } else {
-                ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
-            };
-            delay += cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
-            c.delayed_packets += 1;
-            c.delayed_bytes += bytes;
+        if !selected {
+            c.count(Outcome::Passed, bytes);
             continue;
         }
-        c.passed_packets += 1;
-        c.passed_bytes += bytes;
+        match act {
+            Action::Drop | Action::Blackhole => {
+                if u64::from(rand()) < cfg.drop_threshold {
+                    c.count(act.outcome(), bytes);
+                    return Verdict::Drop;
+                }
+                c.count(Outcome::Passed, bytes);
+            }
+            Action::Delay => {
+                // Uniform in [delay - jitter, delay + jitter]; 64 random bits keep the bias negligible.
+                let j = if cfg.jitter_ns == 0 {
+                    0
+                } else {
+                    ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
+                };
+                delay += cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
+                c.count(act.outcome(), bytes);
+            }
+        }
     }
     if delay > 0 {
         Verdict::Delay(delay)

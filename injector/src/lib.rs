@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod failpoint;
 pub mod fault;
 pub mod kernel;
 pub mod local;

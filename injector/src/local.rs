@@ -5,9 +5,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use injector_common::{Hook, JudgeHook, ctrl};
+use injector_common::{Hook, JudgeHook, Outcome, ctrl};
 
-use crate::kernel::{Maps, monotonic_ns};
+use crate::{
+    daemon::records,
+    kernel::{Maps, monotonic_ns},
+};
 
 /// Disarms every fault in one map write. `injector arm` (through the daemon) re-arms.
 pub fn abort(bpffs: &Path) -> Result<()> {
@@ -19,15 +22,17 @@ pub fn abort(bpffs: &Path) -> Result<()> {
 /// Prints the control words, each live fault's counters per hook, and the per-hook counters.
 pub fn stats(bpffs: &Path) -> Result<()> {
     let maps = Maps::open_pinned(bpffs)?;
-    let names: std::collections::BTreeMap<u32, String> = maps
-        .records()?
-        .into_iter()
-        .filter_map(|(slot, b)| {
-            serde_json::from_slice::<crate::daemon::faultset::Record>(&b)
-                .ok()
-                .map(|r| (slot, r.spec.name))
-        })
-        .collect();
+    // Names from the records of the generation the kernel runs.
+    let names: std::collections::BTreeMap<u32, String> =
+        records::manifest(&maps, maps.active_gen()?)?
+            .into_iter()
+            .filter_map(|(slot, id)| {
+                records::fault(&maps, id)
+                    .ok()
+                    .flatten()
+                    .map(|r| (slot, r.spec.name))
+            })
+            .collect();
     let now = monotonic_ns();
     println!(
         "armed={} gen={} heartbeat_age_ms={}",
@@ -43,14 +48,15 @@ pub fn stats(bpffs: &Path) -> Result<()> {
         let left = cfg.deadline_ns.saturating_sub(now) as f64 / 1e9;
         for jh in JudgeHook::ALL {
             let c = maps.fault_counters(slot, jh)?;
+            let outcomes: Vec<String> = Outcome::ALL
+                .iter()
+                .map(|&o| format!("{}={}", o.name(), c.packets(o)))
+                .collect();
             println!(
-                "fault {name} slot={slot} hook={} remaining_s={left:.1} matched={} dropped={} delayed={} passed={} matched_bytes={}",
+                "fault {name} slot={slot} hook={} remaining_s={left:.1} {} matched_bytes={}",
                 jh.name(),
-                c.matched_packets,
-                c.dropped_packets,
-                c.delayed_packets,
-                c.passed_packets,
-                c.matched_bytes
+                outcomes.join(" "),
+                c.get(Outcome::Matched).bytes
             );
         }
     }

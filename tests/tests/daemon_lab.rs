@@ -112,7 +112,7 @@ fn kill_9_and_restart_adopts_the_running_faults() {
         );
     }
     assert_eq!(
-        relisted[0]["counters"]["veth_egress"]["dropped_packets"], 5,
+        relisted[0]["counters"]["veth_egress"]["dropped"]["packets"], 5,
         "counters kept"
     );
     assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0, "still enforced");

@@ -20,7 +20,7 @@ use injector::{
     },
     kernel::{Maps, monotonic_ns, programs as progs},
 };
-use injector_common::{Hook, JudgeHook, ctrl, programs};
+use injector_common::{Hook, JudgeHook, Outcome, ctrl, programs};
 use injector_tests::{cmd, lab::run_prefix, require_root, traffic::enter};
 use support::packets::*;
 
@@ -147,7 +147,7 @@ fn a_foreign_packet_with_the_clone_bit_is_judged_and_keeps_its_mark() {
         assert_eq!(b.run(OVERLAY, &untouched(), BIT), (OK, BIT));
         // Matched by a blackhole, it is dropped (it is not taken for our clone and waved through).
         assert_eq!(b.run(VETH, &blackholed(), BIT), (SHOT, BIT));
-        assert_eq!(b.counters(0).dropped_packets, 1);
+        assert_eq!(b.counters(0).packets(Outcome::Dropped), 1);
         // With another configured bit (the old default 0x10000000, in Calico's range) the same.
         b.maps.set_ctrl(ctrl::CLONE_MARK, 0x1000_0000).unwrap();
         assert_eq!(
@@ -169,7 +169,7 @@ fn a_delayed_original_is_stolen_and_its_clone_passes_once_with_the_original_mark
         let p: &mut SchedClassifier = b.ebpf.program_mut(VETH).unwrap().try_into().unwrap();
         p.attach("lo", TcAttachType::Egress).unwrap();
         for mark in [0, 0x4000, BIT | 0x4000] {
-            let before = b.counters(1).delayed_packets;
+            let before = b.counters(1).packets(Outcome::Delayed);
             let seen = b.maps.stats(Hook::VethEgress).unwrap().seen_packets;
             let with_bit = MarkTap::new(mark | BIT);
             let exact = MarkTap::new(mark);
@@ -180,7 +180,7 @@ fn a_delayed_original_is_stolen_and_its_clone_passes_once_with_the_original_mark
                 "the original is handed over (STOLEN, not SHOT) with its mark"
             );
             assert_eq!(
-                b.counters(1).delayed_packets,
+                b.counters(1).packets(Outcome::Delayed),
                 before + 1,
                 "mark {mark:#x}: judged once (the clone is not judged again)"
             );

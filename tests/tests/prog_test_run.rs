@@ -18,7 +18,7 @@ use injector::{
     },
     kernel::{Maps, monotonic_ns},
 };
-use injector_common::{FaultCounters, Hook, JudgeHook, ctrl, flow, programs};
+use injector_common::{FaultCounters, Hook, JudgeHook, Outcome, ctrl, flow, programs};
 use injector_tests::{lab::run_prefix, require_root};
 use support::packets::*;
 
@@ -507,17 +507,25 @@ fn each_match_dimension_and_action_gives_the_right_verdict() {
         // Counters: the dry-run fault matched and passed; the expired one was counted as such.
         let dry = b.counters("dry", jh);
         assert_eq!(
-            (dry.matched_packets, dry.passed_packets, dry.dropped_packets),
+            (
+                dry.packets(Outcome::Matched),
+                dry.packets(Outcome::Passed),
+                dry.packets(Outcome::Dropped)
+            ),
             (1, 1, 0),
             "{prog}"
         );
         let db = b.counters("db", jh);
         assert_eq!(
-            db.dropped_packets, 4,
+            db.packets(Outcome::Dropped),
+            4,
             "{prog}: db drops (plain, options, first fragment, VLAN)"
         );
-        assert_eq!(db.dropped_bytes, db.matched_bytes);
-        assert_eq!(b.counters("expired", jh).matched_packets, 0);
+        assert_eq!(
+            db.get(Outcome::Dropped).bytes,
+            db.get(Outcome::Matched).bytes
+        );
+        assert_eq!(b.counters("expired", jh).packets(Outcome::Matched), 0);
     }
     assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().expired_packets, 1);
     assert_eq!(
@@ -602,7 +610,11 @@ fn delay_stamps_an_edt_delivery_time() {
         t >= before + 50_000_000 && t <= after + 50_000_000,
         "tstamp {t} not now+50ms ({before}..{after})"
     );
-    assert_eq!(b.counters("d", JudgeHook::VethEgress).delayed_packets, 1);
+    assert_eq!(
+        b.counters("d", JudgeHook::VethEgress)
+            .packets(Outcome::Delayed),
+        1
+    );
     // Jitter: uniform in [40, 60] ms.
     let (mut lo, mut hi) = (u64::MAX, 0);
     for _ in 0..400 {
@@ -639,15 +651,54 @@ fn loss_probability_is_what_was_asked() {
         n as u32,
     );
     let c = b.counters("l", JudgeHook::VethEgress);
-    assert_eq!(c.matched_packets, n);
+    assert_eq!(c.packets(Outcome::Matched), n);
     // Binomial(20000, 0.3): mean 6000, sd 64.8; 99.9% two-sided bound is +-3.29 sd.
     let bound = (3.29 * (n as f64 * 0.3 * 0.7).sqrt()).ceil() as u64;
     assert!(
-        c.dropped_packets.abs_diff(6000) <= bound,
+        c.packets(Outcome::Dropped).abs_diff(6000) <= bound,
         "dropped {} of {n}",
-        c.dropped_packets
+        c.packets(Outcome::Dropped)
     );
-    assert_eq!(c.dropped_packets + c.passed_packets, n);
+    assert_eq!(c.packets(Outcome::Dropped) + c.packets(Outcome::Passed), n);
+}
+
+/// A both-ways fault whose `from` and `to` overlap matches a packet by both of its rules: it is
+/// still judged once (loss 30%, not 1 - 0.7^2 = 51%), counted once, and delays once.
+#[test]
+fn a_both_ways_fault_matching_by_both_rules_is_judged_once() {
+    let b = load(
+        r#"[{"name":"bw","from":["10.42.1.2","10.42.1.3"],"to":["10.42.1.2","10.42.1.3"],"both_ways":true,"loss":"30%","for":"1h"},
+            {"name":"bwd","from":["10.42.1.4","10.42.1.5"],"to":["10.42.1.4","10.42.1.5"],"both_ways":true,"delay":"50ms","for":"1h"}]"#,
+    );
+    let n = 20_000u64;
+    b.tc(
+        VETH,
+        &simple("10.42.1.2", "10.42.1.3", UDP, 1, 2),
+        0,
+        n as u32,
+    );
+    let c = b.counters("bw", JudgeHook::VethEgress);
+    assert_eq!(c.packets(Outcome::Matched), n, "counted once per packet");
+    assert_eq!(c.packets(Outcome::Dropped) + c.packets(Outcome::Passed), n);
+    // Binomial(20000, 0.3): the 99.9% two-sided bound is +-3.29 sd (judged twice: ~10200).
+    let bound = (3.29 * (n as f64 * 0.3 * 0.7).sqrt()).ceil() as u64;
+    assert!(
+        c.packets(Outcome::Dropped).abs_diff(6000) <= bound,
+        "dropped {} of {n}: judged more than once?",
+        c.packets(Outcome::Dropped)
+    );
+    let now = monotonic_ns();
+    let (_, t) = b.tc(VETH, &simple("10.42.1.4", "10.42.1.5", UDP, 1, 2), 0, 1);
+    let d = t.saturating_sub(now);
+    assert!(
+        (50_000_000..60_000_000).contains(&d),
+        "delay {d} ns: 50 ms expected once, not twice"
+    );
+    assert_eq!(
+        b.counters("bwd", JudgeHook::VethEgress)
+            .packets(Outcome::Delayed),
+        1
+    );
 }
 
 #[test]
@@ -790,7 +841,7 @@ fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
         );
         assert_eq!(
             b.counters(&format!("f{i}"), JudgeHook::VethEgress)
-                .dropped_packets,
+                .packets(Outcome::Dropped),
             1
         );
     }

@@ -1,6 +1,7 @@
 //! Printing what the daemon returns: `-o json` and `-o yaml` as they come, `-o table` laid out for
 //! people (faults with their match, action, remaining time and counters summed over hooks).
 
+use injector_common::{Action, Outcome};
 use serde_json::Value;
 
 use super::args::Output;
@@ -96,12 +97,27 @@ pub fn matcher(spec: &Value) -> String {
     m
 }
 
-/// A counter of a fault, summed over its hooks.
-pub fn total(f: &Value, key: &str) -> u64 {
+/// Packets of one outcome of a fault, summed over its hooks.
+pub fn total(f: &Value, o: Outcome) -> u64 {
     f["counters"]
         .as_object()
-        .map(|h| h.values().filter_map(|c| c[key].as_u64()).sum())
+        .map(|h| {
+            h.values()
+                .filter_map(|c| c[o.name()]["packets"].as_u64())
+                .sum()
+        })
         .unwrap_or(0)
+}
+
+/// The outcomes tables show, from the action table: matched, then what each action does.
+pub fn shown_outcomes() -> Vec<Outcome> {
+    let mut v = vec![Outcome::Matched];
+    for a in Action::ALL {
+        if !v.contains(&a.outcome()) {
+            v.push(a.outcome());
+        }
+    }
+    v
 }
 
 pub fn duration(secs: f64) -> String {
@@ -116,29 +132,27 @@ pub fn duration(secs: f64) -> String {
 }
 
 pub fn faults_table(v: &Value) -> String {
-    let mut rows = vec![
-        [
-            "NAME", "ACTION", "MATCH", "FLOWS", "LEFT", "MATCHED", "DROPPED", "DELAYED",
-        ]
+    let outcomes = shown_outcomes();
+    let mut head: Vec<String> = ["NAME", "ACTION", "MATCH", "FLOWS", "LEFT"]
         .map(String::from)
-        .to_vec(),
-    ];
+        .to_vec();
+    head.extend(outcomes.iter().map(|o| o.column().to_string()));
+    let mut rows = vec![head];
     let list: Vec<&Value> = match v.as_array() {
         Some(a) => a.iter().collect(),
         None => vec![v],
     };
     for f in list {
         let spec = &f["spec"];
-        rows.push(vec![
+        let mut row = vec![
             f["name"].as_str().unwrap_or("?").to_string(),
             action(spec),
             matcher(spec),
             spec["flows"].as_str().unwrap_or("100%").to_string(),
             duration(f["remaining_s"].as_f64().unwrap_or(0.0)),
-            total(f, "matched_packets").to_string(),
-            total(f, "dropped_packets").to_string(),
-            total(f, "delayed_packets").to_string(),
-        ]);
+        ];
+        row.extend(outcomes.iter().map(|&o| total(f, o).to_string()));
+        rows.push(row);
     }
     if rows.len() == 1 {
         return "no faults\n".to_string();
@@ -243,7 +257,7 @@ mod tests {
     fn faults_render_as_a_table() {
         let v: Value = serde_json::from_str(
             r#"[{"name":"checkout-db","remaining_s":299.4,"spec":{"name":"checkout-db","from":["10.42.1.0/24"],"to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"delay":"100ms","jitter":"10ms","for":"5m"},
-                 "counters":{"veth_egress":{"matched_packets":3,"delayed_packets":3},"overlay_egress":{"matched_packets":4,"delayed_packets":4}}}]"#,
+                 "counters":{"veth_egress":{"matched":{"packets":3,"bytes":1},"delayed":{"packets":3,"bytes":1}},"overlay_egress":{"matched":{"packets":4,"bytes":1},"delayed":{"packets":4,"bytes":1}}}}]"#,
         )
         .unwrap();
         let t = faults_table(&v);

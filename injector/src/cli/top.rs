@@ -12,7 +12,8 @@ use crate::client::Endpoint;
 
 pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), Failure> {
     let tty = std::io::stdout().is_terminal();
-    let mut prev: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    let outcomes = output::shown_outcomes();
+    let mut prev: HashMap<String, Vec<u64>> = HashMap::new();
     let mut last = Instant::now();
     let mut n = 0;
     loop {
@@ -20,41 +21,25 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
         let status = get_json(ep, "/v1/status")?;
         let dt = last.elapsed().as_secs_f64().max(1e-3);
         last = Instant::now();
-        let mut rows = vec![
-            [
-                "NAME", "ACTION", "LEFT", "MATCHED", "DROPPED", "DELAYED", "MATCH/s", "DROP/s",
-                "DELAY/s",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
+        let mut head: Vec<String> = ["NAME", "ACTION", "LEFT"].map(String::from).to_vec();
+        head.extend(outcomes.iter().map(|o| o.column().to_string()));
+        head.extend(outcomes.iter().map(|o| format!("{}/s", o.column())));
+        let mut rows = vec![head];
         let mut next = HashMap::new();
         for f in faults.as_array().into_iter().flatten() {
             let name = f["name"].as_str().unwrap_or("?").to_string();
-            let now = (
-                output::total(f, "matched_packets"),
-                output::total(f, "dropped_packets"),
-                output::total(f, "delayed_packets"),
-            );
-            let rate = |a: u64, b: u64| {
-                if prev.contains_key(&name) {
-                    format!("{:.0}", a.saturating_sub(b) as f64 / dt)
-                } else {
-                    "-".into()
-                }
-            };
-            let p = prev.get(&name).copied().unwrap_or_default();
-            rows.push(vec![
+            let now: Vec<u64> = outcomes.iter().map(|&o| output::total(f, o)).collect();
+            let mut row = vec![
                 name.clone(),
                 output::action(&f["spec"]),
                 output::duration(f["remaining_s"].as_f64().unwrap_or(0.0)),
-                now.0.to_string(),
-                now.1.to_string(),
-                now.2.to_string(),
-                rate(now.0, p.0),
-                rate(now.1, p.1),
-                rate(now.2, p.2),
-            ]);
+            ];
+            row.extend(now.iter().map(u64::to_string));
+            row.extend(now.iter().enumerate().map(|(i, a)| match prev.get(&name) {
+                Some(p) => format!("{:.0}", a.saturating_sub(p[i]) as f64 / dt),
+                None => "-".into(),
+            }));
+            rows.push(row);
             next.insert(name, now);
         }
         prev = next;

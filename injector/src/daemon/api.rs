@@ -118,8 +118,7 @@ async fn create(
     let opts = AddOptions {
         force,
         replace,
-        fq: c.features.fq,
-        edt_stamp: c.features.edt_stamp,
+        delay: c.delay_support(),
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;

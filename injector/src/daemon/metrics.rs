@@ -5,7 +5,7 @@
 use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
-use injector_common::{Hook, JudgeHook, ctrl};
+use injector_common::{Hook, JudgeHook, Outcome, ctrl};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -59,26 +59,21 @@ impl Collector for KernelCollector {
                 let Ok(k) = c.maps.fault_counters(f.slot, jh) else {
                     continue;
                 };
-                for (action, p, b) in [
-                    ("matched", k.matched_packets, k.matched_bytes),
-                    ("dropped", k.dropped_packets, k.dropped_bytes),
-                    ("delayed", k.delayed_packets, k.delayed_bytes),
-                    ("passed", k.passed_packets, k.passed_bytes),
-                ] {
+                for o in Outcome::ALL {
                     let labels = vec![
                         ("fault", f.record.spec.name.clone()),
                         ("hook", jh.name().to_string()),
-                        ("action", action.to_string()),
+                        ("action", o.name().to_string()),
                     ];
-                    packets.push((labels.clone(), p));
-                    bytes.push((labels, b));
+                    packets.push((labels.clone(), k.get(o).packets));
+                    bytes.push((labels, k.get(o).bytes));
                 }
             }
         }
         counter(
             &mut e,
             "injector_packets",
-            "Packets a fault matched and what it did with them, per hook (matched = dropped + delayed + passed).",
+            "Packets a fault matched and what it did with them, per hook (matched = the sum of the others).",
             &packets,
         )?;
         counter(

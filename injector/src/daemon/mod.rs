@@ -10,6 +10,7 @@ pub mod core;
 pub mod faultset;
 pub mod fq;
 pub mod metrics;
+pub mod records;
 
 use std::{
     collections::BTreeMap,
@@ -222,12 +223,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     netwatch::spawn(tx).context("subscribing to netlink link events")?;
     let mut ifs = BTreeMap::new();
     let mut attach_errors = 0;
-    let mut clsact_owned: std::collections::BTreeSet<String> = maps
-        .records()?
-        .into_iter()
-        .find(|(k, _)| *k == core::CLSACT_KEY)
-        .and_then(|(_, b)| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut clsact_owned: std::collections::BTreeSet<String> =
+        records::own(&maps, records::key::CLSACT).unwrap_or_default();
     for (index, name) in ifaces::list().context("listing interfaces")? {
         if ifaces::selected(&cfg.patterns, &name) {
             let st = attach::attach(
