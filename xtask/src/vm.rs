@@ -1,7 +1,8 @@
 //! `cargo xtask vm`: a stock Debian kernel in QEMU, for what this host's kernel cannot do (it has
-//! no sch_fq, no netem, no modules). Set-up resolves the distro kernel package at run time (the
+//! no sch_fq, no netem, no modules), or what an older kernel does differently (`--kernel`:
+//! bookworm's 6.1, bullseye's 5.10). Set-up resolves the distro kernel package at run time (the
 //! archive drops superseded builds), extracts it, and builds a busybox initramfs with the modules
-//! the lab needs and their dependencies. A run boots the kernel (TCG; `--icount` for virtual,
+//! the lab needs and their dependencies, cached per kernel. A run boots the kernel (TCG; `--icount` for virtual,
 //! deterministic time), mounts the host's `/` read-only over 9p plus a writable work directory at
 //! the same path, runs a shell command chrooted into the host root (host-built binaries run as
 //! they are), and returns its exit code.
@@ -237,8 +238,16 @@ pub fn setup() -> Result<Vm> {
 /// Downloads and prepares `kernel` and its initramfs under target/vm/<kernel> (once per kernel
 /// build and initramfs recipe; each kernel has its own cache).
 pub fn setup_kernel(kernel: Kernel) -> Result<Vm> {
-    let dir = root().join("target/vm").join(kernel.label());
+    let top = root().join("target/vm");
+    let dir = top.join(kernel.label());
     fs::create_dir_all(&dir)?;
+    // Images of the layout before per-kernel directories (~70 MB) go.
+    for e in fs::read_dir(&top)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_file() && (n.starts_with("initrd-") || n.starts_with("vmlinuz-")) {
+            fs::remove_file(e.path())?;
+        }
+    }
     let apt = Apt::new(kernel, &dir)?;
     let resolve = || -> Option<String> {
         let deps = out(apt.cmd("apt-cache").args(["depends", "linux-image-amd64"])).ok()?;
@@ -472,5 +481,27 @@ pub fn run(vm: &Vm, cmd: &str, icount: bool, timeout: Duration) -> Result<(i32, 
         None => bail!(
             "vm: the command did not finish (qemu {status}); console:\n{console}\noutput:\n{output}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bullseye_entries_follow_the_hosts_bookworm_ones() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb\nURIs: http://other.example/x\nSuites: nodistro\nComponents: main\n";
+        assert_eq!(
+            bullseye_from_deb822(deb822),
+            [
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bullseye main",
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bullseye-updates main",
+            ]
+        );
+        let one = "# comment\ndeb http://mirror.example/debian-security bookworm-security main contrib\ndeb [arch=amd64] http://x.example/apt cloud-sdk-bookworm main\n";
+        assert_eq!(
+            bullseye_from_one_line(one),
+            ["deb http://mirror.example/debian-security bullseye-security main contrib"]
+        );
     }
 }
