@@ -161,15 +161,13 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     // SAFETY: the value is only tested for presence.
     let xdp_judged =
         iif != 0 && ctrl_word(ctrl::XDP) == 1 && unsafe { XDP_IFACES.get(iif) }.is_some();
-    let mut stages = if xdp_judged {
+    // Without the stamp the API refuses delay faults, so there are none to judge; the stages stay
+    // as they are (masking delay out here too would let LLVM duplicate the judging loop).
+    let stages = if xdp_judged {
         jh.stages() & !stage::EARLY
     } else {
         jh.stages()
     };
-    if !edt {
-        // Without the stamp, delay (the egress stage) is not judged: the API refuses it anyway.
-        stages &= !stage::EGRESS;
-    }
     match judge(ctx, ctx.len(), hook, jh, stages) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
@@ -177,6 +175,7 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
             stamp(ctx, ns);
             hand_to_fq(ctx)
         }
+        // Unreachable without the stamp (no delay fault is accepted): pass.
         Verdict::Delay(_) => TC_ACT_OK,
     }
 }
