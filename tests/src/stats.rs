@@ -18,7 +18,8 @@ pub fn hook(stats: &str, hook: &str, key: &str) -> u64 {
     value(line, key)
 }
 
-fn value(line: &str, key: &str) -> u64 {
+/// `key=N` of one line.
+pub fn value(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in: {line}"))

@@ -217,21 +217,23 @@ fn bad_requests_get_4xx_and_change_nothing() {
             "/v1/faults".into(),
             f(r#"{"name":"x","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#),
             403,
-            "reaches protected 10.42.1.1/32 (node address)",
+            "faults[0].to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address)",
         ),
         (
             "POST",
             "/v1/faults".into(),
-            f(r#"{"name":"x","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#),
+            f(r#"{"name":"x","to":["10.43.0.10"],"blackhole":true,"for":"1m"}"#),
             403,
-            "reaches protected 10.43.0.10/32 (cluster-dns)",
+            "lies entirely in protected 10.43.0.10/32 (cluster-dns)",
         ),
         (
             "POST",
             "/v1/faults".into(),
-            f(r#"{"name":"x","blackhole":true,"for":"1m"}"#),
+            f(
+                r#"{"name":"x","from":["10.42.1.1"],"to":["10.42.1.3"],"both_ways":true,"blackhole":true,"for":"1m"}"#,
+            ),
             403,
-            "faults[0].to: any address reaches protected",
+            "faults[0].from: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address)",
         ),
         (
             "POST",
