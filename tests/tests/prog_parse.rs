@@ -94,7 +94,7 @@ impl Loaded {
         let opts = AddOptions {
             force: true,
             replace: false,
-            fq: true,
+            delay: Ok(()),
             protected: &[],
         };
         if !specs.is_empty() {

@@ -115,8 +115,7 @@ fn to_json(path: &str, text: &str) -> Result<String, Failure> {
 fn done(v: &Value, out: Output, what: &str) {
     output::print(v, out, |v| {
         let names: Vec<String> = v
-            .as_object()
-            .and_then(|o| o.values().next())
+            .get(what)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -124,11 +123,29 @@ fn done(v: &Value, out: Output, what: &str) {
                     .collect()
             })
             .unwrap_or_default();
-        if names.is_empty() {
+        let mut text = if names.is_empty() {
             format!("{what}: {v}\n")
         } else {
             format!("{what}: {}\n", names.join(", "))
+        };
+        // Protected targets carved out of the faults just added.
+        for (name, list) in v["carved"].as_object().into_iter().flatten() {
+            let items: Vec<String> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{} {} ({})",
+                        c["field"].as_str().unwrap_or("?"),
+                        c["cidr"].as_str().unwrap_or("?"),
+                        c["why"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            text += &format!("  {name}: protected, left out: {}\n", items.join(", "));
         }
+        text
     });
 }
 

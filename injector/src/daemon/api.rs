@@ -44,6 +44,8 @@ pub struct FaultView {
     pub active: bool,
     pub remaining_s: f64,
     pub forced: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub carved: Vec<super::records::Carved>,
     pub spec: FaultSpec,
     /// By hook: veth_egress, overlay_egress, xdp_veth.
     pub counters: BTreeMap<&'static str, FaultCounters>,
@@ -60,6 +62,7 @@ fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, Ap
         active: now >= e.record.start_ns && now < e.record.deadline_ns,
         remaining_s: e.record.deadline_ns.saturating_sub(now) as f64 / 1e9,
         forced: e.record.forced,
+        carved: e.record.carved.clone(),
         spec: e.record.spec.clone(),
         counters,
     })
@@ -126,7 +129,15 @@ async fn create(
     // A new fault set re-arms (as after an abort, applying again is a deliberate act).
     c.maps.set_ctrl(ctrl::ARMED, 1)?;
     tracing::info!(faults = ?names, force, "faults added");
-    Ok((StatusCode::CREATED, Json(json!({ "created": names }))))
+    let carved: BTreeMap<&str, _> = names
+        .iter()
+        .filter_map(|n| c.faults.get(n).map(|e| (n.as_str(), &e.record.carved)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "created": names, "carved": carved })),
+    ))
 }
 
 async fn delete_one(

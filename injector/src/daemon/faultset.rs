@@ -81,14 +81,15 @@ impl From<CompileError> for ApiError {
     }
 }
 
-/// Carves the protected targets out of `f`'s destinations (`to`, and `from` when it runs both
-/// ways): each protected CIDR overlapping a set becomes one of its exceptions. Refused (the field,
-/// what it reaches, the fix) when a set is left with no address at all.
+/// Carves the protected targets out of `f`'s address sets: each protected CIDR overlapping `to`
+/// or `from` becomes one of its exceptions, so a conversation with a protected address is left
+/// alone both ways (a ping to the node is untouched by a fault on its pod subnet, request and
+/// reply). Refused (the field, what it reaches, the fix) when a set is left with no address.
 fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
-    let mut sets = vec![("to", &f.to, &f.to_except)];
-    if f.both_ways {
-        sets.push(("from", &f.from, &f.from_except));
-    }
+    let sets = [
+        ("to", &f.to, &f.to_except),
+        ("from", &f.from, &f.from_except),
+    ];
     let mut out = Vec::new();
     for (field, set, except) in sets {
         let whole = if set.is_empty() {
@@ -497,10 +498,11 @@ mod tests {
     #[test]
     fn protected_targets_are_carved_out_and_a_fault_left_with_nothing_is_refused() {
         let prot = [p("10.42.1.1/32"), p("10.43.0.10/32"), p("10.42.1.0/32")];
-        let carved = |j| {
+        let carved = |j: &str| {
             carve(&fault(j), &prot, "")
                 .map(|c| {
                     c.into_iter()
+                        .filter(|c| c.field == "to" || j.contains("\"from\""))
                         .map(|c| format!("{}:{}", c.field, c.cidr))
                         .collect::<Vec<_>>()
                 })
@@ -516,26 +518,22 @@ mod tests {
             carved(r#"{"name":"a","to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#),
             ok(&["to:10.42.1.1/32", "to:10.42.1.0/32"])
         );
-        // Any destination: every protected target carved.
-        assert_eq!(
-            carved(r#"{"name":"a","blackhole":true,"for":"1m"}"#)
-                .unwrap()
-                .len(),
-            3
+        // Any source and destination: every protected target carved from both.
+        let all = carve(
+            &fault(r#"{"name":"a","blackhole":true,"for":"1m"}"#),
+            &prot,
+            "",
         );
-        // Sources matter only when the fault also runs the other way.
-        assert_eq!(
-            carved(
-                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&[])
-        );
-        assert_eq!(
-            carved(
-                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"both_ways":true,"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&["from:10.43.0.10/32"])
-        );
+        assert_eq!(all.unwrap().len(), 6);
+        // Sources too, one way or both: replies from a protected address are left alone.
+        for both in ["", r#","both_ways":true"#] {
+            assert_eq!(
+                carved(&format!(
+                    r#"{{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"]{both},"blackhole":true,"for":"1m"}}"#
+                )),
+                ok(&["from:10.43.0.10/32"])
+            );
+        }
         // Nothing left: refused, naming the field and the protected target.
         let e =
             carved(r#"{"name":"a","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#).unwrap_err();
