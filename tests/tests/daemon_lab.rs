@@ -361,9 +361,9 @@ fn the_tcp_api_needs_its_token() {
         Command::new("ip")
             .args(["netns", "exec", &l.node(1).netns])
             .arg(injector_bin())
-            .args(["--addr", "127.0.0.1:7070", "--token-file"])
+            .args(["status", "--addr", "127.0.0.1:7070", "--token-file"])
             .arg(token)
-            .args(["status", "-o", "json"])
+            .args(["-o", "json"])
             .output()
             .unwrap()
     };
