@@ -161,7 +161,8 @@ fn every_subcommand_and_output_format() {
         2,
         "{top}"
     );
-    assert!(top.contains("DROP/s") && top.contains("bh "), "{top}");
+    // Rate columns come from the action table too: `<column>/s`.
+    assert!(top.contains("DROPPED/s") && top.contains("bh "), "{top}");
 
     // rm
     assert_eq!(
