@@ -125,6 +125,9 @@ pub const MAX_FAULTS: u32 = 64;
 pub const MAX_PREFIXES: u32 = 256 * 1024;
 /// Bytes of one [`maps::SPECS`] record: a u32 length, then JSON.
 pub const SPEC_RECORD: usize = 64 * 1024;
+/// Most records in [`maps::SPECS`]: two sets of fault records (during a change, the old set's and
+/// the new one's), a manifest per generation, and the daemon's own records.
+pub const SPEC_KEYS: u32 = 2 * MAX_FAULTS + 8;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
 /// Most interfaces in [`maps::XDP_IFACES`] (pod veths of one node).
@@ -160,6 +163,12 @@ impl RuleSet {
     #[inline(always)]
     pub fn or(self, o: RuleSet) -> RuleSet {
         RuleSet([self.0[0] | o.0[0], self.0[1] | o.0[1]])
+    }
+
+    /// The rules of `self` not in `o`.
+    #[inline(always)]
+    pub fn minus(self, o: RuleSet) -> RuleSet {
+        RuleSet([self.0[0] & !o.0[0], self.0[1] & !o.0[1]])
     }
 
     #[inline(always)]

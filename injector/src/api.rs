@@ -18,9 +18,9 @@ pub struct FaultView {
     pub remaining_s: f64,
     /// Applied over a protected target with `force=true`.
     pub forced: bool,
-    /// Protected targets carved out of its destinations.
+    /// Protected targets carved out of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub carved: Vec<String>,
+    pub carved: Vec<Carved>,
     pub spec: FaultSpec,
     /// By judging hook (`veth_egress`, `overlay_egress`, `xdp_veth`).
     pub counters: BTreeMap<String, FaultCounters>,
@@ -56,7 +56,16 @@ impl FaultViews {
 pub struct Created {
     pub created: Vec<String>,
     #[serde(default)]
-    pub carved: BTreeMap<String, Vec<String>>,
+    pub carved: BTreeMap<String, Vec<Carved>>,
+}
+
+/// A protected target carved out of a fault: an exception added to its `field` (`to`, or `from`
+/// for a both-ways fault).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carved {
+    pub field: String,
+    pub cidr: String,
+    pub why: String,
 }
 
 /// `DELETE /v1/faults/NAME`.

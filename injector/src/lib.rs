@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod failpoint;
 pub mod fault;
 pub mod kernel;
 pub mod local;

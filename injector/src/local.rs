@@ -7,7 +7,10 @@ use std::path::Path;
 use anyhow::Result;
 use injector_common::{Hook, JudgeHook, Outcome, ctrl};
 
-use crate::kernel::{Maps, monotonic_ns};
+use crate::{
+    daemon::records,
+    kernel::{Maps, monotonic_ns},
+};
 
 /// Disarms every fault in one map write. `injector arm` (through the daemon) re-arms.
 pub fn abort(bpffs: &Path) -> Result<()> {
@@ -19,15 +22,17 @@ pub fn abort(bpffs: &Path) -> Result<()> {
 /// Prints the control words, each live fault's counters per hook, and the per-hook counters.
 pub fn stats(bpffs: &Path) -> Result<()> {
     let maps = Maps::open_pinned(bpffs)?;
-    let names: std::collections::BTreeMap<u32, String> = maps
-        .records()?
-        .into_iter()
-        .filter_map(|(slot, b)| {
-            serde_json::from_slice::<crate::daemon::faultset::Record>(&b)
-                .ok()
-                .map(|r| (slot, r.spec.name))
-        })
-        .collect();
+    // Names from the records of the generation the kernel runs.
+    let names: std::collections::BTreeMap<u32, String> =
+        records::manifest(&maps, maps.active_gen()?)?
+            .into_iter()
+            .filter_map(|(slot, id)| {
+                records::fault(&maps, id)
+                    .ok()
+                    .flatten()
+                    .map(|r| (slot, r.spec.name))
+            })
+            .collect();
     let now = monotonic_ns();
     println!(
         "armed={} gen={} heartbeat_age_ms={}",

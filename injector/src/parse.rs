@@ -50,6 +50,69 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+impl Cidr {
+    /// The whole family (`0.0.0.0/0`, `::/0`).
+    pub fn any(v6: bool) -> Cidr {
+        let addr = if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        Cidr { addr, len: 0 }
+    }
+
+    /// The address as bits and the family's width.
+    fn bits(&self) -> (u128, u8) {
+        match self.addr {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    }
+
+    /// Whether every address of `o` is in `self` (same family).
+    pub fn contains(&self, o: &Cidr) -> bool {
+        let ((x, w), (y, w2)) = (self.bits(), o.bits());
+        if w != w2 || o.len < self.len {
+            return false;
+        }
+        let shift = u32::from(w - self.len);
+        self.len == 0 || (x >> shift) == (y >> shift)
+    }
+
+    pub fn overlaps(&self, o: &Cidr) -> bool {
+        self.contains(o) || o.contains(self)
+    }
+
+    /// Whether the prefixes in `by` together cover every address of `self`.
+    pub fn covered_by(&self, by: &[Cidr]) -> bool {
+        if by.iter().any(|b| b.contains(self)) {
+            return true;
+        }
+        let (bits, w) = self.bits();
+        // Only prefixes strictly inside can cover it piecewise; then both halves must be covered.
+        if self.len >= w || !by.iter().any(|b| self.contains(b)) {
+            return false;
+        }
+        let half = |one: bool| {
+            let b = if one {
+                bits | 1u128 << (u32::from(w - self.len) - 1)
+            } else {
+                bits
+            };
+            let addr = if w == 32 {
+                IpAddr::V4((b as u32).into())
+            } else {
+                IpAddr::V6(b.into())
+            };
+            Cidr {
+                addr,
+                len: self.len + 1,
+            }
+        };
+        half(false).covered_by(by) && half(true).covered_by(by)
+    }
+}
+
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
@@ -233,5 +296,19 @@ mod tests {
         let e = duration("--for", "25h", MIN, MAX).unwrap_err();
         assert_eq!(e.to_string(), "--for: '25h' must be between 1ms and 24h");
         assert!(duration("--for", "0s", MIN, MAX).is_err());
+    }
+
+    #[test]
+    fn coverage_by_several_prefixes() {
+        let c = |v: &str| cidr("", v).unwrap();
+        let net = c("10.42.1.0/24");
+        assert!(net.contains(&c("10.42.1.7")) && !c("10.42.1.7").contains(&net));
+        assert!(!net.contains(&c("fd00::1")));
+        assert!(net.covered_by(&[c("10.0.0.0/8")]));
+        assert!(net.covered_by(&[c("10.42.1.0/25"), c("10.42.1.128/26"), c("10.42.1.192/26")]));
+        assert!(!net.covered_by(&[c("10.42.1.0/25"), c("10.42.1.128/26")]));
+        assert!(!net.covered_by(&[c("10.42.1.1"), c("10.42.1.0")]));
+        assert!(c("10.42.1.1").covered_by(&[c("10.42.1.1")]));
+        assert!(!Cidr::any(true).covered_by(&[c("10.0.0.0/8")]));
     }
 }

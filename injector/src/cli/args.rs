@@ -172,9 +172,16 @@ pub struct AddArgs {
     /// Source CIDRs (comma-separated or repeated); default: any.
     #[arg(long, value_delimiter = ',')]
     pub from: Vec<String>,
-    /// Destination CIDRs (comma-separated or repeated); default: any (a protected target: needs --force).
+    /// Destination CIDRs (comma-separated or repeated); default: any. Protected addresses inside
+    /// are carved out (--force includes them).
     #[arg(long, value_delimiter = ',')]
     pub to: Vec<String>,
+    /// CIDRs inside --from to leave alone (NetworkPolicy's ipBlock.except).
+    #[arg(long, value_delimiter = ',')]
+    pub from_except: Vec<String>,
+    /// CIDRs inside --to to leave alone.
+    #[arg(long, value_delimiter = ',')]
+    pub to_except: Vec<String>,
     /// tcp, udp, icmp or any.
     #[arg(long)]
     pub proto: Option<String>,

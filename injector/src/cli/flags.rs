@@ -9,6 +9,8 @@ pub fn spec(a: &AddArgs) -> FaultSpec {
         name: a.name.clone(),
         from: a.from.clone(),
         to: a.to.clone(),
+        from_except: a.from_except.clone(),
+        to_except: a.to_except.clone(),
         proto: a.proto.clone(),
         sport: a.sport.clone(),
         dport: a.dport.clone(),

@@ -125,7 +125,11 @@ fn to_json(path: &str, text: &str) -> Result<String, Failure> {
 fn created(c: &Created) -> String {
     let mut s = format!("created: {}\n", c.created.join(", "));
     for (name, carved) in &c.carved {
-        s += &format!("  {name}: carved out {}\n", carved.join(", "));
+        let list: Vec<String> = carved
+            .iter()
+            .map(|k| format!("{} ({}) from {}", k.cidr, k.why, k.field))
+            .collect();
+        s += &format!("  {name}: carved out {}\n", list.join(", "));
     }
     s
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     api::{
-        Armed, Cleared, Created, Deleted, ErrorBody, FaultBrief, FaultView, Features, Fq,
+        Armed, Carved, Cleared, Created, Deleted, ErrorBody, FaultBrief, FaultView, Features, Fq,
         Interface, ProtectedTarget, Status,
     },
     kernel::{attach, monotonic_ns},
@@ -62,10 +62,22 @@ fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, Ap
         active: now >= e.record.start_ns && now < e.record.deadline_ns,
         remaining_s: remaining_s(e, now),
         forced: e.record.forced,
-        carved: e.record.carved.clone(),
+        carved: carved(e),
         spec: e.record.spec.clone(),
         counters,
     })
+}
+
+fn carved(e: &Entry) -> Vec<Carved> {
+    e.record
+        .carved
+        .iter()
+        .map(|c| Carved {
+            field: c.field.clone(),
+            cidr: c.cidr.clone(),
+            why: c.why.clone(),
+        })
+        .collect()
 }
 
 fn remaining_s(e: &Entry, now: u64) -> f64 {
@@ -125,7 +137,7 @@ async fn create(
     let opts = AddOptions {
         force,
         replace,
-        fq: c.features.fq,
+        delay: c.delay_support(),
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;
@@ -137,7 +149,7 @@ async fn create(
         .iter()
         .filter_map(|n| c.faults.get(n))
         .filter(|e| !e.record.carved.is_empty())
-        .map(|e| (e.record.spec.name.clone(), e.record.carved.clone()))
+        .map(|e| (e.record.spec.name.clone(), carved(e)))
         .collect();
     let created = Created {
         created: names,

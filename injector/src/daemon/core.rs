@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{
     faultset::{FaultSet, Protected},
     fq::FqState,
+    records,
 };
 use crate::kernel::{Maps, attach::IfaceStatus};
 
@@ -38,17 +39,22 @@ pub struct Core {
     pub clsact_owned: std::collections::BTreeSet<String>,
 }
 
-/// SPECS keys from here on hold the daemon's own records, not faults.
-pub const DAEMON_RECORDS: u32 = 0xFFFF_0000;
-/// SPECS key of the clsact record.
-pub const CLSACT_KEY: u32 = 0xFFFF_0001;
-
 impl Core {
     /// Stores which clsact qdiscs are ours, for a restarted daemon's clean stop.
     pub fn save_clsact(&mut self) {
-        let bytes = serde_json::to_vec(&self.clsact_owned).unwrap_or_default();
-        if let Err(e) = self.maps.put_record(CLSACT_KEY, &bytes) {
+        if let Err(e) = records::put_own(&mut self.maps, records::key::CLSACT, &self.clsact_owned) {
             tracing::warn!(error = %e, "storing the clsact record");
+        }
+    }
+
+    /// Whether a delay fault can work on this node, and if not, why (the API's message).
+    pub fn delay_support(&self) -> Result<(), String> {
+        if self.features.fq {
+            Ok(())
+        } else {
+            Err("the fq qdisc is unavailable on this kernel (not built in, no sch_fq module); \
+                 delay holds packets in fq (EDT). Use loss or blackhole here, or a kernel with sch_fq"
+                .into())
         }
     }
 }

@@ -1,12 +1,16 @@
 //! The daemon's fault set: what the API adds and removes, what is written to the maps, and what is
-//! stored for adoption. Every change is checked whole before anything is written (nothing is half
-//! applied), then installed with one generation flip.
+//! stored for adoption. Every change is checked whole before anything is written, then committed
+//! as one transaction (records, the generation's manifest, the maps, one flip: see `records`), so
+//! after a failure or a crash at any point the old set or the new one runs, never a mix.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use tracing::warn;
 
+use super::records::{self, Carved, Manifest, Record};
 use crate::{
+    failpoint,
     fault::{
         compile::{CompileError, Image, Planned, assign_slots, compile},
         spec::{Action, Fault, FaultSpec},
@@ -15,24 +19,36 @@ use crate::{
     parse::Cidr,
 };
 
-/// What is stored per fault in the SPECS map, and what the API returns as the fault's definition.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
-    pub spec: FaultSpec,
-    pub start_ns: u64,
-    pub deadline_ns: u64,
-    /// Applied over a protected target with force.
-    #[serde(default)]
-    pub forced: bool,
-    /// Protected targets carved out of the fault's destinations (`10.42.1.1/32 (node address)`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub carved: Vec<String>,
-}
-
 pub struct Entry {
     pub record: Record,
+    /// The validated spec, with the carved targets among its exceptions.
     pub fault: Fault,
     pub slot: u32,
+    /// Where the record is stored; `None` until a commit stores it.
+    id: Option<u32>,
+}
+
+impl Entry {
+    fn new(record: Record, slot: u32, id: Option<u32>, at: &str) -> Result<Entry, ApiError> {
+        let mut fault = record
+            .spec
+            .validate(at)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        for c in &record.carved {
+            let net = crate::parse::cidr("carved", &c.cidr)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+            match c.field.as_str() {
+                "from" => fault.from_except.push(net),
+                _ => fault.to_except.push(net),
+            }
+        }
+        Ok(Entry {
+            record,
+            fault,
+            slot,
+            id,
+        })
+    }
 }
 
 /// A destination no fault may touch unless forced.
@@ -65,92 +81,140 @@ impl From<CompileError> for ApiError {
     }
 }
 
-fn contains(a: &Cidr, b: &IpAddr) -> bool {
-    let bits = |ip: &IpAddr| -> (u128, u8) {
-        match ip {
-            IpAddr::V4(v) => (u128::from(u32::from(*v)), 32),
-            IpAddr::V6(v) => (u128::from(*v), 128),
-        }
-    };
-    let ((x, w), (y, w2)) = (bits(&a.addr), bits(b));
-    if w != w2 {
-        return false;
-    }
-    let shift = u32::from(w - a.len);
-    a.len == 0 || (x >> shift) == (y >> shift)
-}
-
-fn overlaps(a: &Cidr, b: &Cidr) -> bool {
-    contains(a, &b.addr) || contains(b, &a.addr)
-}
-
-/// The first protected target that `f`'s destinations (and sources, when both ways) reach.
-fn protected_hit<'p>(
-    f: &Fault,
-    protected: &'p [Protected],
-) -> Option<(&'static str, String, &'p Protected)> {
-    let mut sets = vec![("to", &f.to)];
+/// Carves the protected targets out of `f`'s destinations (`to`, and `from` when it runs both
+/// ways): each protected CIDR overlapping a set becomes one of its exceptions. Refused (the field,
+/// what it reaches, the fix) when a set is left with no address at all.
+fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
+    let mut sets = vec![("to", &f.to, &f.to_except)];
     if f.both_ways {
-        sets.push(("from", &f.from));
+        sets.push(("from", &f.from, &f.from_except));
     }
-    for (field, set) in sets {
-        for p in protected {
-            if set.is_empty() {
-                return Some((field, "any address".to_string(), p));
-            }
-            if let Some(c) = set.iter().find(|c| overlaps(c, &p.net)) {
-                return Some((field, c.to_string(), p));
-            }
+    let mut out = Vec::new();
+    for (field, set, except) in sets {
+        let whole = if set.is_empty() {
+            vec![Cidr::any(false), Cidr::any(true)]
+        } else {
+            set.clone()
+        };
+        let hit: Vec<&Protected> = protected
+            .iter()
+            .filter(|p| whole.iter().any(|c| c.overlaps(&p.net)))
+            .filter(|p| !except.iter().any(|e| e.contains(&p.net)))
+            .collect();
+        let mut all: Vec<Cidr> = except.clone();
+        all.extend(hit.iter().map(|p| p.net));
+        if !hit.is_empty() && whole.iter().all(|c| c.covered_by(&all)) {
+            let what = if set.is_empty() {
+                "any address".to_string()
+            } else {
+                set.iter()
+                    .map(Cidr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let prot: Vec<String> = hit
+                .iter()
+                .map(|p| format!("{} ({})", p.cidr, p.why))
+                .collect();
+            return Err(ApiError::Forbidden(format!(
+                "{at}{field}: {what} lies entirely in protected {}: nothing is left to target; name other targets, or force it (force=true, --force)",
+                prot.join(", ")
+            )));
         }
+        out.extend(hit.iter().map(|p| Carved {
+            field: field.to_string(),
+            cidr: p.cidr.clone(),
+            why: p.why.clone(),
+        }));
     }
-    None
+    Ok(out)
 }
 
 #[derive(Default)]
 pub struct FaultSet {
     entries: BTreeMap<String, Entry>,
+    /// The next record id to use.
+    next_id: u32,
+}
+
+/// Which change a commit makes (the failpoints' first word).
+#[derive(Clone, Copy)]
+enum Op {
+    Adopt,
+    Add,
+    Replace,
+    Remove,
+    Clear,
+    Reap,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Adopt => "adopt",
+            Op::Add => "add",
+            Op::Replace => "replace",
+            Op::Remove => "remove",
+            Op::Clear => "clear",
+            Op::Reap => "reap",
+        }
+    }
+}
+
+fn image(entries: &BTreeMap<String, Entry>) -> Result<Image, CompileError> {
+    let planned: Vec<Planned<'_>> = entries
+        .values()
+        .map(|e| Planned {
+            fault: &e.fault,
+            slot: e.slot,
+            start_ns: e.record.start_ns,
+            deadline_ns: e.record.deadline_ns,
+        })
+        .collect();
+    compile(&planned)
 }
 
 impl FaultSet {
-    /// Rebuilds the set from the records a previous daemon left in the maps, dropping those that
-    /// have ended or cannot be read, and reinstalls it (the maps then match the records exactly).
+    /// Rebuilds the set the kernel runs from the manifest of its active generation, drops the
+    /// faults that have ended or cannot be read, removes records no manifest names (a change
+    /// that died before its flip), and reinstalls the set (maps, records and set then agree).
     pub fn adopt(maps: &mut Maps, now: u64) -> anyhow::Result<(FaultSet, Vec<String>)> {
-        let mut set = FaultSet::default();
+        let manifest = records::manifest(maps, maps.active_gen()?)?;
+        let mut next = BTreeMap::new();
         let mut dropped = Vec::new();
-        for (slot, bytes) in maps.records()? {
-            if slot >= super::core::DAEMON_RECORDS {
-                continue;
-            }
-            let rec: Record = match serde_json::from_slice(&bytes) {
-                Ok(r) => r,
+        for (&slot, &id) in &manifest {
+            let rec = match records::fault(maps, id) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    dropped.push(format!("slot {slot}: record {id} missing"));
+                    continue;
+                }
                 Err(e) => {
-                    dropped.push(format!("slot {slot}: unreadable record ({e})"));
+                    dropped.push(format!("slot {slot}: unreadable record ({e:#})"));
                     continue;
                 }
             };
             let name = rec.spec.name.clone();
-            match rec.spec.validate("") {
-                Ok(fault) if rec.deadline_ns > now => {
-                    set.entries.insert(
-                        name,
-                        Entry {
-                            record: rec,
-                            fault,
-                            slot,
-                        },
-                    );
+            if rec.deadline_ns <= now {
+                dropped.push(format!("{name}: ended"));
+                continue;
+            }
+            match Entry::new(rec, slot, Some(id), "") {
+                Ok(e) => {
+                    next.insert(name, e);
                 }
-                Ok(_) => dropped.push(format!("{name}: ended")),
                 Err(e) => dropped.push(format!("{name}: {e}")),
             }
         }
-        let live: Vec<u32> = set.entries.values().map(|e| e.slot).collect();
-        for (slot, _) in maps.records()? {
-            if !live.contains(&slot) && slot < super::core::DAEMON_RECORDS {
-                maps.remove_record(slot)?;
-            }
-        }
-        set.reinstall(maps, &[])?;
+        let next_id = records::fault_ids(maps)?
+            .last()
+            .map_or(0, |m| (m + 1) % records::key::FAULTS_END);
+        let mut set = FaultSet {
+            entries: BTreeMap::new(),
+            next_id,
+        };
+        set.commit(maps, next, &[], Op::Adopt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok((set, dropped))
     }
 
@@ -170,26 +234,87 @@ impl FaultSet {
         self.entries.is_empty()
     }
 
-    /// The map entries of the whole set.
-    fn image(&self) -> Result<Image, CompileError> {
-        let planned: Vec<Planned<'_>> = self
-            .entries
+    /// Makes `next` the live set, all or nothing. In order: the records of new faults under fresh
+    /// ids, the manifest of the generation about to go live, that generation's maps, then the
+    /// flip (the commit point). An error before the flip leaves the old set running and returns
+    /// it; after the flip the change has happened, and what is left (clearing the old
+    /// generation, removing replaced records) is tidying, retried by the next change or restart.
+    fn commit(
+        &mut self,
+        maps: &mut Maps,
+        mut next: BTreeMap<String, Entry>,
+        reset: &[u32],
+        op: Op,
+    ) -> Result<(), ApiError> {
+        let op = op.name();
+        // Everything that can be refused, before anything is written.
+        let img = image(&next)?;
+        let mut fresh = Vec::new();
+        for (name, e) in next.iter().filter(|(_, e)| e.id.is_none()) {
+            let bytes = records::encode(&e.record)
+                .map_err(|m| ApiError::BadRequest(format!("{name}: {m}")))?;
+            fresh.push((name.clone(), bytes));
+        }
+        let mut written: Vec<u32> = Vec::new();
+        let undo = |maps: &mut Maps, written: &[u32], e: anyhow::Error| {
+            for id in written {
+                if let Err(e) = maps.remove_record(*id) {
+                    warn!(id, error = %e, "removing the record of a change that failed");
+                }
+            }
+            ApiError::Internal(e)
+        };
+        for (name, bytes) in fresh {
+            let id = self.next_id;
+            self.next_id = (self.next_id + 1) % records::key::FAULTS_END;
+            if let Err(e) = maps.put_record(id, &bytes) {
+                return Err(undo(maps, &written, e));
+            }
+            written.push(id);
+            if let Some(e) = next.get_mut(&name) {
+                e.id = Some(id);
+            }
+        }
+        failpoint::hit(op, "records");
+        let manifest: Manifest = next
             .values()
-            .map(|e| Planned {
-                fault: &e.fault,
-                slot: e.slot,
-                start_ns: e.record.start_ns,
-                deadline_ns: e.record.deadline_ns,
-            })
+            .filter_map(|e| e.id.map(|id| (e.slot, id)))
             .collect();
-        compile(&planned)
+        let staged = match maps.active_gen() {
+            Ok(g) => 1 - g,
+            Err(e) => return Err(undo(maps, &written, e)),
+        };
+        if let Err(e) = records::put_manifest(maps, staged, &manifest) {
+            return Err(undo(maps, &written, e));
+        }
+        failpoint::hit(op, "manifest");
+        let prepared = match maps.prepare(&img, reset) {
+            Ok(p) => p,
+            Err(e) => return Err(undo(maps, &written, e)),
+        };
+        failpoint::hit(op, "filled");
+        if let Err(e) = maps.flip(prepared) {
+            return Err(undo(maps, &written, e));
+        }
+        // Committed.
+        self.entries = next;
+        failpoint::hit(op, "flipped");
+        if let Err(e) = maps.clear_inactive() {
+            warn!(error = format!("{e:#}"), "clearing the previous generation");
+        }
+        failpoint::hit(op, "cleared");
+        let keep: BTreeSet<u32> = manifest.values().copied().collect();
+        if let Err(e) = records::collect_garbage(maps, &keep) {
+            warn!(
+                error = format!("{e:#}"),
+                "removing the records of replaced faults"
+            );
+        }
+        failpoint::hit(op, "collected");
+        Ok(())
     }
 
-    fn reinstall(&self, maps: &mut Maps, reset: &[u32]) -> anyhow::Result<()> {
-        maps.install(&self.image()?, reset)
-    }
-
-    /// Adds `specs` (all or none). `fq`: whether delay is possible on this kernel.
+    /// Adds `specs` (all or none). `delay`: `Err(why)` when delay is impossible on this node.
     pub fn add(
         &mut self,
         maps: &mut Maps,
@@ -202,50 +327,54 @@ impl FaultSet {
                 "faults: the request holds no fault; send one fault or a list".into(),
             ));
         }
-        let mut new = Vec::new();
+        let mut new: Vec<Entry> = Vec::new();
+        let mut replaced = false;
         for (i, spec) in specs.into_iter().enumerate() {
             let at = format!("faults[{i}].");
             let fault = spec
                 .validate(&at)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            if matches!(fault.action, Action::Delay { .. }) && !opts.fq {
-                return Err(ApiError::BadRequest(format!(
-                    "{at}delay: the fq qdisc is unavailable on this kernel (not built in, no sch_fq module); \
-                     delay holds packets in fq (EDT). Use loss or blackhole here, or a kernel with sch_fq"
-                )));
-            }
-            if new
-                .iter()
-                .any(|(_, f): &(FaultSpec, Fault)| f.name == fault.name)
+            if matches!(fault.action, Action::Delay { .. })
+                && let Err(why) = opts.delay
             {
+                return Err(ApiError::BadRequest(format!("{at}delay: {why}")));
+            }
+            if new.iter().any(|e| e.fault.name == fault.name) {
                 return Err(ApiError::BadRequest(format!(
                     "{at}name: '{}' appears twice in the request; give each fault its own name",
                     fault.name
                 )));
             }
-            if self.entries.contains_key(&fault.name) && !opts.replace {
-                return Err(ApiError::Conflict(format!(
-                    "{at}name: a fault named '{}' exists; delete it first, pick another name, or replace=true",
-                    fault.name
-                )));
+            if self.entries.contains_key(&fault.name) {
+                if !opts.replace {
+                    return Err(ApiError::Conflict(format!(
+                        "{at}name: a fault named '{}' exists; delete it first, pick another name, or replace=true",
+                        fault.name
+                    )));
+                }
+                replaced = true;
             }
-            if !opts.force
-                && let Some((field, what, p)) = protected_hit(&fault, opts.protected)
-            {
-                return Err(ApiError::Forbidden(format!(
-                    "{at}{field}: {what} reaches protected {} ({}); name other targets, or force it (force=true, --force)",
-                    p.cidr, p.why
-                )));
-            }
-            new.push((spec, fault));
+            let carved = if opts.force {
+                Vec::new()
+            } else {
+                carve(&fault, opts.protected, &at)?
+            };
+            let record = Record {
+                spec,
+                start_ns: now,
+                deadline_ns: now + fault.lifetime.as_nanos() as u64,
+                forced: opts.force,
+                carved,
+            };
+            new.push(Entry::new(record, 0, None, &at)?);
         }
         let mut names: Vec<String> = self
             .entries
             .keys()
-            .filter(|n| !new.iter().any(|(_, f)| &f.name == *n))
+            .filter(|n| !new.iter().any(|e| &e.fault.name == *n))
             .cloned()
             .collect();
-        names.extend(new.iter().map(|(_, f)| f.name.clone()));
+        names.extend(new.iter().map(|e| e.fault.name.clone()));
         let prev: BTreeMap<String, u32> = self
             .entries
             .iter()
@@ -253,84 +382,69 @@ impl FaultSet {
             .collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let slots = assign_slots(&prev, &name_refs)?;
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
+        let added: Vec<String> = new.iter().map(|e| e.fault.name.clone()).collect();
+        let mut new: BTreeMap<String, Entry> =
+            new.into_iter().map(|e| (e.fault.name.clone(), e)).collect();
+        let mut next = BTreeMap::new();
         let mut reset = Vec::new();
-        for (name, slot) in names.iter().zip(&slots) {
-            if let Some((spec, fault)) = new.iter().find(|(_, f)| &f.name == name) {
-                let record = Record {
-                    spec: spec.clone(),
-                    start_ns: now,
-                    deadline_ns: now + fault.lifetime.as_nanos() as u64,
-                    forced: opts.force,
-                    carved: Vec::new(),
-                };
-                reset.push(*slot);
-                next.insert(
-                    name.clone(),
-                    Entry {
-                        record,
-                        fault: fault.clone(),
-                        slot: *slot,
-                    },
-                );
-            } else {
-                let e = &self.entries[name];
-                next.insert(
-                    name.clone(),
+        for (name, &slot) in names.iter().zip(&slots) {
+            let e = match new.remove(name) {
+                Some(mut e) => {
+                    e.slot = slot;
+                    reset.push(slot);
+                    e
+                }
+                None => {
+                    let e = &self.entries[name];
                     Entry {
                         record: e.record.clone(),
                         fault: e.fault.clone(),
-                        slot: *slot,
+                        slot,
+                        id: e.id,
+                    }
+                }
+            };
+            next.insert(name.clone(), e);
+        }
+        let op = if replaced { Op::Replace } else { Op::Add };
+        self.commit(maps, next, &reset, op)?;
+        Ok(added)
+    }
+
+    /// The set without the faults `drop` names.
+    fn without(&self, drop: impl Fn(&str, &Entry) -> bool) -> BTreeMap<String, Entry> {
+        self.entries
+            .iter()
+            .filter(|(n, e)| !drop(n, e))
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    Entry {
+                        record: e.record.clone(),
+                        fault: e.fault.clone(),
+                        slot: e.slot,
+                        id: e.id,
                     },
-                );
-            }
-        }
-        // Compiled before the kernel is touched: a set that does not fit changes nothing.
-        let candidate = FaultSet { entries: next };
-        let img = candidate.image()?;
-        let mut records = Vec::new();
-        for name in new.iter().map(|(_, f)| &f.name) {
-            let e = &candidate.entries[name];
-            let bytes = serde_json::to_vec(&e.record).map_err(anyhow::Error::from)?;
-            if bytes.len() + 4 > injector_common::SPEC_RECORD {
-                return Err(ApiError::BadRequest(format!(
-                    "{name}: the fault is too large to store ({} bytes of JSON, at most {}); split it",
-                    bytes.len(),
-                    injector_common::SPEC_RECORD - 4
-                )));
-            }
-            records.push((e.slot, bytes));
-        }
-        // Every check passed: only now is anything written.
-        for (slot, bytes) in &records {
-            maps.put_record(*slot, bytes)?;
-        }
-        maps.install(&img, &reset)?;
-        *self = candidate;
-        Ok(new.into_iter().map(|(_, f)| f.name).collect())
+                )
+            })
+            .collect()
     }
 
     /// Removes one fault.
     pub fn remove(&mut self, maps: &mut Maps, name: &str) -> Result<(), ApiError> {
-        let Some(e) = self.entries.remove(name) else {
+        if !self.entries.contains_key(name) {
             return Err(ApiError::NotFound(format!(
                 "name: no fault named '{name}'; `GET /v1/faults` lists them"
             )));
-        };
-        self.reinstall(maps, &[])?;
-        maps.remove_record(e.slot)?;
-        Ok(())
+        }
+        let next = self.without(|n, _| n == name);
+        self.commit(maps, next, &[], Op::Remove)
     }
 
     /// Removes every fault.
     pub fn clear(&mut self, maps: &mut Maps) -> Result<usize, ApiError> {
         let n = self.entries.len();
-        let slots: Vec<u32> = self.entries.values().map(|e| e.slot).collect();
-        self.entries.clear();
-        self.reinstall(maps, &[])?;
-        for s in slots {
-            maps.remove_record(s)?;
-        }
+        self.commit(maps, BTreeMap::new(), &[], Op::Clear)?;
         Ok(n)
     }
 
@@ -345,14 +459,9 @@ impl FaultSet {
         if ended.is_empty() {
             return Ok(ended);
         }
-        let slots: Vec<u32> = ended.iter().map(|n| self.entries[n].slot).collect();
-        for n in &ended {
-            self.entries.remove(n);
-        }
-        self.reinstall(maps, &[])?;
-        for s in slots {
-            maps.remove_record(s)?;
-        }
+        let next = self.without(|_, e| e.record.deadline_ns <= now);
+        self.commit(maps, next, &[], Op::Reap)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(ended)
     }
 }
@@ -360,7 +469,8 @@ impl FaultSet {
 pub struct AddOptions<'a> {
     pub force: bool,
     pub replace: bool,
-    pub fq: bool,
+    /// Whether delay is possible here; `Err` says why not (no fq, no EDT stamp).
+    pub delay: Result<(), String>,
     pub protected: &'a [Protected],
 }
 
@@ -385,36 +495,65 @@ mod tests {
     }
 
     #[test]
-    fn protected_targets_are_found() {
-        let prot = [p("10.42.1.1/32"), p("10.43.0.10/32")];
-        let hit = |j| protected_hit(&fault(j), &prot).map(|(f, what, p)| (f, what, p.cidr.clone()));
+    fn protected_targets_are_carved_out_and_a_fault_left_with_nothing_is_refused() {
+        let prot = [p("10.42.1.1/32"), p("10.43.0.10/32"), p("10.42.1.0/32")];
+        let carved = |j| {
+            carve(&fault(j), &prot, "")
+                .map(|c| {
+                    c.into_iter()
+                        .map(|c| format!("{}:{}", c.field, c.cidr))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| e.to_string())
+        };
+        let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(
-            hit(r#"{"name":"a","to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#),
-            None
+            carved(r#"{"name":"a","to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#),
+            ok(&[])
         );
+        // A node's pod subnet: the bridge's and flannel.1's addresses carved out, the rest targeted.
         assert_eq!(
-            hit(r#"{"name":"a","to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#),
-            Some(("to", "10.42.1.0/24".into(), "10.42.1.1/32".into()))
+            carved(r#"{"name":"a","to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#),
+            ok(&["to:10.42.1.1/32", "to:10.42.1.0/32"])
         );
+        // Any destination: every protected target carved.
         assert_eq!(
-            hit(r#"{"name":"a","blackhole":true,"for":"1m"}"#).map(|h| h.1),
-            Some("any address".into())
+            carved(r#"{"name":"a","blackhole":true,"for":"1m"}"#)
+                .unwrap()
+                .len(),
+            3
         );
         // Sources matter only when the fault also runs the other way.
         assert_eq!(
-            hit(
-                r#"{"name":"a","from":["10.43.0.10"],"to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#
+            carved(
+                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#
             ),
-            None
+            ok(&[])
         );
         assert_eq!(
-            hit(r#"{"name":"a","from":["10.43.0.10"],"to":["10.42.2.7"],"both_ways":true,"blackhole":true,"for":"1m"}"#).map(|h| h.0),
-            Some("from")
+            carved(
+                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"both_ways":true,"blackhole":true,"for":"1m"}"#
+            ),
+            ok(&["from:10.43.0.10/32"])
+        );
+        // Nothing left: refused, naming the field and the protected target.
+        let e =
+            carved(r#"{"name":"a","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#).unwrap_err();
+        assert!(
+            e.starts_with("to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32"),
+            "{e}"
+        );
+        // A user's exception already covering the target is not carved again.
+        assert_eq!(
+            carved(
+                r#"{"name":"a","to":["10.42.1.0/24"],"to_except":["10.42.1.0/30"],"blackhole":true,"for":"1m"}"#
+            ),
+            ok(&[])
         );
         // Families never overlap.
         assert_eq!(
-            hit(r#"{"name":"a","to":["fd00::/8"],"blackhole":true,"for":"1m"}"#),
-            None
+            carved(r#"{"name":"a","to":["fd00::/8"],"blackhole":true,"for":"1m"}"#),
+            ok(&[])
         );
     }
 }

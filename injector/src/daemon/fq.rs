@@ -11,14 +11,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::core::Core;
+use super::{core::Core, records};
 use crate::{
     fault::spec::Action,
     kernel::{attach::Role, qdisc},
 };
-
-/// SPECS key of the daemon's own record (outside the fault slots).
-pub const RECORD_KEY: u32 = 0xFFFF_0000;
 
 #[derive(Default, Serialize, Deserialize)]
 pub struct FqState {
@@ -42,18 +39,14 @@ fn longest_delay(c: &Core) -> Option<Duration> {
 }
 
 fn persist(c: &mut Core) {
-    let bytes = serde_json::to_vec(&c.fq).unwrap_or_default();
-    if let Err(e) = c.maps.put_record(RECORD_KEY, &bytes) {
+    if let Err(e) = records::put_own(&mut c.maps, records::key::FQ, &c.fq) {
         warn!(error = %e, "storing the fq record");
     }
 }
 
 /// Reads what a previous instance installed.
 pub fn adopt(c: &mut Core) {
-    if let Ok(records) = c.maps.records()
-        && let Some((_, b)) = records.into_iter().find(|(k, _)| *k == RECORD_KEY)
-        && let Ok(st) = serde_json::from_slice::<FqState>(&b)
-    {
+    if let Some(st) = records::own::<FqState>(&c.maps, records::key::FQ) {
         c.fq = st;
     }
 }

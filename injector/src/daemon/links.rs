@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use super::{
     Config,
-    core::{self, Core, Shared},
+    core::{Core, Shared},
+    records,
 };
 use crate::{
     kernel::{
@@ -44,12 +45,8 @@ pub fn subscribe() -> Result<mpsc::UnboundedReceiver<LinkEvent>> {
 /// Attaches to every selected interface (adopting pinned links), removes the pins of interfaces
 /// that are gone, and records the overlay and the XDP-judged interfaces in the maps.
 pub fn attach_all(cfg: &Config, ebpf: &mut aya::Ebpf, maps: &mut Maps) -> Result<Attached> {
-    let mut clsact_owned: BTreeSet<String> = maps
-        .records()?
-        .into_iter()
-        .find(|(k, _)| *k == core::CLSACT_KEY)
-        .and_then(|(_, b)| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut clsact_owned: BTreeSet<String> =
+        records::own(maps, records::key::CLSACT).unwrap_or_default();
     let mut ifs = BTreeMap::new();
     let mut attach_errors = 0;
     for (index, name) in ifaces::list().context("listing interfaces")? {

@@ -13,6 +13,7 @@ pub mod fq;
 pub mod health;
 mod links;
 pub mod metrics;
+pub mod records;
 
 use std::{io, net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 

@@ -59,37 +59,48 @@ fn mask_bits(p: Prefix, width: u8, len: u8) -> u128 {
     }
 }
 
-/// Folds `(prefix, rule)` pairs: for every distinct prefix P, the set of rules having a prefix that
-/// contains P. With it, the longest prefix containing an address holds exactly its rules.
-pub fn fold(width: u8, pairs: &[(Prefix, u32)]) -> Vec<(Prefix, RuleSet)> {
-    let mut exact: HashMap<Prefix, RuleSet> = HashMap::new();
-    for &(p, r) in pairs {
-        let e = exact.entry(p).or_default();
-        *e = e.with(r);
+/// Folds `(prefix, rule)` pairs, `include`d and `exclude`d: for every distinct prefix P, the
+/// rules having an included prefix that contains P and no excluded prefix that contains P. With
+/// it, the longest prefix containing an address holds exactly the rules whose sets contain the
+/// address (the longest match P lies inside every listed prefix that contains the address).
+/// An exclusion can leave an entry with an empty set: the address matches nothing.
+pub fn fold(
+    width: u8,
+    include: &[(Prefix, u32)],
+    exclude: &[(Prefix, u32)],
+) -> Vec<(Prefix, RuleSet)> {
+    let mut inc: HashMap<Prefix, RuleSet> = HashMap::new();
+    let mut exc: HashMap<Prefix, RuleSet> = HashMap::new();
+    for (pairs, map) in [(include, &mut inc), (exclude, &mut exc)] {
+        for &(p, r) in pairs {
+            let e = map.entry(p).or_default();
+            *e = e.with(r);
+        }
     }
     let lens: Vec<u8> = {
-        let mut l: Vec<u8> = exact.keys().map(|p| p.len).collect();
+        let mut l: Vec<u8> = inc.keys().chain(exc.keys()).map(|p| p.len).collect();
         l.sort_unstable();
         l.dedup();
         l
     };
-    let mut out: Vec<(Prefix, RuleSet)> = exact
-        .keys()
-        .map(|&p| {
-            let mut set = RuleSet::EMPTY;
-            for &l in lens.iter().take_while(|&&l| l <= p.len) {
-                if let Some(s) = exact.get(&Prefix {
-                    bits: mask_bits(p, width, l),
-                    len: l,
-                }) {
-                    set = set.or(*s);
-                }
+    let covering = |map: &HashMap<Prefix, RuleSet>, p: Prefix| {
+        let mut set = RuleSet::EMPTY;
+        for &l in lens.iter().take_while(|&&l| l <= p.len) {
+            if let Some(s) = map.get(&Prefix {
+                bits: mask_bits(p, width, l),
+                len: l,
+            }) {
+                set = set.or(*s);
             }
-            (p, set)
-        })
-        .collect();
-    out.sort_by_key(|(p, _)| *p);
-    out
+        }
+        set
+    };
+    let mut keys: Vec<Prefix> = inc.keys().chain(exc.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .map(|p| (p, covering(&inc, p).minus(covering(&exc, p))))
+        .collect()
 }
 
 /// The prefixes (of a 16-bit key) covering exactly `lo..=hi`.
@@ -201,8 +212,9 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
         slots: planned.iter().map(|p| p.slot).collect(),
         ..Default::default()
     };
-    let (mut s4, mut d4, mut s6, mut d6, mut sp, mut dp) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    // Addresses: (included, excluded) pairs per map; ports: included only.
+    let (mut s4, mut d4, mut s6, mut d6) = <[(Vec<_>, Vec<_>); 4]>::default().into();
+    let (mut sp, mut dp) = (vec![], vec![]);
     let mut rule = 0u32;
     for &Planned {
         fault: f,
@@ -227,16 +239,24 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             } else {
                 (&f.sport, &f.dport)
             };
-            for (set, v4, v6) in [(from, &mut s4, &mut s6), (to, &mut d4, &mut d6)] {
+            let (from_x, to_x) = if reverse {
+                (&f.to_except, &f.from_except)
+            } else {
+                (&f.from_except, &f.to_except)
+            };
+            for (set, except, v4, v6) in [
+                (from, from_x, &mut s4, &mut s6),
+                (to, to_x, &mut d4, &mut d6),
+            ] {
                 if set.is_empty() {
-                    v4.push((ANY, rule));
-                    v6.push((ANY, rule));
+                    v4.0.push((ANY, rule));
+                    v6.0.push((ANY, rule));
                 }
-                for c in set.iter() {
-                    if c.addr.is_ipv4() {
-                        v4.push((cidr_prefix(c), rule))
-                    } else {
-                        v6.push((cidr_prefix(c), rule))
+                for (cidrs, side) in [(set, 0), (except, 1)] {
+                    for c in cidrs.iter() {
+                        let out = if c.addr.is_ipv4() { &mut *v4 } else { &mut *v6 };
+                        let list = if side == 0 { &mut out.0 } else { &mut out.1 };
+                        list.push((cidr_prefix(c), rule));
                     }
                 }
             }
@@ -285,12 +305,12 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             flags: if f.dry_run { flag::DRY_RUN } else { 0 },
         };
     }
-    img.src_v4 = fold(32, &s4);
-    img.dst_v4 = fold(32, &d4);
-    img.src_v6 = fold(128, &s6);
-    img.dst_v6 = fold(128, &d6);
-    img.sport = fold(16, &sp);
-    img.dport = fold(16, &dp);
+    img.src_v4 = fold(32, &s4.0, &s4.1);
+    img.dst_v4 = fold(32, &d4.0, &d4.1);
+    img.src_v6 = fold(128, &s6.0, &s6.1);
+    img.dst_v6 = fold(128, &d6.0, &d6.1);
+    img.sport = fold(16, &sp, &[]);
+    img.dport = fold(16, &dp, &[]);
     Ok(img)
 }
 
@@ -332,32 +352,47 @@ mod tests {
     }
 
     #[test]
-    fn folding_makes_longest_match_exact() {
+    fn folding_makes_longest_match_exact_with_exclusions() {
         let mut rng = Rng(0x1234_5678);
-        for _round in 0..50 {
-            // Random overlapping prefixes inside 10.0.0.0/8 so they nest often.
-            let mut pairs = Vec::new();
+        let random_prefix = |rng: &mut Rng, min_len: u64| {
+            let len = (min_len + rng.next() % (33 - min_len)) as u8;
+            let bits = mask_bits(
+                Prefix {
+                    bits: 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff),
+                    len: 32,
+                },
+                32,
+                len,
+            );
+            Prefix { bits, len }
+        };
+        for round in 0..100 {
+            // Random overlapping prefixes inside 10.0.0.0/8 so they nest often; every other round
+            // with exclusions (longer on average, as carved addresses are).
+            let (mut inc, mut exc) = (Vec::new(), Vec::new());
             for rule in 0..20u32 {
                 for _ in 0..(1 + rng.next() % 3) {
-                    let len = 8 + (rng.next() % 25) as u8;
-                    let bits = mask_bits(
-                        Prefix {
-                            bits: 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff),
-                            len: 32,
-                        },
-                        32,
-                        len,
-                    );
-                    pairs.push((Prefix { bits, len }, rule));
+                    inc.push((random_prefix(&mut rng, 8), rule));
+                }
+                if round % 2 == 1 {
+                    for _ in 0..(rng.next() % 3) {
+                        exc.push((random_prefix(&mut rng, 12), rule));
+                    }
                 }
             }
-            let folded = fold(32, &pairs);
-            for _ in 0..500 {
-                let x = 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff);
-                let want = pairs
+            let folded = fold(32, &inc, &exc);
+            let within = |pairs: &[(Prefix, u32)], x: u128| {
+                pairs
                     .iter()
                     .filter(|(p, _)| mask_bits(Prefix { bits: x, len: 32 }, 32, p.len) == p.bits)
-                    .fold(RuleSet::EMPTY, |s, (_, r)| s.with(*r));
+                    .fold(RuleSet::EMPTY, |s, (_, r)| s.with(*r))
+            };
+            // Addresses at random, and the addresses of the exclusions themselves.
+            let probes = (0..500)
+                .map(|_| 0x0a00_0000 | (rng.next() as u128 & 0x00ff_ffff))
+                .chain(exc.iter().map(|(p, _)| p.bits));
+            for x in probes.collect::<Vec<_>>() {
+                let want = within(&inc, x).minus(within(&exc, x));
                 assert_eq!(lpm(&folded, 32, x), want, "address {x:#x}");
             }
         }

@@ -20,6 +20,12 @@ pub struct FaultSpec {
     /// Destination CIDRs; empty: any destination.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<String>,
+    /// CIDRs inside `from` that the fault leaves alone (as NetworkPolicy's `ipBlock.except`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_except: Vec<String>,
+    /// CIDRs inside `to` that the fault leaves alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_except: Vec<String>,
     /// tcp, udp, icmp (ICMP and ICMPv6) or any (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<String>,
@@ -98,8 +104,12 @@ impl Action {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
     pub name: String,
+    /// Sources (empty: any), less `from_except`.
     pub from: Vec<Cidr>,
+    pub from_except: Vec<Cidr>,
+    /// Destinations (empty: any), less `to_except`.
     pub to: Vec<Cidr>,
+    pub to_except: Vec<Cidr>,
     pub proto: Proto,
     pub sport: Vec<PortRange>,
     pub dport: Vec<PortRange>,
@@ -199,6 +209,36 @@ fn cidrs(field: &str, vs: &[String]) -> Result<Vec<Cidr>, FieldError> {
         .collect()
 }
 
+/// Checks `set`'s exceptions (named `{field}_except`): each lies inside a CIDR of `set` (or `set`
+/// is any), and they leave some address of `set`.
+fn excepts(at: &str, field: &str, set: &[Cidr], except: &[Cidr]) -> Result<Vec<Cidr>, FieldError> {
+    let fe = format!("{at}{field}_except");
+    for e in except {
+        if !set.is_empty() && !set.iter().any(|c| c.contains(e)) {
+            return Err(err(
+                &fe,
+                format!(
+                    "'{e}' lies outside every CIDR of {field}; an exception must be inside one of them"
+                ),
+            ));
+        }
+    }
+    let whole = if set.is_empty() {
+        vec![Cidr::any(false), Cidr::any(true)]
+    } else {
+        set.to_vec()
+    };
+    if !except.is_empty() && whole.iter().all(|c| c.covered_by(except)) {
+        return Err(err(
+            &fe,
+            format!(
+                "covers every address of {field}: the fault could match nothing; remove some exceptions"
+            ),
+        ));
+    }
+    Ok(except.to_vec())
+}
+
 fn is_valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
@@ -222,6 +262,13 @@ impl FaultSpec {
         }
         let from = cidrs(&f("from"), &self.from)?;
         let to = cidrs(&f("to"), &self.to)?;
+        let from_except = excepts(
+            at,
+            "from",
+            &from,
+            &cidrs(&f("from_except"), &self.from_except)?,
+        )?;
+        let to_except = excepts(at, "to", &to, &cidrs(&f("to_except"), &self.to_except)?)?;
         let families = |c: &[Cidr]| {
             (
                 c.is_empty() || c.iter().any(|c| c.addr.is_ipv4()),
@@ -315,10 +362,15 @@ impl FaultSpec {
             None => 1_000_000,
             Some(v) => {
                 let p = percent(&f("flows"), v)?;
-                if p == 0.0 {
-                    return Err(err(&f("flows"), format!("'{v}': must be more than 0%")));
+                let ppm = (p * 1e6).round() as u32;
+                if ppm == 0 {
+                    // Flows are chosen in parts per million: less would silently match nothing.
+                    return Err(err(
+                        &f("flows"),
+                        format!("'{v}': the smallest share of flows is 0.0001% (1 in a million)"),
+                    ));
                 }
-                (p * 1e6).round() as u32
+                ppm
             }
         };
         let lifetime = duration(
@@ -330,7 +382,9 @@ impl FaultSpec {
         Ok(Fault {
             name: self.name.clone(),
             from,
+            from_except,
             to,
+            to_except,
             proto,
             sport,
             dport,
@@ -522,5 +576,54 @@ mod tests {
         let e = serde_json::from_str::<FaultSpec>(r#"{"name":"x","lose":"5%","for":"1m"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `lose`"), "{e}");
+    }
+
+    #[test]
+    fn exceptions_lie_inside_their_set_and_leave_something() {
+        let v = |j: &str| {
+            serde_json::from_str::<FaultSpec>(j)
+                .unwrap()
+                .validate("faults[0].")
+                .map(|f| f.to_except.len())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            v(
+                r#"{"name":"a","to":["10.42.1.0/24"],"to_except":["10.42.1.1","10.42.1.128/25"],"blackhole":true,"for":"1m"}"#
+            ),
+            Ok(2)
+        );
+        assert_eq!(
+            v(r#"{"name":"a","to_except":["10.0.0.0/8"],"blackhole":true,"for":"1m"}"#),
+            Ok(1)
+        );
+        let e = v(r#"{"name":"a","to":["10.42.1.0/24"],"to_except":["10.42.2.1"],"blackhole":true,"for":"1m"}"#)
+            .unwrap_err();
+        assert!(
+            e.starts_with("faults[0].to_except: '10.42.2.1/32' lies outside"),
+            "{e}"
+        );
+        let e = v(r#"{"name":"a","to":["10.42.1.0/24"],"to_except":["10.42.1.0/25","10.42.1.128/25"],"blackhole":true,"for":"1m"}"#)
+            .unwrap_err();
+        assert!(
+            e.starts_with("faults[0].to_except: covers every address of to"),
+            "{e}"
+        );
+        let e = v(r#"{"name":"a","from":["10.42.1.0/24"],"from_except":["bad"],"blackhole":true,"for":"1m"}"#)
+            .unwrap_err();
+        assert!(e.starts_with("faults[0].from_except: "), "{e}");
+    }
+
+    #[test]
+    fn a_flow_share_below_one_in_a_million_is_refused() {
+        let mut s = spec();
+        s.flows = Some("0.00004%".into());
+        let e = s.validate("").unwrap_err().to_string();
+        assert!(
+            e.starts_with("flows: '0.00004%': the smallest share of flows is 0.0001%"),
+            "{e}"
+        );
+        s.flows = Some("0.0001%".into());
+        assert_eq!(s.validate("").unwrap().flows_ppm, 1);
     }
 }

@@ -105,6 +105,13 @@ pub struct Maps {
     written: [Option<Arrays>; 2],
 }
 
+/// A generation written by [`Maps::prepare`], made live by [`Maps::flip`].
+#[must_use]
+pub struct Prepared {
+    pub generation: u8,
+    word: u64,
+}
+
 #[derive(Clone, PartialEq)]
 struct Arrays {
     masks: Vec<RuleSet>,
@@ -125,6 +132,13 @@ fn write_changed<T: aya::Pod + PartialEq>(
         }
     }
     Ok(())
+}
+
+/// The JSON of a stored record: a u32 length, then the bytes.
+fn record_bytes(rec: &[u8; SPEC_RECORD]) -> Vec<u8> {
+    let len =
+        (u32::from_le_bytes(rec[..4].try_into().expect("4 bytes")) as usize).min(SPEC_RECORD - 4);
+    rec[4..4 + len].to_vec()
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -272,11 +286,23 @@ impl Maps {
         Ok(self.ctrl.set(i, v, 0)?)
     }
 
+    /// The generation the programs read now.
+    pub fn active_gen(&self) -> Result<u8> {
+        Ok((self.ctrl(ctrl::GEN)? & 1) as u8)
+    }
+
     /// Makes `img` the live fault set in one step: the programs see the old set or the new one,
     /// never a mix. Counters of `reset_slots` (slots given to new faults) start from zero.
     pub fn install(&mut self, img: &Image, reset_slots: &[u32]) -> Result<()> {
-        let active = (self.ctrl(ctrl::GEN)? & 1) as u8;
-        let g = 1 - active;
+        let p = self.prepare(img, reset_slots)?;
+        self.flip(p)?;
+        self.clear_inactive()
+    }
+
+    /// Writes `img` into the inactive generation (the programs do not read it yet) and returns
+    /// the control word that makes it live. Counters of `reset_slots` are zeroed.
+    pub fn prepare(&mut self, img: &Image, reset_slots: &[u32]) -> Result<Prepared> {
+        let g = 1 - self.active_gen()?;
         self.clear_gen(g)?;
         let mut trie_bits = 0;
         for (filled, bit) in [
@@ -338,13 +364,22 @@ impl Maps {
                     .set(slot * JudgeHook::COUNT + jh as u32, zero, 0)?;
             }
         }
-        // The flip: one word.
         let any = img.masks.iter().any(|m| !m.is_empty());
-        self.set_ctrl(
-            ctrl::GEN,
-            u64::from(g) | if any { ctrl::GEN_ANY } else { 0 } | trie_bits,
-        )?;
-        self.clear_gen(active)
+        Ok(Prepared {
+            generation: g,
+            word: u64::from(g) | if any { ctrl::GEN_ANY } else { 0 } | trie_bits,
+        })
+    }
+
+    /// The flip: one word, the commit point of a change.
+    pub fn flip(&mut self, p: Prepared) -> Result<()> {
+        self.set_ctrl(ctrl::GEN, p.word)
+    }
+
+    /// Empties the generation the programs no longer read.
+    pub fn clear_inactive(&mut self) -> Result<()> {
+        let g = 1 - self.active_gen()?;
+        self.clear_gen(g)
     }
 
     fn clear_gen(&mut self, g: u8) -> Result<()> {
@@ -360,8 +395,8 @@ impl Maps {
         clear(&mut self.dport, g)
     }
 
-    /// Stores the record of the fault in `slot` (at most `SPEC_RECORD - 4` bytes).
-    pub fn put_record(&mut self, slot: u32, data: &[u8]) -> Result<()> {
+    /// Stores a record under `key` (at most `SPEC_RECORD - 4` bytes).
+    pub fn put_record(&mut self, key: u32, data: &[u8]) -> Result<()> {
         anyhow::ensure!(
             data.len() + 4 <= SPEC_RECORD,
             "fault record of {} bytes is over the {} byte limit",
@@ -371,22 +406,34 @@ impl Maps {
         let mut rec = Box::new([0u8; SPEC_RECORD]);
         rec[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
         rec[4..4 + data.len()].copy_from_slice(data);
-        self.specs.insert(slot, *rec, 0)?;
+        self.specs.insert(key, *rec, 0)?;
         Ok(())
     }
 
-    pub fn remove_record(&mut self, slot: u32) -> Result<()> {
-        absent_ok(self.specs.remove(&slot))
+    pub fn remove_record(&mut self, key: u32) -> Result<()> {
+        absent_ok(self.specs.remove(&key))
+    }
+
+    /// The record stored under `key`, if any.
+    pub fn record(&self, key: u32) -> Result<Option<Vec<u8>>> {
+        match self.specs.get(&key, 0) {
+            Ok(rec) => Ok(Some(record_bytes(&rec))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The keys of every stored record (without copying the records).
+    pub fn record_keys(&self) -> Result<Vec<u32>> {
+        Ok(self.specs.keys().collect::<Result<_, _>>()?)
     }
 
     /// Every stored record, by slot.
     pub fn records(&self) -> Result<Vec<(u32, Vec<u8>)>> {
         let mut out = Vec::new();
         for kv in self.specs.iter() {
-            let (slot, rec) = kv?;
-            let len = (u32::from_le_bytes(rec[..4].try_into().expect("4 bytes")) as usize)
-                .min(SPEC_RECORD - 4);
-            out.push((slot, rec[4..4 + len].to_vec()));
+            let (key, rec) = kv?;
+            out.push((key, record_bytes(&rec)));
         }
         Ok(out)
     }

@@ -1,0 +1,129 @@
+//! The daemon's records in the SPECS map, and every key of that map: fault records (by id), one
+//! manifest per map generation (which record each slot of that generation runs), and the daemon's
+//! own records (the clsact and fq qdiscs it created). No program reads them.
+//!
+//! Why a manifest per generation: a change fills the inactive generation of the classification
+//! maps and then flips one control word. Writing that generation's manifest before the flip
+//! makes the flip the commit point for the records too: a restarted daemon reads the manifest of
+//! the generation the kernel runs and adopts exactly that set, whether the old daemon died before
+//! the flip (the old set), after it (the new set), or in between any two writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{fault::spec::FaultSpec, kernel::Maps};
+
+/// SPECS keys.
+pub mod key {
+    /// Fault records have ids below this.
+    pub const FAULTS_END: u32 = 0xFFFF_0000;
+    /// The fq qdiscs the daemon installed ([`super::super::fq::FqState`]).
+    pub const FQ: u32 = 0xFFFF_0000;
+    /// The interfaces whose clsact qdisc an instance of ours created.
+    pub const CLSACT: u32 = 0xFFFF_0001;
+    /// The manifest of generation 0; generation 1's is the next key.
+    pub const MANIFEST: u32 = 0xFFFF_0010;
+
+    pub const fn manifest(generation: u8) -> u32 {
+        MANIFEST + generation as u32
+    }
+}
+
+/// What is stored per fault, and what the API returns as the fault's definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub spec: FaultSpec,
+    pub start_ns: u64,
+    pub deadline_ns: u64,
+    /// Applied over a protected target with force.
+    #[serde(default)]
+    pub forced: bool,
+    /// Protected targets carved out of the fault's destinations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carved: Vec<Carved>,
+}
+
+/// A protected target carved out of a fault: an exception added to its `field` (`to`, or `from`
+/// for a both-ways fault).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Carved {
+    pub field: String,
+    pub cidr: String,
+    pub why: String,
+}
+
+/// A generation's manifest: slot -> the id of the record of the fault in that slot.
+pub type Manifest = BTreeMap<u32, u32>;
+
+fn get<T: DeserializeOwned>(maps: &Maps, key: u32) -> Result<Option<T>> {
+    match maps.record(key)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).with_context(|| format!("SPECS record {key:#x}"))?,
+        )),
+    }
+}
+
+fn put<T: Serialize>(maps: &mut Maps, key: u32, v: &T) -> Result<()> {
+    maps.put_record(key, &serde_json::to_vec(v)?)
+}
+
+/// The daemon's own record `key` ([`key::FQ`], [`key::CLSACT`]); `None` when absent or unreadable.
+pub fn own<T: DeserializeOwned>(maps: &Maps, key: u32) -> Option<T> {
+    get(maps, key).ok().flatten()
+}
+
+pub fn put_own<T: Serialize>(maps: &mut Maps, key: u32, v: &T) -> Result<()> {
+    put(maps, key, v)
+}
+
+/// The manifest of `generation`; empty when there is none (maps just created).
+pub fn manifest(maps: &Maps, generation: u8) -> Result<Manifest> {
+    Ok(get(maps, key::manifest(generation))?.unwrap_or_default())
+}
+
+pub fn put_manifest(maps: &mut Maps, generation: u8, m: &Manifest) -> Result<()> {
+    put(maps, key::manifest(generation), m)
+}
+
+/// The fault record `id`.
+pub fn fault(maps: &Maps, id: u32) -> Result<Option<Record>> {
+    get(maps, id)
+}
+
+/// The record's bytes, checked against the map's value size before anything is written.
+pub fn encode(r: &Record) -> Result<Vec<u8>, String> {
+    let bytes = serde_json::to_vec(r).map_err(|e| e.to_string())?;
+    if bytes.len() + 4 > injector_common::SPEC_RECORD {
+        return Err(format!(
+            "the fault is too large to store ({} bytes of JSON, at most {}); split it",
+            bytes.len(),
+            injector_common::SPEC_RECORD - 4
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Ids of the fault records stored.
+pub fn fault_ids(maps: &Maps) -> Result<BTreeSet<u32>> {
+    Ok(maps
+        .record_keys()?
+        .into_iter()
+        .filter(|k| *k < key::FAULTS_END)
+        .collect())
+}
+
+/// Removes every fault record not named in `keep` (left by a change that did not complete, or
+/// by the set a completed change replaced).
+pub fn collect_garbage(maps: &mut Maps, keep: &BTreeSet<u32>) -> Result<usize> {
+    let mut n = 0;
+    for id in fault_ids(maps)? {
+        if !keep.contains(&id) {
+            maps.remove_record(id)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
