@@ -340,7 +340,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             add(&["--loss", "5%", "--flows", "0%"]),
             "",
-            "--flows: '0%': must be more than 0%",
+            "--flows: '0%': the smallest share of flows is 0.0001%",
             1,
         ),
         (
@@ -372,7 +372,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             owned(&["fault", "add", "x", "--to", "10.42.1.1", "--blackhole"]),
             "",
-            "--to: 10.42.1.1/32 reaches protected 10.42.1.1/32 (node address); name other targets, or force it",
+            "--to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address): nothing is left to target",
             1,
         ),
         (

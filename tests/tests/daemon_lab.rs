@@ -218,21 +218,7 @@ fn bad_requests_get_4xx_and_change_nothing() {
             "/v1/faults".into(),
             f(r#"{"name":"x","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#),
             403,
-            "reaches protected 10.42.1.1/32 (node address)",
-        ),
-        (
-            "POST",
-            "/v1/faults".into(),
-            f(r#"{"name":"x","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#),
-            403,
-            "reaches protected 10.43.0.10/32 (cluster-dns)",
-        ),
-        (
-            "POST",
-            "/v1/faults".into(),
-            f(r#"{"name":"x","blackhole":true,"for":"1m"}"#),
-            403,
-            "faults[0].to: any address reaches protected",
+            "lies entirely in protected 10.42.1.1/32 (node address)",
         ),
         (
             "POST",
@@ -292,6 +278,34 @@ fn bad_requests_get_4xx_and_change_nothing() {
         );
     }
     assert_eq!(faults(&api), before, "nothing changed");
+    // A fault over a protected target has it carved out, and the reply says so.
+    let r = api
+        .request(
+            "POST",
+            "/v1/faults",
+            Some(&f(
+                r#"{"name":"carve","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#,
+            )),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c: injector::api::Created = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(c.created, ["carve"]);
+    assert_eq!(
+        c.carved["carve"],
+        [injector::api::Carved {
+            field: "to".into(),
+            cidr: "10.43.0.10/32".into(),
+            why: "cluster-dns".into()
+        }]
+    );
+    assert_eq!(
+        api.request("DELETE", "/v1/faults/carve", None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(faults(&api), before);
     // The CLI shows the daemon's message and exits 1; an unreachable daemon is one line and exit 3.
     let out = d
         .cli(
