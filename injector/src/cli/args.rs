@@ -6,7 +6,8 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    DEFAULT_BPFFS, DEFAULT_SOCKET, daemon::Config, kernel::attach::Roles, net::ifaces, parse,
+    DEFAULT_BPFFS, DEFAULT_SOCKET, daemon::Config, fault::spec::FaultSpec, kernel::attach::Roles,
+    net::ifaces, parse,
 };
 
 const EXAMPLES: &str = "\
@@ -165,59 +166,12 @@ pub enum FaultCmd {
     },
 }
 
+/// `fault add`: the fault's fields are [`FaultSpec`]'s own (one definition for files, the API and
+/// these flags: a new field of the fault model is a new flag with no code here).
 #[derive(Args)]
 pub struct AddArgs {
-    /// The fault's name (a-z, 0-9, '-', '.', '_').
-    pub name: String,
-    /// Source CIDRs (comma-separated or repeated); default: any.
-    #[arg(long, value_delimiter = ',')]
-    pub from: Vec<String>,
-    /// Destination CIDRs (comma-separated or repeated); default: any. Protected addresses inside
-    /// are carved out (--force includes them).
-    #[arg(long, value_delimiter = ',')]
-    pub to: Vec<String>,
-    /// CIDRs inside --from to leave alone (NetworkPolicy's ipBlock.except).
-    #[arg(long, value_delimiter = ',')]
-    pub from_except: Vec<String>,
-    /// CIDRs inside --to to leave alone.
-    #[arg(long, value_delimiter = ',')]
-    pub to_except: Vec<String>,
-    /// tcp, udp, icmp or any.
-    #[arg(long)]
-    pub proto: Option<String>,
-    /// Source ports or ranges: 53, 8000-8080 (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub sport: Vec<String>,
-    /// Destination ports or ranges: 5432, 8000-8080 (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub dport: Vec<String>,
-    /// Also the reverse direction.
-    #[arg(long)]
-    pub both_ways: bool,
-    /// Drop this share of packets: 5%, 0.1%.
-    #[arg(long)]
-    pub loss: Option<String>,
-    /// Drop every packet, silently.
-    #[arg(long)]
-    pub blackhole: bool,
-    /// Hold packets this long: 100ms.
-    #[arg(long)]
-    pub delay: Option<String>,
-    /// Uniform +- jitter around --delay: 10ms.
-    #[arg(long)]
-    pub jitter: Option<String>,
-    /// Hit only this share of flows (connections): 20%.
-    #[arg(long)]
-    pub flows: Option<String>,
-    /// Seed of the flow choice (same seed, same flows).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u32,
-    /// Lifetime; the kernel ends the fault then: 30s, 5m, 1h (at most 24h).
-    #[arg(long = "for", default_value = "5m")]
-    pub lifetime: String,
-    /// Count what the fault would hit; touch nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub spec: FaultSpec,
     /// Allow a fault that reaches protected targets.
     #[arg(long)]
     pub force: bool,

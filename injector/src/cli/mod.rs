@@ -181,7 +181,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let ep = endpoint(&cli, conn)?;
             match cmd {
                 FaultCmd::Add(a) => {
-                    let spec = flags::spec(a);
+                    let spec = a.spec.clone();
                     spec.validate("")
                         .map_err(|e| Failure(1, flags::as_flags(&e.to_string())))?;
                     let body =

@@ -44,20 +44,6 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     s
 }
 
-/// `delay 100ms±10ms`, `loss 5%`, `blackhole`, with `(dry run)`.
-pub fn action(spec: &FaultSpec) -> String {
-    let mut a = match (&spec.loss, &spec.delay, &spec.jitter) {
-        (Some(l), _, _) => format!("loss {l}"),
-        (None, Some(d), Some(j)) => format!("delay {d}±{j}"),
-        (None, Some(d), None) => format!("delay {d}"),
-        (None, None, _) => "blackhole".to_string(),
-    };
-    if spec.dry_run {
-        a += " (dry run)";
-    }
-    a
-}
-
 /// `10.42.1.0/24 -> 10.42.2.7 tcp :5432` (`<->` both ways).
 pub fn matcher(spec: &FaultSpec) -> String {
     let set = |v: &[String]| {
@@ -116,7 +102,7 @@ pub fn faults_table(faults: &[FaultView]) -> String {
     for f in faults {
         let mut row = vec![
             f.name.clone(),
-            action(&f.spec),
+            f.spec.action_text(),
             matcher(&f.spec),
             f.spec.flows.clone().unwrap_or_else(|| "100%".into()),
             duration(f.remaining_s),

@@ -34,7 +34,7 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
             let now: Vec<u64> = outcomes.iter().map(|&o| f.total(o)).collect();
             let mut row = vec![
                 name.clone(),
-                output::action(&f.spec),
+                f.spec.action_text(),
                 output::duration(f.remaining_s),
             ];
             row.extend(now.iter().map(u64::to_string));

@@ -133,7 +133,7 @@ async fn create(
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;
-    super::fq::sync(c);
+    c.sync_fq();
     // A new fault set re-arms (as after an abort, applying again is a deliberate act).
     c.maps.set_ctrl(ctrl::ARMED, 1)?;
     tracing::info!(faults = ?names, force, "faults added");
@@ -157,7 +157,7 @@ async fn delete_one(
     let mut guard = s.shared.lock();
     let c = &mut *guard;
     c.faults.remove(&mut c.maps, &name)?;
-    super::fq::sync(c);
+    c.sync_fq();
     tracing::info!(fault = %name, "fault deleted");
     Ok(Json(Deleted {
         deleted: vec![name],
@@ -168,7 +168,7 @@ async fn clear(State(s): State<ApiState>) -> Result<Json<Cleared>, ApiError> {
     let mut guard = s.shared.lock();
     let c = &mut *guard;
     let n = c.faults.clear(&mut c.maps)?;
-    super::fq::sync(c);
+    c.sync_fq();
     tracing::info!(faults = n, "all faults deleted");
     Ok(Json(Cleared { deleted_count: n }))
 }

@@ -144,7 +144,7 @@ fn appeared(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ifindex: u32, n
     }
     c.ifaces.insert(name, st);
     sync_xdp(&mut c, cfg.roles.xdp);
-    super::fq::sync(&mut c);
+    c.sync_fq();
 }
 
 fn vanished(shared: &Shared, cfg: &Config, ifindex: u32, name: &str) {

@@ -215,10 +215,10 @@ fn adopt(cfg: &Config, l: &mut Loaded) -> Result<FaultSet> {
 fn start_fq(shared: &Shared, adopted: bool) {
     let mut c = shared.lock();
     c.save_clsact();
-    if adopted {
-        fq::adopt(&mut c);
+    if adopted && let Some(st) = fq::FqState::adopt(&c.maps) {
+        c.fq = st;
     }
-    fq::sync(&mut c);
+    c.sync_fq();
 }
 
 /// Serves the API (Unix socket, and TCP behind the token) and the metrics, one task each; an API
@@ -302,7 +302,7 @@ fn heartbeat(shared: &Shared) {
 fn teardown(shared: Shared, ebpf: Ebpf, cfg: &Config) {
     info!("stopping: detaching programs, removing pins, restoring qdiscs");
     let mut c = shared.lock();
-    fq::restore_all(&mut c);
+    c.fq.restore_all();
     for (name, st) in std::mem::take(&mut c.ifaces) {
         for e in attach::detach(&name, &st) {
             warn!(iface = %name, error = %e, "detach");
