@@ -106,14 +106,11 @@ fn both_ways_overlapping(l: &Lab, a: &Pod, b: &Pod) {
     let (d1, d2) = daemons(l, &[], &faults);
     let got = l.ping_fast(a, b.ip.into(), n).unwrap();
     let lost = n - got;
-    let p = 1.0 - 0.9 * 0.9;
-    let bound = (3.29 * (f64::from(n) * p * (1.0 - p)).sqrt()).ceil() as u32;
-    let want = (f64::from(n) * p).round() as u32;
-    assert!(
-        lost.abs_diff(want) <= bound,
-        "{} <-> {}: lost {lost} of {n}, want {want} +- {bound}",
-        a.name,
-        b.name
+    stats::assert_binomial(
+        u64::from(lost),
+        u64::from(n),
+        1.0 - 0.9 * 0.9,
+        &format!("{} <-> {}: pings lost", a.name, b.name),
     );
     let hooks = ["veth_egress", "overlay_egress", "xdp_veth"];
     let sum =
@@ -159,26 +156,22 @@ fn a_fault_on_a_pod_subnet_carves_out_the_node_addresses() {
     require_root();
     let l = Lab::up(&lab::run_prefix("cv"), 2).unwrap();
     let d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
-    let out = d
-        .cli_ok(
-            &[
-                "fault",
-                "add",
-                "subnet",
-                "--to",
-                "10.42.1.0/24",
-                "--proto",
-                "icmp",
-                "--loss",
-                "50%",
-                "--for",
-                "5m",
-                "-o",
-                "json",
-            ],
-            "",
-        )
-        .unwrap();
+    let subnet = |more: &[&str]| {
+        let mut a = vec![
+            "fault",
+            "add",
+            "subnet",
+            "--to",
+            "10.42.1.0/24",
+            "--proto",
+            "icmp",
+            "--for",
+            "5m",
+        ];
+        a.extend_from_slice(more);
+        d.cli_ok(&a, "").unwrap()
+    };
+    let out = subnet(&["--loss", "50%", "-o", "json"]);
     assert!(
         out.contains("10.42.1.1/32") && out.contains("10.42.1.0/32"),
         "the reply names what was carved: {out}"
@@ -199,31 +192,14 @@ fn a_fault_on_a_pod_subnet_carves_out_the_node_addresses() {
     assert_eq!(to_bridge, n, "the bridge address is untouched");
     // Request and reply both go to a pod of the subnet: a round trip survives with 0.5^2.
     let to_pod = l.ping_fast(a, b.ip.into(), n).unwrap();
-    let bound = (3.29 * (f64::from(n) * 0.75 * 0.25).sqrt()).ceil() as u32;
-    assert!(
-        (n - to_pod).abs_diff(n * 3 / 4) <= bound,
-        "pings between pods of the subnet lose 75%: {} of {n} lost",
-        n - to_pod
+    stats::assert_binomial(
+        u64::from(n - to_pod),
+        u64::from(n),
+        0.75,
+        "pings lost between pods of the subnet",
     );
     // --force includes them.
-    d.cli_ok(
-        &[
-            "fault",
-            "add",
-            "subnet",
-            "--to",
-            "10.42.1.0/24",
-            "--proto",
-            "icmp",
-            "--blackhole",
-            "--for",
-            "5m",
-            "--force",
-            "--replace",
-        ],
-        "",
-    )
-    .unwrap();
+    subnet(&["--blackhole", "--force", "--replace"]);
     assert_eq!(
         l.ping(a, "10.42.1.1".parse().unwrap(), 3).unwrap(),
         0,
