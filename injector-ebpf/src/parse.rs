@@ -1,26 +1,54 @@
 //! Packet parsing shared by every hook: Ethernet, up to two VLAN tags, IPv4 (options, fragments),
 //! IPv6 (extension header chain, fragments), TCP/UDP ports. Anything it does not understand yields
 //! `None`, and the caller passes the packet untouched (fail open).
+//!
+//! Header layouts and constants come from `network-types`; it has no IPv6 extension headers, so
+//! those (`ExtHdr`) are defined here. The other headers are read whole: a truncated one fails.
 
 use aya_ebpf::programs::{TcContext, XdpContext};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
+pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
+pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
+pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
+const IPPROTO_HOPOPTS: u8 = IpProto::HopOpt as u8;
+const IPPROTO_ROUTING: u8 = IpProto::Ipv6Route as u8;
+const IPPROTO_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+const IPPROTO_AH: u8 = IpProto::Ah as u8;
+const IPPROTO_DSTOPTS: u8 = IpProto::Ipv6Opts as u8;
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
-/// Most IPv6 extension headers walked before giving up (and passing the packet).
+// EtherTypes as they sit in the packet (network-types keeps them in network byte order), so a
+// raw field compares without a byte swap.
+const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
+const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
+
+/// Most IPv6 extension headers walked; a chain of exactly this many is parsed, a longer one is
+/// given up on (the packet passes).
 const MAX_EXT_HEADERS: usize = 6;
+
+/// The start of an IPv6 extension header (RFC 8200 section 4; AH: RFC 4302), which is all the
+/// walk needs: the next header's type, then the length (hop-by-hop, routing and destination
+/// options: in 8-byte units not counting the first 8; AH: in 4-byte units minus 2), or for a
+/// fragment header (always 8 bytes) a reserved byte and then the offset. network-types 0.2 has no
+/// extension header types, hence this one. Only these 4 bytes are read (on XDP a wider read costs a
+/// load per byte); a header cut short after them fails at the next read, except a non-first
+/// fragment's, after which nothing is read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExtHdr {
+    next_hdr: u8,
+    hdr_ext_len: u8,
+    frag_off: [u8; 2],
+}
 
 /// Bytes of a packet, read at an offset. Reads past the end fail instead of faulting.
 pub trait Bytes {
@@ -67,23 +95,35 @@ pub struct Flow {
     pub dport: u16,
 }
 
+/// Ports of a TCP or UDP header at `off`, unless the packet is a non-first fragment (no header).
 #[inline(always)]
 fn l4<B: Bytes>(pkt: &B, flow: &mut Flow, off: usize, first_fragment: bool) -> Option<()> {
-    if first_fragment && (flow.proto == IPPROTO_TCP || flow.proto == IPPROTO_UDP) {
-        let ports = pkt.read::<[u8; 4]>(off)?;
-        flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
-        flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
-        flow.has_ports = true;
+    if !first_fragment {
+        return Some(());
     }
+    let (sport, dport) = match flow.proto {
+        IPPROTO_TCP => {
+            let h = pkt.read::<TcpHdr>(off)?;
+            (u16::from_be_bytes(h.source), u16::from_be_bytes(h.dest))
+        }
+        IPPROTO_UDP => {
+            let h = pkt.read::<UdpHdr>(off)?;
+            (h.src_port(), h.dst_port())
+        }
+        _ => return Some(()),
+    };
+    flow.sport = sport;
+    flow.dport = dport;
+    flow.has_ports = true;
     Some(())
 }
 
 #[inline(always)]
 fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
-    let h = pkt.read::<[u8; 20]>(off)?;
-    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let h = pkt.read::<Ipv4Hdr>(off)?;
+    let ihl = usize::from(h.ihl());
     // Version 4 and a header of at least 20 bytes, all of it present.
-    if h[0] >> 4 != 4 || ihl < 20 {
+    if h.version() != 4 || ihl < Ipv4Hdr::LEN {
         return None;
     }
     pkt.read::<u8>(off + ihl - 1)?;
@@ -91,82 +131,82 @@ fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
         v6: false,
         src: [0; 16],
         dst: [0; 16],
-        proto: h[9],
+        proto: h.proto,
         has_ports: false,
         sport: 0,
         dport: 0,
     };
-    flow.src[..4].copy_from_slice(&h[12..16]);
-    flow.dst[..4].copy_from_slice(&h[16..20]);
-    let frag_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-    l4(pkt, &mut flow, off + ihl, frag_offset == 0)?;
+    flow.src[..4].copy_from_slice(&h.src_addr);
+    flow.dst[..4].copy_from_slice(&h.dst_addr);
+    l4(pkt, &mut flow, off + ihl, h.frag_offset() == 0)?;
     Some(flow)
 }
 
 #[inline(always)]
+fn is_ext_header(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
+    )
+}
+
+#[inline(always)]
 fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
-    let h = pkt.read::<[u8; 40]>(off)?;
-    if h[0] >> 4 != 6 {
+    let h = pkt.read::<Ipv6Hdr>(off)?;
+    if h.version() != 6 {
         return None;
     }
     let mut flow = Flow {
         v6: true,
-        src: [0; 16],
-        dst: [0; 16],
-        proto: h[6],
+        src: h.src_addr,
+        dst: h.dst_addr,
+        proto: h.next_hdr,
         has_ports: false,
         sport: 0,
         dport: 0,
     };
-    flow.src.copy_from_slice(&h[8..24]);
-    flow.dst.copy_from_slice(&h[24..40]);
-    let mut off = off + 40;
-    let mut first_fragment = true;
-    let mut done = false;
+    let mut off = off + Ipv6Hdr::LEN;
+    // Walk up to MAX_EXT_HEADERS headers; what follows the last one walked must be upper-layer.
     for _ in 0..MAX_EXT_HEADERS {
-        match flow.proto {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let e = pkt.read::<[u8; 2]>(off)?;
-                flow.proto = e[0];
-                off += (usize::from(e[1]) + 1) * 8;
-            }
-            IPPROTO_FRAGMENT => {
-                let e = pkt.read::<[u8; 4]>(off)?;
-                flow.proto = e[0];
-                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
-                    first_fragment = false;
-                }
-                off += 8;
-            }
-            IPPROTO_AH => {
-                let e = pkt.read::<[u8; 2]>(off)?;
-                flow.proto = e[0];
-                off += (usize::from(e[1]) + 2) * 4;
-            }
-            _ => {
-                done = true;
-                break;
-            }
+        if !is_ext_header(flow.proto) {
+            break;
         }
+        let e = pkt.read::<ExtHdr>(off)?;
+        let len = usize::from(e.hdr_ext_len);
+        let this = flow.proto;
+        flow.proto = e.next_hdr;
+        off += match this {
+            IPPROTO_FRAGMENT => {
+                // Offset in 8-byte units, above 3 flag bits. A non-first fragment has no ports,
+                // and what follows its header is data, not headers: its next header type (the
+                // first header of the fragmentable part) is all there is to know of its protocol.
+                if u16::from_be_bytes(e.frag_off) >> 3 != 0 {
+                    return Some(flow);
+                }
+                8
+            }
+            IPPROTO_AH => (len + 2) * 4,
+            _ => (len + 1) * 8,
+        };
     }
-    if !done {
+    if is_ext_header(flow.proto) {
         // A longer chain than we walk: give up, pass the packet.
         return None;
     }
-    l4(pkt, &mut flow, off, first_fragment)?;
+    l4(pkt, &mut flow, off, true)?;
     Some(flow)
 }
 
 /// Parses an Ethernet frame; `None` for anything that is not IPv4/IPv6 or is malformed.
 #[inline(always)]
 pub fn parse<B: Bytes>(pkt: &B) -> Option<Flow> {
-    let mut off = ETH_HLEN;
-    let mut proto = u16::from_be(pkt.read::<u16>(off - 2)?);
-    // 802.1ad outer tag, then 802.1Q inner tag; each is 4 bytes: TCI, then the next EtherType.
+    let mut proto = pkt.read::<EthHdr>(0)?.ether_type;
+    let mut off = EthHdr::LEN;
+    // 802.1ad outer tag, then 802.1Q inner tag (either type in either place).
     for _ in 0..2 {
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            proto = u16::from_be(pkt.read::<u16>(off + 2)?);
-            off += 4;
+            proto = pkt.read::<VlanHdr>(off)?.ether_type;
+            off += VlanHdr::LEN;
         }
     }
     match proto {

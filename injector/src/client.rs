@@ -10,6 +10,8 @@ use std::{
 
 use thiserror::Error;
 
+use crate::api::ErrorBody;
+
 /// Where the daemon is.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
@@ -36,10 +38,9 @@ pub struct Response {
 impl Response {
     /// The `error` message of a JSON error body, or the body itself.
     pub fn error_message(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or_else(|| self.body.trim().to_string())
+        serde_json::from_str::<ErrorBody>(&self.body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| self.body.trim().to_string())
     }
 }
 

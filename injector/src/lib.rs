@@ -1,6 +1,7 @@
 //! injector: eBPF network fault injector for Kubernetes workers. The library behind the
 //! `injector` binary: the daemon, the map access, and the parsing of what users type.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod daemon;

@@ -35,10 +35,11 @@ pub fn stats(bpffs: &Path) -> Result<()> {
             .collect();
     let now = monotonic_ns();
     println!(
-        "armed={} gen={} heartbeat_age_ms={}",
+        "armed={} gen={} heartbeat_age_ms={} records={}",
         maps.ctrl(ctrl::ARMED)?,
         maps.ctrl(ctrl::GEN)? & 1,
-        now.saturating_sub(maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000
+        now.saturating_sub(maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000,
+        records::fault_ids(&maps)?.len()
     );
     for (slot, cfg) in maps.live_faults()? {
         let name = names

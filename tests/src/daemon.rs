@@ -23,6 +23,8 @@ pub struct Daemon {
     pub node: String,
     netns: String,
     extra: Vec<String>,
+    /// More environment for the daemon process (e.g. `INJECTOR_FAILPOINT_FILE`).
+    env: Vec<(String, String)>,
     /// Remove the pins on drop (false once a successor daemon took them over).
     owns_pins: bool,
 }
@@ -35,6 +37,16 @@ impl Daemon {
 
     /// As [`start`](Self::start), with more daemon arguments (`--xdp`, `--grace 2s`, ...).
     pub fn start_with(bin: &Path, node: &Node, extra: &[&str]) -> Result<Daemon> {
+        Self::start_env(bin, node, extra, &[])
+    }
+
+    /// As [`start_with`](Self::start_with), with more environment for the daemon.
+    pub fn start_env(
+        bin: &Path,
+        node: &Node,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let mut d = Daemon {
             child: None,
             bin: bin.to_path_buf(),
@@ -44,6 +56,10 @@ impl Daemon {
             node: node.name.clone(),
             netns: node.netns.clone(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             owns_pins: true,
         };
         d.spawn()?;
@@ -63,6 +79,7 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
@@ -94,6 +111,7 @@ impl Daemon {
             node: self.node.clone(),
             netns: self.netns.clone(),
             extra: self.extra.clone(),
+            env: self.env.clone(),
             owns_pins: false,
         }
     }
@@ -198,6 +216,26 @@ impl Daemon {
                 let _ = c.wait();
                 bail!(
                     "daemon on {} ignored signal {sig} for 10 s:\n{}",
+                    self.node,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let start = Instant::now();
+        let c = self.child.as_mut().context("daemon already stopped")?;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "daemon on {} still runs after {timeout:?}:\n{}",
                     self.node,
                     self.log_text()
                 );

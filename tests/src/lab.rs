@@ -191,7 +191,7 @@ impl Lab {
         )?;
         ip(ns, &["link", "set", "cni0", "up"])?;
         for pod in &node.pods {
-            build_pod(ns, pod)?;
+            build_pod(ns, pod, POD_MTU)?;
         }
         Ok(())
     }
@@ -284,6 +284,12 @@ impl Lab {
 
     /// Adds a pod to node `n` while the lab runs (as a CNI ADD would); returns it.
     pub fn add_pod(&mut self, n: u8) -> Result<Pod> {
+        self.add_pod_with_mtu(n, POD_MTU)
+    }
+
+    /// As [`add_pod`](Self::add_pod), with both ends of its veth at `mtu` (e.g. one too large
+    /// for XDP on veth, to provoke an XDP attach failure).
+    pub fn add_pod_with_mtu(&mut self, n: u8, mtu: &str) -> Result<Pod> {
         let prefix = self.prefix.clone();
         let node = &mut self.nodes[usize::from(n - 1)];
         let p = node.pods.len() as u8 + 1;
@@ -296,7 +302,7 @@ impl Lab {
             ip6: Ipv6Addr::new(0xfd00, 0x42, u16::from(n), 0, 0, 0, 0, u16::from(1 + p)),
             node: n,
         };
-        build_pod(&node.netns, &pod)?;
+        build_pod(&node.netns, &pod, mtu)?;
         node.pods.push(pod.clone());
         Ok(pod)
     }
@@ -341,7 +347,7 @@ impl Lab {
 }
 
 /// A pod's netns, its veth pair (host end on cni0 in `node_ns`), addresses and routes.
-fn build_pod(node_ns: &str, pod: &Pod) -> Result<()> {
+fn build_pod(node_ns: &str, pod: &Pod, mtu: &str) -> Result<()> {
     let n = pod.node;
     ip("", &["netns", "add", &pod.netns])?;
     let p = pod.netns.as_str();
@@ -352,14 +358,14 @@ fn build_pod(node_ns: &str, pod: &Pod) -> Result<()> {
             "add",
             &pod.host_veth,
             "mtu",
-            POD_MTU,
+            mtu,
             "type",
             "veth",
             "peer",
             "name",
             "eth0",
             "mtu",
-            POD_MTU,
+            mtu,
             "netns",
             p,
         ],

@@ -18,10 +18,22 @@ pub fn hook(stats: &str, hook: &str, key: &str) -> u64 {
     value(line, key)
 }
 
-fn value(line: &str, key: &str) -> u64 {
+/// `key=N` of one line.
+pub fn value(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in: {line}"))
         .parse()
         .expect("a number")
+}
+
+/// Asserts that `k` successes of `n` trials lie within the 99.9% two-sided bound (+-3.29 sd,
+/// normal approximation) of Binomial(n, p); `what` names the measurement in the failure.
+pub fn assert_binomial(k: u64, n: u64, p: f64, what: &str) {
+    let mean = (n as f64 * p).round() as u64;
+    let bound = (3.29 * (n as f64 * p * (1.0 - p)).sqrt()).ceil() as u64;
+    assert!(
+        k.abs_diff(mean) <= bound,
+        "{what}: {k} of {n}, want {mean} +- {bound} (p = {p})"
+    );
 }

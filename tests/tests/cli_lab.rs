@@ -95,7 +95,7 @@ fn every_subcommand_and_output_format() {
     let json: Value =
         serde_json::from_str(&d.cli_ok(&["fault", "ls", "-o", "json"], "").unwrap()).unwrap();
     let yaml: Value =
-        serde_yaml::from_str(&d.cli_ok(&["fault", "ls", "-o", "yaml"], "").unwrap()).unwrap();
+        serde_saphyr::from_str(&d.cli_ok(&["fault", "ls", "-o", "yaml"], "").unwrap()).unwrap();
     let names = |v: &Value| {
         v.as_array()
             .unwrap()
@@ -117,7 +117,7 @@ fn every_subcommand_and_output_format() {
         (Some("20%"), Some(7))
     );
     let one: Value =
-        serde_yaml::from_str(&d.cli_ok(&["fault", "get", "bh", "-o", "yaml"], "").unwrap())
+        serde_saphyr::from_str(&d.cli_ok(&["fault", "get", "bh", "-o", "yaml"], "").unwrap())
             .unwrap();
     assert_eq!(one["spec"]["blackhole"], true);
     assert!(
@@ -132,7 +132,7 @@ fn every_subcommand_and_output_format() {
     assert_eq!(st["armed"], true);
     assert_eq!(st["interfaces"].as_object().unwrap().len(), 4);
     let st: Value =
-        serde_yaml::from_str(&d.cli_ok(&["status", "-o", "yaml"], "").unwrap()).unwrap();
+        serde_saphyr::from_str(&d.cli_ok(&["status", "-o", "yaml"], "").unwrap()).unwrap();
     assert_eq!(st["faults"].as_array().unwrap().len(), 2);
     let table = d.cli_ok(&["status"], "").unwrap();
     assert!(
@@ -161,7 +161,8 @@ fn every_subcommand_and_output_format() {
         2,
         "{top}"
     );
-    assert!(top.contains("DROP/s") && top.contains("bh "), "{top}");
+    // Rate columns come from the action table too: `<column>/s`.
+    assert!(top.contains("DROPPED/s") && top.contains("bh "), "{top}");
 
     // rm
     assert_eq!(
@@ -226,7 +227,7 @@ fn a_yaml_file_of_several_faults_is_applied_and_removed() {
     let out = d
         .cli(
             &["apply", "-f", "-"],
-            &serde_json::to_string(&serde_yaml::from_str::<Value>(&yaml).unwrap()).unwrap(),
+            &serde_json::to_string(&serde_saphyr::from_str::<Value>(&yaml).unwrap()).unwrap(),
         )
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -339,7 +340,13 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             add(&["--loss", "5%", "--flows", "0%"]),
             "",
-            "--flows: '0%': must be more than 0%",
+            "--flows: '0%': the smallest share of flows is 0.0001%",
+            1,
+        ),
+        (
+            add(&["--loss", "5%", "--flows", "0.00004%"]),
+            "",
+            "--flows: '0.00004%': the smallest share of flows is 0.0001% (1 in a million)",
             1,
         ),
         (
@@ -371,7 +378,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             owned(&["fault", "add", "x", "--to", "10.42.1.1", "--blackhole"]),
             "",
-            "--to: 10.42.1.1/32 reaches protected 10.42.1.1/32 (node address); name other targets, or force it",
+            "--to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address): nothing is left to target; name other targets, or force it",
             1,
         ),
         (
@@ -383,7 +390,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             owned(&["apply", "-f", "-"]),
             "faults: [name: x",
-            "-f -: not YAML",
+            "-f -: not YAML: line 1 column 9: unclosed bracket",
             1,
         ),
         (
@@ -471,6 +478,79 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.starts_with("injector: cannot reach the daemon at /nonexistent.sock"),
+        "{err}"
+    );
+}
+
+#[test]
+fn daemon_errors_name_its_flags_and_its_help_has_no_client_flags() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(injector_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Refused before anything is loaded (no root needed): the flag is --api-token-file.
+    let short = std::env::temp_dir().join(format!("{}.token", lab::run_prefix("cf")));
+    std::fs::write(&short, "short\n").unwrap();
+    let missing = "/nonexistent/injector.token";
+    for (file, want) in [
+        (
+            missing,
+            "--api-token-file: cannot read /nonexistent/injector.token",
+        ),
+        (short.to_str().unwrap(), "characters; use at least 16"),
+    ] {
+        let (code, _, err) = run(&[
+            "daemon",
+            "--bpffs",
+            "/sys/fs/bpf/unused-cf",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-token-file",
+            file,
+        ]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(want), "want '{want}' in: {err}");
+        assert!(
+            err.contains("--api-token-file") && !err.contains("--token-file:"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_file(&short);
+    assert!(!std::path::Path::new("/sys/fs/bpf/unused-cf").exists());
+
+    // The daemon's help lists its own flags, not the CLI's TCP ones.
+    let (code, help, _) = run(&["daemon", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        help.contains("--api-token-file") && help.contains("--socket"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("--addr") && !help.contains("--token-file <"),
+        "{help}"
+    );
+    let (code, _, err) = run(&["daemon", "--addr", "127.0.0.1:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    // Where the CLI talks to the API they are there, also after a nested subcommand.
+    for cmd in [&["status", "--help"][..], &["fault", "ls", "--help"]] {
+        let (code, help, _) = run(cmd);
+        assert_eq!(code, Some(0));
+        assert!(
+            help.contains("--addr") && help.contains("--token-file"),
+            "{cmd:?}: {help}"
+        );
+    }
+    let (code, _, err) = run(&["fault", "ls", "--addr", "127.0.0.1:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--addr: a TCP daemon needs --token-file"),
         "{err}"
     );
 }

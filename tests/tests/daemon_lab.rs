@@ -1,6 +1,7 @@
 //! The node daemon in the lab: new pods are covered without a restart, kill -9 + restart adopts
 //! the running faults, bad API requests get 4xx and change nothing, protected targets are refused,
-//! the TCP API needs its token, and the metrics pass promtool and are scraped by a real Prometheus.
+//! the TCP API needs its token, /readyz and XDP-judging follow a failed XDP attach, and the
+//! metrics pass promtool and are scraped by a real Prometheus.
 
 use std::{
     net::SocketAddr,
@@ -217,21 +218,23 @@ fn bad_requests_get_4xx_and_change_nothing() {
             "/v1/faults".into(),
             f(r#"{"name":"x","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#),
             403,
-            "reaches protected 10.42.1.1/32 (node address)",
+            "faults[0].to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address)",
         ),
         (
             "POST",
             "/v1/faults".into(),
-            f(r#"{"name":"x","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#),
+            f(r#"{"name":"x","to":["10.43.0.10"],"blackhole":true,"for":"1m"}"#),
             403,
-            "reaches protected 10.43.0.10/32 (cluster-dns)",
+            "lies entirely in protected 10.43.0.10/32 (cluster-dns)",
         ),
         (
             "POST",
             "/v1/faults".into(),
-            f(r#"{"name":"x","blackhole":true,"for":"1m"}"#),
+            f(
+                r#"{"name":"x","from":["10.42.1.1"],"to":["10.42.1.3"],"both_ways":true,"blackhole":true,"for":"1m"}"#,
+            ),
             403,
-            "faults[0].to: any address reaches protected",
+            "faults[0].from: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32 (node address)",
         ),
         (
             "POST",
@@ -291,6 +294,33 @@ fn bad_requests_get_4xx_and_change_nothing() {
         );
     }
     assert_eq!(faults(&api), before, "nothing changed");
+    // A fault over a protected target has it carved out, and the reply says so.
+    let r = api
+        .request(
+            "POST",
+            "/v1/faults",
+            Some(&f(
+                r#"{"name":"carve","to":["10.43.0.0/16"],"blackhole":true,"for":"1m"}"#,
+            )),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let c: injector::api::Created = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(c.created, ["carve"]);
+    // Out of the destinations, and of the (any) sources: its replies pass too.
+    let dns = |field: &str| injector::api::Carved {
+        field: field.into(),
+        cidr: "10.43.0.10/32".into(),
+        why: "cluster-dns".into(),
+    };
+    assert_eq!(c.carved["carve"], [dns("to"), dns("from")]);
+    assert_eq!(
+        api.request("DELETE", "/v1/faults/carve", None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(faults(&api), before);
     // The CLI shows the daemon's message and exits 1; an unreachable daemon is one line and exit 3.
     let out = d
         .cli(
@@ -361,9 +391,9 @@ fn the_tcp_api_needs_its_token() {
         Command::new("ip")
             .args(["netns", "exec", &l.node(1).netns])
             .arg(injector_bin())
-            .args(["--addr", "127.0.0.1:7070", "--token-file"])
+            .args(["status", "--addr", "127.0.0.1:7070", "--token-file"])
             .arg(token)
-            .args(["status", "-o", "json"])
+            .args(["-o", "json"])
             .output()
             .unwrap()
     };
@@ -407,6 +437,73 @@ fn the_tcp_api_needs_its_token() {
     assert!(
         !std::path::Path::new("/sys/fs/bpf/unused-x").exists(),
         "nothing was created"
+    );
+}
+
+#[test]
+fn an_xdp_attach_failure_is_not_ready_and_that_pods_drops_are_still_judged() {
+    require_root();
+    let mut l = Lab::up(&lab::run_prefix("xf"), 2).unwrap();
+    let d = Daemon::start_with(&injector_bin(), l.node(1), &["--xdp"]).unwrap();
+    let netns = l.node(1).netns.clone();
+    let metrics: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+    let readyz = || http_get(&netns, metrics, "/readyz", "*/*").unwrap();
+    assert_eq!(readyz(), (200, "ready\n".to_string()));
+    assert_eq!(status(&d)["interfaces"]["cni0"]["xdp_judged"], true);
+
+    // A pod whose veth refuses XDP: its peer's MTU is too large for XDP on veth (ERANGE).
+    let bad = l.add_pod_with_mtu(1, "9000").unwrap();
+    until(
+        "the XDP attach failure in status",
+        Duration::from_secs(5),
+        || status(&d)["interfaces"][&bad.host_veth]["error"].is_string(),
+    );
+    let st = status(&d);
+    assert_eq!(st["ready"], false, "{st}");
+    assert!(
+        st["not_ready"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with(&format!("interface {}: not attached", bad.host_veth))),
+        "{st}"
+    );
+    assert_eq!(
+        st["interfaces"]["cni0"]["xdp_judged"], false,
+        "one pod veth without XDP: packets entering through the bridge were not all judged by XDP"
+    );
+    let (code, body) = readyz();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with("not ready\n") && body.contains(&bad.host_veth),
+        "{body}"
+    );
+
+    // Its packets to another node are judged at flannel.1 egress (the bridge is not XDP-judged).
+    d.apply(&format!(
+        r#"[{{"name":"bh","from":["{}"],"to":["{}"],"blackhole":true,"for":"5m"}}]"#,
+        bad.ip,
+        l.pod(2, 1).ip
+    ))
+    .unwrap();
+    assert_eq!(
+        l.ping(&bad, l.pod(2, 1).ip.into(), 3).unwrap(),
+        0,
+        "the pod without XDP has its routed drops judged at egress"
+    );
+    assert_eq!(l.ping(l.pod(1, 1), l.pod(2, 1).ip.into(), 3).unwrap(), 3);
+
+    // The pod goes: ready again, the bridge XDP-judged again.
+    l.remove_pod(1, &bad.name).unwrap();
+    until("ready again", Duration::from_secs(5), || readyz().0 == 200);
+    assert_eq!(status(&d)["interfaces"]["cni0"]["xdp_judged"], true);
+
+    // A map pin removed behind the daemon's back: not ready, naming it.
+    let pin = d.bpffs.join(injector_common::maps::ALL[0]);
+    std::fs::remove_file(&pin).unwrap();
+    let (code, body) = readyz();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(&format!("map pin {} is missing", pin.display())),
+        "{body}"
     );
 }
 

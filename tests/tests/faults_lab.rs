@@ -94,6 +94,119 @@ fn ten_percent_loss_cross_node_with_xdp() {
     ten_percent(&l, l.pod(1, 1), l.pod(2, 1), &["--xdp"]);
 }
 
+/// A both-ways 10% loss whose `from` and `to` both hold `a` and `b` (each packet matches both of
+/// its rules): requests and replies are each judged once, so 10k pings lose 1 - 0.9^2 = 19%
+/// (judged twice per packet it was 35%), and the counters count each packet once.
+fn both_ways_overlapping(l: &Lab, a: &Pod, b: &Pod) {
+    let n = 10_000u32;
+    let ab = format!(r#"["{}","{}"]"#, a.ip, b.ip);
+    let faults = format!(
+        r#"[{{"name":"bw","from":{ab},"to":{ab},"proto":"icmp","loss":"10%","both_ways":true,"for":"5m"}}]"#
+    );
+    let (d1, d2) = daemons(l, &[], &faults);
+    let got = l.ping_fast(a, b.ip.into(), n).unwrap();
+    let lost = n - got;
+    stats::assert_binomial(
+        u64::from(lost),
+        u64::from(n),
+        1.0 - 0.9 * 0.9,
+        &format!("{} <-> {}: pings lost", a.name, b.name),
+    );
+    let hooks = ["veth_egress", "overlay_egress", "xdp_veth"];
+    let sum =
+        |s: &str, key: &str| -> u64 { hooks.iter().map(|h| stats::fault(s, "bw", h, key)).sum() };
+    let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());
+    let matched = sum(&s1, "matched") + sum(&s2, "matched");
+    let dropped = sum(&s1, "dropped") + sum(&s2, "dropped");
+    assert_eq!(
+        dropped,
+        u64::from(lost),
+        "every lost ping dropped once:\n{s1}\n{s2}"
+    );
+    // Judged: every request, and every reply that was sent (n minus the requests dropped, which
+    // are at most the pings lost).
+    let (n, lost) = (u64::from(n), u64::from(lost));
+    assert!(
+        (2 * n - lost..=2 * n).contains(&matched),
+        "matched {matched}: each request and reply counted once (between {} and {})",
+        2 * n - lost,
+        2 * n
+    );
+}
+
+#[test]
+fn both_ways_overlapping_loss_same_node_is_judged_once_per_packet() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("bs"), 2).unwrap();
+    both_ways_overlapping(&l, l.pod(1, 1), l.pod(1, 2));
+}
+
+#[test]
+fn both_ways_overlapping_loss_cross_node_is_judged_once_per_packet() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("bx"), 2).unwrap();
+    both_ways_overlapping(&l, l.pod(1, 1), l.pod(2, 1));
+}
+
+/// A fault on a node's whole pod subnet: the node's own addresses in it (cni0's 10.42.1.1,
+/// flannel.1's 10.42.1.0) are carved out, shown in the reply and in `fault get`; the bridge
+/// address still answers every ping while a pod in the subnet loses its share.
+#[test]
+fn a_fault_on_a_pod_subnet_carves_out_the_node_addresses() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("cv"), 2).unwrap();
+    let d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let subnet = |more: &[&str]| {
+        let mut a = vec![
+            "fault",
+            "add",
+            "subnet",
+            "--to",
+            "10.42.1.0/24",
+            "--proto",
+            "icmp",
+            "--for",
+            "5m",
+        ];
+        a.extend_from_slice(more);
+        d.cli_ok(&a, "").unwrap()
+    };
+    let out = subnet(&["--loss", "50%", "-o", "json"]);
+    assert!(
+        out.contains("10.42.1.1/32") && out.contains("10.42.1.0/32"),
+        "the reply names what was carved: {out}"
+    );
+    let got: serde_json::Value = serde_json::from_str(
+        &d.cli_ok(&["fault", "get", "subnet", "-o", "json"], "")
+            .unwrap(),
+    )
+    .unwrap();
+    let carved = got.to_string();
+    assert!(
+        carved.contains("10.42.1.1/32") && carved.contains("node address"),
+        "fault get shows the carved targets: {carved}"
+    );
+    let n = 400u32;
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let to_bridge = l.ping_fast(a, "10.42.1.1".parse().unwrap(), n).unwrap();
+    assert_eq!(to_bridge, n, "the bridge address is untouched");
+    // Request and reply both go to a pod of the subnet: a round trip survives with 0.5^2.
+    let to_pod = l.ping_fast(a, b.ip.into(), n).unwrap();
+    stats::assert_binomial(
+        u64::from(n - to_pod),
+        u64::from(n),
+        0.75,
+        "pings lost between pods of the subnet",
+    );
+    // --force includes them.
+    subnet(&["--blackhole", "--force", "--replace"]);
+    assert_eq!(
+        l.ping(a, "10.42.1.1".parse().unwrap(), 3).unwrap(),
+        0,
+        "forced: the bridge address is hit too"
+    );
+}
+
 fn at(p: &Pod, port: u16) -> SocketAddr {
     SocketAddr::new(p.ip.into(), port)
 }

@@ -19,7 +19,7 @@ use injector::{
     kernel::{Maps, monotonic_ns},
 };
 use injector_common::{FaultCounters, Hook, JudgeHook, Outcome, ctrl, flow, programs};
-use injector_tests::{lab::run_prefix, require_root};
+use injector_tests::{lab::run_prefix, require_root, stats};
 use support::packets::*;
 
 const OK: u32 = 0; // TC_ACT_OK
@@ -650,16 +650,15 @@ fn loss_probability_is_what_was_asked() {
         0,
         n as u32,
     );
-    let c = b.counters("l", JudgeHook::VethEgress);
-    assert_eq!(c.packets(Outcome::Matched), n);
-    // Binomial(20000, 0.3): mean 6000, sd 64.8; 99.9% two-sided bound is +-3.29 sd.
-    let bound = (3.29 * (n as f64 * 0.3 * 0.7).sqrt()).ceil() as u64;
-    assert!(
-        c.packets(Outcome::Dropped).abs_diff(6000) <= bound,
-        "dropped {} of {n}",
-        c.packets(Outcome::Dropped)
-    );
+    assert_judged_once_with_loss(&b, "l", n, 0.3);
+}
+
+/// Each of `n` packets counted once by fault `name`, dropped with probability `p`.
+fn assert_judged_once_with_loss(b: &Bpf, name: &str, n: u64, p: f64) {
+    let c = b.counters(name, JudgeHook::VethEgress);
+    assert_eq!(c.packets(Outcome::Matched), n, "counted once per packet");
     assert_eq!(c.packets(Outcome::Dropped) + c.packets(Outcome::Passed), n);
+    stats::assert_binomial(c.packets(Outcome::Dropped), n, p, "dropped");
 }
 
 /// A both-ways fault whose `from` and `to` overlap matches a packet by both of its rules: it is
@@ -677,16 +676,8 @@ fn a_both_ways_fault_matching_by_both_rules_is_judged_once() {
         0,
         n as u32,
     );
-    let c = b.counters("bw", JudgeHook::VethEgress);
-    assert_eq!(c.packets(Outcome::Matched), n, "counted once per packet");
-    assert_eq!(c.packets(Outcome::Dropped) + c.packets(Outcome::Passed), n);
-    // Binomial(20000, 0.3): the 99.9% two-sided bound is +-3.29 sd (judged twice: ~10200).
-    let bound = (3.29 * (n as f64 * 0.3 * 0.7).sqrt()).ceil() as u64;
-    assert!(
-        c.packets(Outcome::Dropped).abs_diff(6000) <= bound,
-        "dropped {} of {n}: judged more than once?",
-        c.packets(Outcome::Dropped)
-    );
+    // Judged twice, ~10200 of 20000 would drop.
+    assert_judged_once_with_loss(&b, "bw", n, 0.3);
     let now = monotonic_ns();
     let (_, t) = b.tc(VETH, &simple("10.42.1.4", "10.42.1.5", UDP, 1, 2), 0, 1);
     let d = t.saturating_sub(now);

@@ -43,6 +43,12 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     // its name and could replace it with a silent no-op).
     sh("cargo", &["build", "--workspace"])?;
     cli_answers()?;
+    // The tests' binary carries the crash points (inert unless a test arms one); a user's
+    // build never does.
+    sh(
+        "cargo",
+        &["build", "-p", "injector", "--features", "failpoints"],
+    )?;
     sh(
         "cargo",
         &[

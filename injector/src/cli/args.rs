@@ -1,10 +1,14 @@
 //! The command line: every subcommand and flag of the one `injector` binary.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{DEFAULT_BPFFS, DEFAULT_SOCKET, net::ifaces};
+use crate::{
+    DEFAULT_BPFFS, DEFAULT_SOCKET, daemon::Config, fault::spec::FaultSpec, kernel::attach::Roles,
+    net::ifaces, parse,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,22 +19,28 @@ Examples:
   injector fault ls -o table               # or -o json / -o yaml
   injector top                             # live counters and rates per fault
   injector abort                           # every fault off, one map write
-  injector --addr 10.0.0.5:7070 --token-file /etc/injector/token status";
+  injector status --addr 10.0.0.5:7070 --token-file /etc/injector/token";
 
 #[derive(Parser)]
 #[command(name = "injector", version, about = "eBPF network fault injector for Kubernetes workers", after_help = EXAMPLES)]
 pub struct Cli {
-    /// The daemon's API socket.
+    /// The daemon's API socket (where `injector daemon` serves it, and where the CLI asks).
     #[arg(long, global = true, env = "INJECTOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// Reach the daemon over TCP instead (HOST:PORT); needs --token-file.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// How a CLI command reaches a daemon over TCP: flags of the commands that talk to the API
+/// only (global within each, so `injector fault ls --addr ...` works), never of `daemon`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClientArgs {
+    /// Reach the daemon over TCP instead of --socket (HOST:PORT); needs --token-file.
     #[arg(long, global = true, env = "INJECTOR_ADDR")]
     pub addr: Option<String>,
     /// File holding the bearer token for --addr.
     #[arg(long, global = true, env = "INJECTOR_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    pub cmd: Cmd,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,6 +65,8 @@ pub enum Cmd {
     Fault {
         #[command(subcommand)]
         cmd: FaultCmd,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// Add the faults of a YAML or JSON file (`-f -` for stdin): a list, {faults: [...]}, or one.
     Apply {
@@ -68,21 +80,29 @@ pub enum Cmd {
         replace: bool,
         #[command(flatten)]
         out: OutputArg,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// Disarm every fault at once (one map write); `injector arm` or a new fault re-arms.
     Abort {
         #[command(flatten)]
         out: OutputArg,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// Re-arm the faults after an abort.
     Arm {
         #[command(flatten)]
         out: OutputArg,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// The daemon's status: kernel features, interfaces, faults with remaining time.
     Status {
         #[command(flatten)]
         out: OutputArg,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// A live view of every fault's counters and rates, refreshed in place.
     Top {
@@ -92,6 +112,8 @@ pub enum Cmd {
         /// Stop after this many refreshes (default: until Ctrl-C).
         #[arg(long)]
         count: Option<u32>,
+        #[command(flatten)]
+        conn: ClientArgs,
     },
     /// Shell completions: `injector completions bash > /etc/bash_completion.d/injector`.
     Completions { shell: clap_complete::Shell },
@@ -103,6 +125,21 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: LocalCmd,
     },
+}
+
+impl Cmd {
+    /// The TCP flags of a command that talks to the daemon's API; `None` for the others.
+    pub fn client(&self) -> Option<&ClientArgs> {
+        match self {
+            Cmd::Fault { conn, .. }
+            | Cmd::Apply { conn, .. }
+            | Cmd::Abort { conn, .. }
+            | Cmd::Arm { conn, .. }
+            | Cmd::Status { conn, .. }
+            | Cmd::Top { conn, .. } => Some(conn),
+            Cmd::Daemon(_) | Cmd::Completions { .. } | Cmd::Local { .. } => None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -129,59 +166,12 @@ pub enum FaultCmd {
     },
 }
 
+/// `fault add`: the fault's fields are [`FaultSpec`]'s own (one definition for files, the API and
+/// these flags: a new field of the fault model is a new flag with no code here).
 #[derive(Args)]
 pub struct AddArgs {
-    /// The fault's name (a-z, 0-9, '-', '.', '_').
-    pub name: String,
-    /// Source CIDRs (comma-separated or repeated); default: any.
-    #[arg(long, value_delimiter = ',')]
-    pub from: Vec<String>,
-    /// Destination CIDRs (comma-separated or repeated); default: any. Protected addresses inside
-    /// are carved out (--force includes them).
-    #[arg(long, value_delimiter = ',')]
-    pub to: Vec<String>,
-    /// CIDRs inside --from to leave alone (NetworkPolicy's ipBlock.except).
-    #[arg(long, value_delimiter = ',')]
-    pub from_except: Vec<String>,
-    /// CIDRs inside --to to leave alone.
-    #[arg(long, value_delimiter = ',')]
-    pub to_except: Vec<String>,
-    /// tcp, udp, icmp or any.
-    #[arg(long)]
-    pub proto: Option<String>,
-    /// Source ports or ranges: 53, 8000-8080 (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub sport: Vec<String>,
-    /// Destination ports or ranges: 5432, 8000-8080 (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub dport: Vec<String>,
-    /// Also the reverse direction.
-    #[arg(long)]
-    pub both_ways: bool,
-    /// Drop this share of packets: 5%, 0.1%.
-    #[arg(long)]
-    pub loss: Option<String>,
-    /// Drop every packet, silently.
-    #[arg(long)]
-    pub blackhole: bool,
-    /// Hold packets this long: 100ms.
-    #[arg(long)]
-    pub delay: Option<String>,
-    /// Uniform +- jitter around --delay: 10ms.
-    #[arg(long)]
-    pub jitter: Option<String>,
-    /// Hit only this share of flows (connections): 20%.
-    #[arg(long)]
-    pub flows: Option<String>,
-    /// Seed of the flow choice (same seed, same flows).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u32,
-    /// Lifetime; the kernel ends the fault then: 30s, 5m, 1h (at most 24h).
-    #[arg(long = "for", default_value = "5m")]
-    pub lifetime: String,
-    /// Count what the fault would hit; touch nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub spec: FaultSpec,
     /// Allow a fault that reaches protected targets.
     #[arg(long)]
     pub force: bool,
@@ -247,4 +237,75 @@ pub struct DaemonArgs {
     /// `ip netns exec` it keeps the host's /sys, so the pins land in the host's bpffs.
     #[arg(long)]
     pub netns: Option<String>,
+}
+
+impl DaemonArgs {
+    /// The daemon's configuration: every flag checked, the API token read; errors name the flag.
+    /// `socket` is the global `--socket` (the CLI's too).
+    pub fn config(self, socket: PathBuf) -> anyhow::Result<Config> {
+        let grace = parse::duration(
+            "--grace",
+            &self.grace,
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_secs(3600), "1h"),
+        )?;
+        let metrics = match self.metrics_addr.as_str() {
+            "off" => None,
+            m => Some(m.parse::<SocketAddr>().map_err(|_| {
+                anyhow!("--metrics-addr: '{m}' is not HOST:PORT (e.g. 0.0.0.0:9464) or off")
+            })?),
+        };
+        let protect = self
+            .protect
+            .iter()
+            .map(|p| {
+                let (c, why) = p.split_once('=').unwrap_or((p, "configured"));
+                Ok((parse::cidr("--protect", c)?, why.to_string()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let listen = match (self.listen, &self.api_token_file) {
+            (Some(l), Some(f)) => Some((l, read_token(f)?)),
+            (Some(_), None) => bail!(
+                "--listen: a TCP API needs --api-token-file FILE (a bearer token of at least 16 characters)"
+            ),
+            _ => None,
+        };
+        Ok(Config {
+            bpffs: self.bpffs,
+            patterns: self.ifaces,
+            roles: Roles {
+                bridge: self.bridge,
+                overlay: self.overlay,
+                xdp: self.xdp,
+            },
+            grace,
+            socket,
+            listen,
+            metrics,
+            protect,
+            fq_max_pps: self.fq_max_pps,
+            clone_mark: self.clone_mark,
+            log_json: self.log_json,
+            netns: self.netns,
+        })
+    }
+}
+
+/// The bearer token of `--api-token-file`: the file's text, trimmed, at least 16 characters.
+fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(f).with_context(|| {
+        format!(
+            "--api-token-file: cannot read {}; write a token of at least 16 characters there",
+            f.display()
+        )
+    })?;
+    let t = t.trim().to_string();
+    if t.len() < 16 {
+        bail!(
+            "--api-token-file: the token in {} is {} characters; use at least 16",
+            f.display(),
+            t.len()
+        );
+    }
+    Ok(t)
 }

@@ -1,30 +1,5 @@
-//! `injector fault add NAME --flags`: the flags as a [`FaultSpec`], and the validator's field names
-//! turned back into the flags the user typed (`loss` -> `--loss`).
-
-use super::args::AddArgs;
-use crate::fault::spec::FaultSpec;
-
-pub fn spec(a: &AddArgs) -> FaultSpec {
-    FaultSpec {
-        name: a.name.clone(),
-        from: a.from.clone(),
-        to: a.to.clone(),
-        from_except: a.from_except.clone(),
-        to_except: a.to_except.clone(),
-        proto: a.proto.clone(),
-        sport: a.sport.clone(),
-        dport: a.dport.clone(),
-        both_ways: a.both_ways,
-        loss: a.loss.clone(),
-        blackhole: a.blackhole,
-        delay: a.delay.clone(),
-        jitter: a.jitter.clone(),
-        flows: a.flows.clone(),
-        seed: a.seed,
-        lifetime: a.lifetime.clone(),
-        dry_run: a.dry_run,
-    }
-}
+//! `injector fault add NAME --flags`: the validator's field names turned back into the flags the
+//! user typed (`loss` -> `--loss`); the flags themselves are `FaultSpec`'s fields.
 
 /// Rewrites a message about spec fields (`loss: ...`, `faults[0].loss: ...`) in flag names.
 pub fn as_flags(msg: &str) -> String {

@@ -11,10 +11,11 @@ mod top;
 use std::time::Duration;
 
 use clap::CommandFactory as _;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-use self::args::{Cli, Cmd, FaultCmd, LocalCmd, Output};
+use self::args::{Cli, ClientArgs, Cmd, FaultCmd, LocalCmd, Output};
 use crate::{
+    api::{Armed, Cleared, Created, Deleted, FaultView, FaultViews, Status},
     client::{ClientError, Endpoint},
     local, parse,
 };
@@ -39,11 +40,11 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn endpoint(cli: &Cli) -> Result<Endpoint, Failure> {
-    match &cli.addr {
+fn endpoint(cli: &Cli, conn: &ClientArgs) -> Result<Endpoint, Failure> {
+    match &conn.addr {
         None => Ok(Endpoint::Unix(cli.socket.clone())),
         Some(addr) => {
-            let f = cli.token_file.as_ref().ok_or_else(|| {
+            let f = conn.token_file.as_ref().ok_or_else(|| {
                 Failure(
                     2,
                     "--addr: a TCP daemon needs --token-file FILE with its bearer token".into(),
@@ -60,20 +61,20 @@ fn endpoint(cli: &Cli) -> Result<Endpoint, Failure> {
     }
 }
 
-/// One API call; the JSON body on success, the daemon's message (through `fix`) otherwise.
-fn call(
+/// One API call; the typed body on success, the daemon's message (through `fix`) otherwise.
+fn call<T: DeserializeOwned>(
     ep: &Endpoint,
     method: &str,
     path: &str,
     body: Option<&str>,
     fix: fn(&str) -> String,
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     let r = ep.request(method, path, body)?;
     if (200..300).contains(&r.status) {
         serde_json::from_str(&r.body).map_err(|e| {
             Failure(
                 1,
-                format!("the daemon answered with something that is not JSON: {e}"),
+                format!("{method} {path}: the daemon's answer is not what this CLI reads ({e}); is it another version?"),
             )
         })
     } else {
@@ -81,7 +82,7 @@ fn call(
     }
 }
 
-pub(crate) fn get_json(ep: &Endpoint, path: &str) -> Result<Value, Failure> {
+pub(crate) fn get<T: DeserializeOwned>(ep: &Endpoint, path: &str) -> Result<T, Failure> {
     call(ep, "GET", path, None, str::to_string)
 }
 
@@ -99,12 +100,20 @@ fn read_input(path: &str) -> Result<String, Failure> {
     }
 }
 
+/// The first line of a YAML error, without its `error: ` (the rest is a snippet of the input).
+fn yaml_error(e: &serde_saphyr::Error) -> String {
+    let e = e.to_string();
+    let first = e.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
 /// YAML or JSON (JSON is YAML) -> the JSON the API takes.
 fn to_json(path: &str, text: &str) -> Result<String, Failure> {
-    let v: Value = if text.trim_start().starts_with(['{', '[']) {
+    let v: serde_json::Value = if text.trim_start().starts_with(['{', '[']) {
         serde_json::from_str(text).map_err(|e| Failure(1, format!("-f {path}: not JSON: {e}")))?
     } else {
-        serde_yaml::from_str(text).map_err(|e| Failure(1, format!("-f {path}: not YAML: {e}")))?
+        serde_saphyr::from_str(text)
+            .map_err(|e| Failure(1, format!("-f {path}: not YAML: {}", yaml_error(&e))))?
     };
     let json = serde_json::to_string(&v).map_err(|e| Failure(1, e.to_string()))?;
     // Checked here too, so a typo fails before the daemon is asked.
@@ -112,24 +121,26 @@ fn to_json(path: &str, text: &str) -> Result<String, Failure> {
     Ok(json)
 }
 
-fn done(v: &Value, out: Output, what: &str) {
-    output::print(v, out, |v| {
-        let names: Vec<String> = v
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if names.is_empty() {
-            format!("{what}: {v}\n")
-        } else {
-            format!("{what}: {}\n", names.join(", "))
-        }
-    });
+/// `created: a, b`, and the protected targets carved out of each.
+fn created(c: &Created) -> String {
+    let mut s = format!("created: {}\n", c.created.join(", "));
+    for (name, carved) in &c.carved {
+        let list: Vec<String> = carved
+            .iter()
+            .map(|k| format!("{} ({}) from {}", k.cidr, k.why, k.field))
+            .collect();
+        s += &format!("  {name}: carved out {}\n", list.join(", "));
+    }
+    s
+}
+
+fn print_faults(v: &FaultViews, out: Output) {
+    match v {
+        FaultViews::Many(list) => output::print(list, out, |l| output::faults_table(l)),
+        FaultViews::One(one) => output::print(one.as_ref(), out, |f: &FaultView| {
+            output::faults_table(std::slice::from_ref(f))
+        }),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -153,57 +164,51 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             force,
             replace,
             out,
+            conn,
         } => {
             let json = to_json(file, &read_input(file)?)?;
-            let v = call(
-                &endpoint(&cli)?,
+            let v: Created = call(
+                &endpoint(&cli, conn)?,
                 "POST",
                 &format!("/v1/faults?force={force}&replace={replace}"),
                 Some(&json),
                 str::to_string,
             )?;
-            done(&v, out.output, "created");
+            output::print(&v, out.output, created);
             Ok(())
         }
-        Cmd::Fault { cmd } => {
-            let ep = endpoint(&cli)?;
+        Cmd::Fault { cmd, conn } => {
+            let ep = endpoint(&cli, conn)?;
             match cmd {
                 FaultCmd::Add(a) => {
-                    let spec = flags::spec(a);
+                    let spec = a.spec.clone();
                     spec.validate("")
                         .map_err(|e| Failure(1, flags::as_flags(&e.to_string())))?;
                     let body =
                         serde_json::to_string(&[&spec]).map_err(|e| Failure(1, e.to_string()))?;
-                    let v = call(
+                    let v: Created = call(
                         &ep,
                         "POST",
                         &format!("/v1/faults?force={}&replace={}", a.force, a.replace),
                         Some(&body),
                         flags::as_flags,
                     )?;
-                    done(&v, a.out.output, "created");
+                    output::print(&v, a.out.output, created);
                     Ok(())
                 }
                 FaultCmd::Ls { out } => {
-                    output::print(
-                        &get_json(&ep, "/v1/faults")?,
-                        out.output,
-                        output::faults_table,
-                    );
+                    print_faults(&FaultViews::Many(get(&ep, "/v1/faults")?), out.output);
                     Ok(())
                 }
                 FaultCmd::Get { name, out } => {
-                    output::print(
-                        &get_json(&ep, &format!("/v1/faults/{name}"))?,
-                        out.output,
-                        output::faults_table,
-                    );
+                    let one = get(&ep, &format!("/v1/faults/{name}"))?;
+                    print_faults(&FaultViews::One(Box::new(one)), out.output);
                     Ok(())
                 }
                 FaultCmd::Rm { names, all } => {
                     if *all {
-                        let v = call(&ep, "DELETE", "/v1/faults", None, str::to_string)?;
-                        println!("deleted {} faults", v["deleted_count"]);
+                        let v: Cleared = call(&ep, "DELETE", "/v1/faults", None, str::to_string)?;
+                        println!("deleted {} faults", v.deleted_count);
                         return Ok(());
                     }
                     if names.is_empty() {
@@ -214,43 +219,56 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     }
                     // All or nothing: every name must exist before any is deleted.
                     for n in names {
-                        get_json(&ep, &format!("/v1/faults/{n}"))?;
+                        get::<FaultView>(&ep, &format!("/v1/faults/{n}"))?;
                     }
                     for n in names {
-                        call(
+                        let d: Deleted = call(
                             &ep,
                             "DELETE",
                             &format!("/v1/faults/{n}"),
                             None,
                             str::to_string,
                         )?;
-                        println!("deleted {n}");
+                        println!("deleted {}", d.deleted.join(", "));
                     }
                     Ok(())
                 }
             }
         }
-        Cmd::Abort { out } => {
-            let v = call(&endpoint(&cli)?, "POST", "/v1/abort", None, str::to_string)?;
+        Cmd::Abort { out, conn } => {
+            let v: Armed = call(
+                &endpoint(&cli, conn)?,
+                "POST",
+                "/v1/abort",
+                None,
+                str::to_string,
+            )?;
             output::print(&v, out.output, |_| {
                 "aborted: every fault is disarmed (`injector arm` re-arms)\n".into()
             });
             Ok(())
         }
-        Cmd::Arm { out } => {
-            let v = call(&endpoint(&cli)?, "POST", "/v1/arm", None, str::to_string)?;
+        Cmd::Arm { out, conn } => {
+            let v: Armed = call(
+                &endpoint(&cli, conn)?,
+                "POST",
+                "/v1/arm",
+                None,
+                str::to_string,
+            )?;
             output::print(&v, out.output, |_| "armed\n".into());
             Ok(())
         }
-        Cmd::Status { out } => {
-            output::print(
-                &get_json(&endpoint(&cli)?, "/v1/status")?,
-                out.output,
-                output::status_table,
-            );
+        Cmd::Status { out, conn } => {
+            let st: Status = get(&endpoint(&cli, conn)?, "/v1/status")?;
+            output::print(&st, out.output, output::status_table);
             Ok(())
         }
-        Cmd::Top { interval, count } => {
+        Cmd::Top {
+            interval,
+            count,
+            conn,
+        } => {
             let every = parse::duration(
                 "--interval",
                 interval,
@@ -258,7 +276,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 (Duration::from_secs(3600), "1h"),
             )
             .map_err(|e| Failure(1, e.to_string()))?;
-            top::run(&endpoint(&cli)?, every, *count)
+            top::run(&endpoint(&cli, conn)?, every, *count)
         }
     }
 }

@@ -2,15 +2,19 @@
 //! people (faults with their match, action, remaining time and counters summed over hooks).
 
 use injector_common::{Action, Outcome};
-use serde_json::Value;
+use serde::Serialize;
 
 use super::args::Output;
+use crate::{
+    api::{FaultView, Status},
+    fault::spec::FaultSpec,
+};
 
-/// Prints `v` in the chosen format; `table` renders with `table`.
-pub fn print(v: &Value, out: Output, table: impl FnOnce(&Value) -> String) {
+/// Prints `v` in the chosen format; `table` renders it for people.
+pub fn print<T: Serialize>(v: &T, out: Output, table: impl FnOnce(&T) -> String) {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Yaml => print!("{}", serde_yaml::to_string(v).unwrap_or_default()),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(v).unwrap_or_default()),
         Output::Table => print!("{}", table(v)),
     }
 }
@@ -40,73 +44,27 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     s
 }
 
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `delay 100ms±10ms`, `loss 5%`, `blackhole`, with `(dry run)`.
-pub fn action(spec: &Value) -> String {
-    let mut a = if let Some(l) = spec["loss"].as_str() {
-        format!("loss {l}")
-    } else if let Some(d) = spec["delay"].as_str() {
-        match spec["jitter"].as_str() {
-            Some(j) => format!("delay {d}±{j}"),
-            None => format!("delay {d}"),
-        }
-    } else {
-        "blackhole".to_string()
-    };
-    if spec["dry_run"].as_bool() == Some(true) {
-        a += " (dry run)";
-    }
-    a
-}
-
 /// `10.42.1.0/24 -> 10.42.2.7 tcp :5432` (`<->` both ways).
-pub fn matcher(spec: &Value) -> String {
-    let set = |k: &str| {
-        let v = strs(&spec[k]);
+pub fn matcher(spec: &FaultSpec) -> String {
+    let set = |v: &[String]| {
         if v.is_empty() {
             "any".to_string()
         } else {
             v.join(",")
         }
     };
-    let arrow = if spec["both_ways"].as_bool() == Some(true) {
-        "<->"
-    } else {
-        "->"
-    };
-    let mut m = format!("{} {arrow} {}", set("from"), set("to"));
-    if let Some(p) = spec["proto"].as_str() {
+    let arrow = if spec.both_ways { "<->" } else { "->" };
+    let mut m = format!("{} {arrow} {}", set(&spec.from), set(&spec.to));
+    if let Some(p) = &spec.proto {
         m += &format!(" {p}");
     }
-    let (sp, dp) = (strs(&spec["sport"]), strs(&spec["dport"]));
-    if !sp.is_empty() {
-        m += &format!(" from :{}", sp.join(","));
+    if !spec.sport.is_empty() {
+        m += &format!(" from :{}", spec.sport.join(","));
     }
-    if !dp.is_empty() {
-        m += &format!(" :{}", dp.join(","));
+    if !spec.dport.is_empty() {
+        m += &format!(" :{}", spec.dport.join(","));
     }
     m
-}
-
-/// Packets of one outcome of a fault, summed over its hooks.
-pub fn total(f: &Value, o: Outcome) -> u64 {
-    f["counters"]
-        .as_object()
-        .map(|h| {
-            h.values()
-                .filter_map(|c| c[o.name()]["packets"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The outcomes tables show, from the action table: matched, then what each action does.
@@ -131,113 +89,85 @@ pub fn duration(secs: f64) -> String {
     }
 }
 
-pub fn faults_table(v: &Value) -> String {
+pub fn faults_table(faults: &[FaultView]) -> String {
+    if faults.is_empty() {
+        return "no faults\n".to_string();
+    }
     let outcomes = shown_outcomes();
     let mut head: Vec<String> = ["NAME", "ACTION", "MATCH", "FLOWS", "LEFT"]
         .map(String::from)
         .to_vec();
     head.extend(outcomes.iter().map(|o| o.column().to_string()));
     let mut rows = vec![head];
-    let list: Vec<&Value> = match v.as_array() {
-        Some(a) => a.iter().collect(),
-        None => vec![v],
-    };
-    for f in list {
-        let spec = &f["spec"];
+    for f in faults {
         let mut row = vec![
-            f["name"].as_str().unwrap_or("?").to_string(),
-            action(spec),
-            matcher(spec),
-            spec["flows"].as_str().unwrap_or("100%").to_string(),
-            duration(f["remaining_s"].as_f64().unwrap_or(0.0)),
+            f.name.clone(),
+            f.spec.action_text(),
+            matcher(&f.spec),
+            f.spec.flows.clone().unwrap_or_else(|| "100%".into()),
+            duration(f.remaining_s),
         ];
-        row.extend(outcomes.iter().map(|&o| total(f, o).to_string()));
+        row.extend(outcomes.iter().map(|&o| f.total(o).to_string()));
         rows.push(row);
-    }
-    if rows.len() == 1 {
-        return "no faults\n".to_string();
     }
     columns(&rows)
 }
 
-pub fn status_table(v: &Value) -> String {
-    let yes = |b: &Value| {
-        if b.as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no"
-        }
-    };
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub fn status_table(v: &Status) -> String {
     let mut s = format!(
         "daemon    injector {}  {}  {}  heartbeat {} ms ago  grace {}s\nkernel    tcx={} fq={} btf={}\nbpffs     {}\n",
-        v["version"].as_str().unwrap_or("?"),
-        if v["ready"].as_bool() == Some(true) {
-            "ready"
-        } else {
-            "starting"
-        },
-        if v["armed"].as_bool() == Some(true) {
+        v.version,
+        if v.ready { "ready" } else { "NOT READY" },
+        if v.armed {
             "armed"
         } else {
             "DISARMED (injector arm)"
         },
-        v["heartbeat_age_ms"],
-        v["grace_s"],
-        yes(&v["features"]["tcx"]),
-        yes(&v["features"]["fq"]),
-        yes(&v["features"]["btf"]),
-        v["bpffs"].as_str().unwrap_or("?"),
+        v.heartbeat_age_ms,
+        v.grace_s,
+        yes(v.features.tcx),
+        yes(v.features.fq),
+        yes(v.features.btf),
+        v.bpffs,
     );
+    for why in &v.not_ready {
+        s += &format!("not ready {why}\n");
+    }
     let mut rows = vec![
         ["INTERFACE", "ROLE", "HOOKS", "ADOPTED", "ERROR"]
             .map(String::from)
             .to_vec(),
     ];
-    if let Some(ifs) = v["interfaces"].as_object() {
-        for (name, i) in ifs {
-            rows.push(vec![
-                name.clone(),
-                i["role"].as_str().unwrap_or("?").to_string(),
-                strs(&i["hooks"]).join(","),
-                i["adopted"].to_string(),
-                i["error"].as_str().unwrap_or("-").to_string(),
-            ]);
-        }
+    for (name, i) in &v.interfaces {
+        rows.push(vec![
+            name.clone(),
+            i.role.name().to_string(),
+            i.hooks.join(","),
+            i.adopted.to_string(),
+            i.error.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
     s += "\n";
     s += &columns(&rows);
-    let faults = v["faults"].as_array().map(Vec::len).unwrap_or(0);
-    s += &format!("\nfaults    {faults}");
-    if let Some(fs) = v["faults"].as_array() {
-        let names: Vec<String> = fs
-            .iter()
-            .map(|f| {
-                format!(
-                    "{} ({} left)",
-                    f["name"].as_str().unwrap_or("?"),
-                    duration(f["remaining_s"].as_f64().unwrap_or(0.0))
-                )
-            })
-            .collect();
-        if !names.is_empty() {
-            s += &format!(": {}", names.join(", "));
-        }
+    s += &format!("\nfaults    {}", v.faults.len());
+    let names: Vec<String> = v
+        .faults
+        .iter()
+        .map(|f| format!("{} ({} left)", f.name, duration(f.remaining_s)))
+        .collect();
+    if !names.is_empty() {
+        s += &format!(": {}", names.join(", "));
     }
     s += "\n";
-    let prot: Vec<String> = v["protected"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    format!(
-                        "{} ({})",
-                        p["cidr"].as_str().unwrap_or("?"),
-                        p["why"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let prot: Vec<String> = v
+        .protected
+        .iter()
+        .map(|p| format!("{} ({})", p.cidr, p.why))
+        .collect();
     s += &format!(
         "protected {}\n",
         if prot.is_empty() {
@@ -255,8 +185,8 @@ mod tests {
 
     #[test]
     fn faults_render_as_a_table() {
-        let v: Value = serde_json::from_str(
-            r#"[{"name":"checkout-db","remaining_s":299.4,"spec":{"name":"checkout-db","from":["10.42.1.0/24"],"to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"delay":"100ms","jitter":"10ms","for":"5m"},
+        let v: Vec<FaultView> = serde_json::from_str(
+            r#"[{"name":"checkout-db","slot":0,"active":true,"forced":false,"remaining_s":299.4,"spec":{"name":"checkout-db","from":["10.42.1.0/24"],"to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"delay":"100ms","jitter":"10ms","for":"5m"},
                  "counters":{"veth_egress":{"matched":{"packets":3,"bytes":1},"delayed":{"packets":3,"bytes":1}},"overlay_egress":{"matched":{"packets":4,"bytes":1},"delayed":{"packets":4,"bytes":1}}}}]"#,
         )
         .unwrap();
@@ -272,7 +202,7 @@ mod tests {
             "{t}"
         );
         assert!(lines[1].contains("4m59s") && lines[1].ends_with("7"), "{t}");
-        assert_eq!(faults_table(&Value::Array(vec![])), "no faults\n");
+        assert_eq!(faults_table(&[]), "no faults\n");
     }
 
     #[test]

@@ -7,8 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Failure, get_json, output};
-use crate::client::Endpoint;
+use super::{Failure, get, output};
+use crate::{
+    api::{FaultView, Status},
+    client::Endpoint,
+};
 
 pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), Failure> {
     let tty = std::io::stdout().is_terminal();
@@ -17,8 +20,8 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
     let mut last = Instant::now();
     let mut n = 0;
     loop {
-        let faults = get_json(ep, "/v1/faults")?;
-        let status = get_json(ep, "/v1/status")?;
+        let faults: Vec<FaultView> = get(ep, "/v1/faults")?;
+        let status: Status = get(ep, "/v1/status")?;
         let dt = last.elapsed().as_secs_f64().max(1e-3);
         last = Instant::now();
         let mut head: Vec<String> = ["NAME", "ACTION", "LEFT"].map(String::from).to_vec();
@@ -26,13 +29,13 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
         head.extend(outcomes.iter().map(|o| format!("{}/s", o.column())));
         let mut rows = vec![head];
         let mut next = HashMap::new();
-        for f in faults.as_array().into_iter().flatten() {
-            let name = f["name"].as_str().unwrap_or("?").to_string();
-            let now: Vec<u64> = outcomes.iter().map(|&o| output::total(f, o)).collect();
+        for f in &faults {
+            let name = f.name.clone();
+            let now: Vec<u64> = outcomes.iter().map(|&o| f.total(o)).collect();
             let mut row = vec![
                 name.clone(),
-                output::action(&f["spec"]),
-                output::duration(f["remaining_s"].as_f64().unwrap_or(0.0)),
+                f.spec.action_text(),
+                output::duration(f.remaining_s),
             ];
             row.extend(now.iter().map(u64::to_string));
             row.extend(now.iter().enumerate().map(|(i, a)| match prev.get(&name) {
@@ -43,11 +46,7 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
             next.insert(name, now);
         }
         prev = next;
-        let armed = if status["armed"].as_bool() == Some(true) {
-            "armed"
-        } else {
-            "DISARMED"
-        };
+        let armed = if status.armed { "armed" } else { "DISARMED" };
         let head = format!(
             "injector top  {armed}  {} faults  refresh {:.1}s  (Ctrl-C to quit)\n\n",
             rows.len() - 1,

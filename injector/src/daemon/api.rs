@@ -13,15 +13,20 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use injector_common::{FaultCounters, JudgeHook, ctrl};
-use serde::Serialize;
-use serde_json::json;
+use injector_common::{JudgeHook, ctrl};
 
 use super::{
     core::Shared,
     faultset::{AddOptions, ApiError, Entry},
+    health::{self, Listeners},
 };
-use crate::{fault::spec::FaultSpec, kernel::monotonic_ns};
+use crate::{
+    api::{
+        Armed, Carved, Cleared, Created, Deleted, ErrorBody, FaultBrief, FaultView, Features, Fq,
+        Interface, ProtectedTarget, Status,
+    },
+    kernel::{attach, monotonic_ns},
+};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -32,41 +37,47 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (code, Json(json!({ "error": self.to_string() }))).into_response()
+        let error = self.to_string();
+        (code, Json(ErrorBody { error })).into_response()
     }
 }
 
-/// A fault as the API shows it.
-#[derive(Serialize)]
-pub struct FaultView {
-    pub name: String,
-    pub slot: u32,
-    pub active: bool,
-    pub remaining_s: f64,
-    pub forced: bool,
-    pub spec: FaultSpec,
-    /// By hook: veth_egress, overlay_egress, xdp_veth.
-    pub counters: BTreeMap<&'static str, FaultCounters>,
+/// What the handlers share: the daemon's state, and which listeners serve (for readiness).
+#[derive(Clone)]
+pub struct ApiState {
+    pub shared: Shared,
+    pub listeners: Listeners,
+    /// `--xdp`: drops are judged in XDP on the pod veths.
+    pub xdp: bool,
 }
 
 fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, ApiError> {
     let mut counters = BTreeMap::new();
     for jh in JudgeHook::ALL {
-        counters.insert(jh.name(), maps.fault_counters(e.slot, jh)?);
+        counters.insert(jh.name().to_string(), maps.fault_counters(e.slot, jh)?);
     }
     Ok(FaultView {
         name: e.record.spec.name.clone(),
         slot: e.slot,
         active: now >= e.record.start_ns && now < e.record.deadline_ns,
-        remaining_s: e.record.deadline_ns.saturating_sub(now) as f64 / 1e9,
+        remaining_s: remaining_s(e, now),
         forced: e.record.forced,
+        carved: carved(e),
         spec: e.record.spec.clone(),
         counters,
     })
 }
 
-async fn list(State(s): State<Shared>) -> Result<Json<Vec<FaultView>>, ApiError> {
-    let c = s.lock();
+fn carved(e: &Entry) -> Vec<Carved> {
+    e.record.carved.clone()
+}
+
+fn remaining_s(e: &Entry, now: u64) -> f64 {
+    e.record.deadline_ns.saturating_sub(now) as f64 / 1e9
+}
+
+async fn list(State(s): State<ApiState>) -> Result<Json<Vec<FaultView>>, ApiError> {
+    let c = s.shared.lock();
     let now = monotonic_ns();
     Ok(Json(
         c.faults
@@ -77,10 +88,10 @@ async fn list(State(s): State<Shared>) -> Result<Json<Vec<FaultView>>, ApiError>
 }
 
 async fn get_one(
-    State(s): State<Shared>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<FaultView>, ApiError> {
-    let c = s.lock();
+    let c = s.shared.lock();
     let e = c.faults.get(&name).ok_or_else(|| {
         ApiError::NotFound(format!(
             "name: no fault named '{name}'; `GET /v1/faults` lists them"
@@ -100,10 +111,10 @@ fn flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
 }
 
 async fn create(
-    State(s): State<Shared>,
+    State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     if let Some(k) = q.keys().find(|k| *k != "force" && *k != "replace") {
         return Err(ApiError::BadRequest(format!(
             "{k}: unknown query parameter; use force=true or replace=true"
@@ -113,7 +124,7 @@ async fn create(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("body: not UTF-8 JSON".into()))?;
     let specs = crate::fault::spec::parse_list(text).map_err(ApiError::BadRequest)?;
-    let mut guard = s.lock();
+    let mut guard = s.shared.lock();
     let c = &mut *guard;
     let opts = AddOptions {
         force,
@@ -122,70 +133,118 @@ async fn create(
         protected: &c.protected,
     };
     let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;
-    super::fq::sync(c);
+    c.sync_fq();
     // A new fault set re-arms (as after an abort, applying again is a deliberate act).
     c.maps.set_ctrl(ctrl::ARMED, 1)?;
     tracing::info!(faults = ?names, force, "faults added");
-    Ok((StatusCode::CREATED, Json(json!({ "created": names }))))
+    let carved = names
+        .iter()
+        .filter_map(|n| c.faults.get(n))
+        .filter(|e| !e.record.carved.is_empty())
+        .map(|e| (e.record.spec.name.clone(), carved(e)))
+        .collect();
+    let created = Created {
+        created: names,
+        carved,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn delete_one(
-    State(s): State<Shared>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut guard = s.lock();
+) -> Result<Json<Deleted>, ApiError> {
+    let mut guard = s.shared.lock();
     let c = &mut *guard;
     c.faults.remove(&mut c.maps, &name)?;
-    super::fq::sync(c);
+    c.sync_fq();
     tracing::info!(fault = %name, "fault deleted");
-    Ok(Json(json!({ "deleted": [name] })))
+    Ok(Json(Deleted {
+        deleted: vec![name],
+    }))
 }
 
-async fn clear(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut guard = s.lock();
+async fn clear(State(s): State<ApiState>) -> Result<Json<Cleared>, ApiError> {
+    let mut guard = s.shared.lock();
     let c = &mut *guard;
     let n = c.faults.clear(&mut c.maps)?;
-    super::fq::sync(c);
+    c.sync_fq();
     tracing::info!(faults = n, "all faults deleted");
-    Ok(Json(json!({ "deleted_count": n })))
+    Ok(Json(Cleared { deleted_count: n }))
 }
 
-async fn set_armed(s: &Shared, armed: bool) -> Result<Json<serde_json::Value>, ApiError> {
-    s.lock().maps.set_ctrl(ctrl::ARMED, u64::from(armed))?;
+fn set_armed(s: &ApiState, armed: bool) -> Result<Json<Armed>, ApiError> {
+    s.shared
+        .lock()
+        .maps
+        .set_ctrl(ctrl::ARMED, u64::from(armed))?;
     tracing::warn!(armed, "armed word written");
-    Ok(Json(json!({ "armed": armed })))
+    Ok(Json(Armed { armed }))
 }
 
-async fn abort(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    set_armed(&s, false).await
+async fn abort(State(s): State<ApiState>) -> Result<Json<Armed>, ApiError> {
+    set_armed(&s, false)
 }
 
-async fn arm(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    set_armed(&s, true).await
+async fn arm(State(s): State<ApiState>) -> Result<Json<Armed>, ApiError> {
+    set_armed(&s, true)
 }
 
-async fn status(State(s): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let c = s.lock();
+async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
+    let c = s.shared.lock();
     let now = monotonic_ns();
-    let faults: Vec<_> = c
-        .faults
-        .iter()
-        .map(|e| json!({ "name": e.record.spec.name, "remaining_s": e.record.deadline_ns.saturating_sub(now) as f64 / 1e9 }))
-        .collect();
-    Ok(Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "bpffs": c.bpffs,
-        "ready": c.ready,
-        "armed": c.maps.ctrl(ctrl::ARMED)? == 1,
-        "heartbeat_age_ms": now.saturating_sub(c.maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000,
-        "grace_s": c.maps.ctrl(ctrl::GRACE_NS)? as f64 / 1e9,
-        "features": c.features,
-        "interfaces": c.ifaces,
-        "attach_errors": c.attach_errors,
-        "fq": { "installed": c.fq.installed, "not_usable": c.fq.refused },
-        "protected": c.protected,
-        "faults": faults,
-    })))
+    let not_ready = health::not_ready(&c, &s.listeners);
+    let xdp_judged = attach::xdp_judged(c.ifaces.values(), s.xdp);
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        bpffs: c.bpffs.clone(),
+        ready: not_ready.is_empty(),
+        not_ready,
+        armed: c.maps.ctrl(ctrl::ARMED)? == 1,
+        heartbeat_age_ms: now.saturating_sub(c.maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000,
+        grace_s: c.maps.ctrl(ctrl::GRACE_NS)? as f64 / 1e9,
+        features: Features {
+            tcx: c.features.tcx,
+            fq: c.features.fq,
+            btf: c.features.btf,
+        },
+        interfaces: c
+            .ifaces
+            .iter()
+            .map(|(name, st)| {
+                let i = Interface {
+                    ifindex: st.ifindex,
+                    role: st.role,
+                    hooks: st.hooks.clone(),
+                    adopted: st.adopted,
+                    error: st.error.clone(),
+                    xdp_judged: xdp_judged.contains(&st.ifindex),
+                };
+                (name.clone(), i)
+            })
+            .collect(),
+        attach_errors: c.attach_errors,
+        fq: Fq {
+            installed: c.fq.installed.clone(),
+            not_usable: c.fq.refused.clone(),
+        },
+        protected: c
+            .protected
+            .iter()
+            .map(|p| ProtectedTarget {
+                cidr: p.cidr.clone(),
+                why: p.why.clone(),
+            })
+            .collect(),
+        faults: c
+            .faults
+            .iter()
+            .map(|e| FaultBrief {
+                name: e.record.spec.name.clone(),
+                remaining_s: remaining_s(e, now),
+            })
+            .collect(),
+    }))
 }
 
 async fn not_found() -> ApiError {
@@ -195,7 +254,7 @@ async fn not_found() -> ApiError {
 }
 
 /// The API routes.
-pub fn router(s: Shared) -> Router {
+pub fn router(s: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/faults", get(list).post(create).delete(clear))
@@ -207,7 +266,7 @@ pub fn router(s: Shared) -> Router {
 }
 
 /// The API routes behind `Authorization: Bearer <token>` (for the TCP listener).
-pub fn router_with_token(s: Shared, token: String) -> Router {
+pub fn router_with_token(s: ApiState, token: String) -> Router {
     router(s).layer(middleware::from_fn(move |h: HeaderMap, req: Request, next: Next| {
         let token = token.clone();
         async move {
@@ -215,7 +274,8 @@ pub fn router_with_token(s: Shared, token: String) -> Router {
             if ok {
                 next.run(req).await
             } else {
-                (StatusCode::UNAUTHORIZED, Json(json!({ "error": "authorization: missing or wrong bearer token; send `Authorization: Bearer <token>`" }))).into_response()
+                let error = "authorization: missing or wrong bearer token; send `Authorization: Bearer <token>`".to_string();
+                (StatusCode::UNAUTHORIZED, Json(ErrorBody { error })).into_response()
             }
         }
     }))

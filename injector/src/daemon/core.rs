@@ -13,7 +13,13 @@ use super::{
     fq::FqState,
     records,
 };
-use crate::kernel::{Maps, attach::IfaceStatus};
+use crate::{
+    fault::spec::Action,
+    kernel::{
+        Maps,
+        attach::{IfaceStatus, Role},
+    },
+};
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Features {
@@ -47,6 +53,29 @@ impl Core {
         if let Err(e) = records::put_own(&mut self.maps, records::key::CLSACT, &self.clsact_owned) {
             tracing::warn!(error = %e, "storing the clsact record");
         }
+    }
+
+    /// Brings the fq qdiscs in line with the fault set (see `fq`).
+    pub fn sync_fq(&mut self) {
+        let longest = if self.features.fq {
+            self.faults
+                .iter()
+                .filter_map(|e| match e.fault.action {
+                    Action::Delay { latency, jitter } => Some(latency + jitter),
+                    _ => None,
+                })
+                .max()
+        } else {
+            None
+        };
+        let devices: Vec<String> = self
+            .ifaces
+            .iter()
+            .filter(|(_, s)| s.error.is_none() && matches!(s.role, Role::PodVeth | Role::Overlay))
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.fq
+            .sync(&mut self.maps, longest, devices, self.fq_max_pps);
     }
 
     /// Whether a delay fault can work on this node, and if not, why (the API's message).

@@ -81,29 +81,49 @@ impl From<CompileError> for ApiError {
     }
 }
 
-/// Carves the protected targets out of `f`'s destinations (`to`, and `from` when it runs both
-/// ways): each protected CIDR overlapping a set becomes one of its exceptions. Refused (the field,
-/// what it reaches, the fix) when a set is left with no address at all.
-fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
-    let mut sets = vec![("to", &f.to, &f.to_except)];
-    if f.both_ways {
-        sets.push(("from", &f.from, &f.from_except));
+/// Every address of a set (`any`: both families).
+fn whole(set: &[Cidr]) -> Vec<Cidr> {
+    if set.is_empty() {
+        vec![Cidr::any(false), Cidr::any(true)]
+    } else {
+        set.to_vec()
     }
+}
+
+/// Carves the protected targets a fault would reach out of it. A protected CIDR is reached when
+/// it overlaps a destination set (`to`, and `from` for a both-ways fault); it is then carved out
+/// of both `to` and `from` (an exception on each set it overlaps), so the fault leaves every
+/// packet of a conversation with it alone: a ping to the node is untouched, request and reply,
+/// by a fault on the node's pod subnet. Refused (the field, what it reaches, the fix) when a set
+/// is left with no address.
+fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
+    let (to, from) = (whole(&f.to), whole(&f.from));
+    let mut dests = vec![(&to, &f.to_except)];
+    if f.both_ways {
+        dests.push((&from, &f.from_except));
+    }
+    let reached: Vec<&Protected> = protected
+        .iter()
+        .filter(|p| {
+            dests.iter().any(|(d, except)| {
+                d.iter().any(|c| c.overlaps(&p.net)) && !except.iter().any(|e| e.contains(&p.net))
+            })
+        })
+        .collect();
     let mut out = Vec::new();
-    for (field, set, except) in sets {
-        let whole = if set.is_empty() {
-            vec![Cidr::any(false), Cidr::any(true)]
-        } else {
-            set.clone()
-        };
-        let hit: Vec<&Protected> = protected
+    for (field, set, cidrs, except) in [
+        ("to", &f.to, &to, &f.to_except),
+        ("from", &f.from, &from, &f.from_except),
+    ] {
+        let hit: Vec<&Protected> = reached
             .iter()
-            .filter(|p| whole.iter().any(|c| c.overlaps(&p.net)))
+            .copied()
+            .filter(|p| cidrs.iter().any(|c| c.overlaps(&p.net)))
             .filter(|p| !except.iter().any(|e| e.contains(&p.net)))
             .collect();
         let mut all: Vec<Cidr> = except.clone();
         all.extend(hit.iter().map(|p| p.net));
-        if !hit.is_empty() && whole.iter().all(|c| c.covered_by(&all)) {
+        if !hit.is_empty() && cidrs.iter().all(|c| c.covered_by(&all)) {
             let what = if set.is_empty() {
                 "any address".to_string()
             } else {
@@ -497,7 +517,7 @@ mod tests {
     #[test]
     fn protected_targets_are_carved_out_and_a_fault_left_with_nothing_is_refused() {
         let prot = [p("10.42.1.1/32"), p("10.43.0.10/32"), p("10.42.1.0/32")];
-        let carved = |j| {
+        let carved = |j: &str| {
             carve(&fault(j), &prot, "")
                 .map(|c| {
                     c.into_iter()
@@ -507,23 +527,37 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        // Reaching no protected target: nothing carved, also not from the sources.
         assert_eq!(
             carved(r#"{"name":"a","to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#),
             ok(&[])
         );
-        // A node's pod subnet: the bridge's and flannel.1's addresses carved out, the rest targeted.
+        // A node's pod subnet: the bridge's and flannel.1's addresses carved out of the
+        // destinations and, so their replies pass too, of the (any) sources.
         assert_eq!(
             carved(r#"{"name":"a","to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#),
+            ok(&[
+                "to:10.42.1.1/32",
+                "to:10.42.1.0/32",
+                "from:10.42.1.1/32",
+                "from:10.42.1.0/32"
+            ])
+        );
+        // Sources that do not hold the target are left as they are.
+        assert_eq!(
+            carved(
+                r#"{"name":"a","from":["10.42.2.0/24"],"to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#
+            ),
             ok(&["to:10.42.1.1/32", "to:10.42.1.0/32"])
         );
-        // Any destination: every protected target carved.
-        assert_eq!(
-            carved(r#"{"name":"a","blackhole":true,"for":"1m"}"#)
-                .unwrap()
-                .len(),
-            3
+        // Any destination: every protected target, from both sets.
+        let all = carve(
+            &fault(r#"{"name":"a","blackhole":true,"for":"1m"}"#),
+            &prot,
+            "",
         );
-        // Sources matter only when the fault also runs the other way.
+        assert_eq!(all.unwrap().len(), 6);
+        // Sources are destinations of a both-ways fault's other direction.
         assert_eq!(
             carved(
                 r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#

@@ -11,11 +11,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::{core::Core, records};
-use crate::{
-    fault::spec::Action,
-    kernel::{attach::Role, qdisc},
-};
+use super::records;
+use crate::kernel::{Maps, qdisc};
 
 #[derive(Default, Serialize, Deserialize)]
 pub struct FqState {
@@ -28,64 +25,57 @@ pub struct FqState {
     pub refused: BTreeMap<String, String>,
 }
 
-fn longest_delay(c: &Core) -> Option<Duration> {
-    c.faults
-        .iter()
-        .filter_map(|e| match e.fault.action {
-            Action::Delay { latency, jitter } => Some(latency + jitter),
-            _ => None,
-        })
-        .max()
-}
-
-fn persist(c: &mut Core) {
-    if let Err(e) = records::put_own(&mut c.maps, records::key::FQ, &c.fq) {
-        warn!(error = %e, "storing the fq record");
+impl FqState {
+    fn persist(&self, maps: &mut Maps) {
+        if let Err(e) = records::put_own(maps, records::key::FQ, self) {
+            warn!(error = %e, "storing the fq record");
+        }
     }
-}
 
-/// Reads what a previous instance installed.
-pub fn adopt(c: &mut Core) {
-    if let Some(st) = records::own::<FqState>(&c.maps, records::key::FQ) {
-        c.fq = st;
+    /// What a previous instance installed, from its record.
+    pub fn adopt(maps: &Maps) -> Option<FqState> {
+        records::own::<FqState>(maps, records::key::FQ)
     }
-}
+    /// Brings the qdiscs of the judging egress `devices` in line with `longest` (the longest
+    /// delay plus jitter of the fault set; `None`: no delay fault, fq comes off), for fq's
+    /// sized to hold `max_pps` for that long. A change is stored in `maps`' records.
+    pub fn sync(
+        &mut self,
+        maps: &mut Maps,
+        longest: Option<Duration>,
+        devices: Vec<String>,
+        max_pps: u32,
+    ) {
+        let before = (self.installed.clone(), self.params);
+        match longest {
+            Some(delay) => self.install(delay, devices, max_pps),
+            None => self.restore_all(),
+        }
+        if before != (self.installed.clone(), self.params) {
+            self.persist(maps);
+        }
+    }
 
-/// Brings the devices' qdiscs in line with the fault set.
-pub fn sync(c: &mut Core) {
-    let want = if c.features.fq {
-        longest_delay(c)
-    } else {
-        None
-    };
-    let before = (c.fq.installed.clone(), c.fq.params);
-    match want {
-        Some(delay) => {
-            let p = qdisc::fq_params(c.fq_max_pps, delay);
+    fn install(&mut self, delay: Duration, devices: Vec<String>, max_pps: u32) {
+        let c = self; // short, in the loops below
+        {
+            let p = qdisc::fq_params(max_pps, delay);
             let key = (p.limit, p.horizon_us, p.timer_slack_ns);
-            let devices: Vec<String> = c
-                .ifaces
-                .iter()
-                .filter(|(_, s)| {
-                    s.error.is_none() && matches!(s.role, Role::PodVeth | Role::Overlay)
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
             for dev in devices {
-                let ours = c.fq.installed.contains(&dev);
-                if ours && c.fq.params == Some(key) {
+                let ours = c.installed.contains(&dev);
+                if ours && c.params == Some(key) {
                     continue;
                 }
                 let kind = match qdisc::root_kind(&dev) {
                     Ok(k) => k,
                     Err(e) => {
-                        c.fq.refused
+                        c.refused
                             .insert(dev, format!("reading its root qdisc: {e}"));
                         continue;
                     }
                 };
                 if !ours && kind != "noqueue" {
-                    if kind != "fq" && !c.fq.refused.contains_key(&dev) {
+                    if kind != "fq" && !c.refused.contains_key(&dev) {
                         warn!(iface = %dev, qdisc = %kind, "root qdisc is not ours: not replaced, delay faults have no effect there");
                     }
                     let why = if kind == "fq" {
@@ -95,41 +85,38 @@ pub fn sync(c: &mut Core) {
                             "root qdisc {kind} was not installed by the daemon; not replaced, delay has no effect here"
                         )
                     };
-                    c.fq.refused.insert(dev, why);
+                    c.refused.insert(dev, why);
                     continue;
                 }
                 match qdisc::install_fq(&dev, p) {
                     Ok(()) => {
                         info!(iface = %dev, limit = p.limit, horizon_us = p.horizon_us, "fq installed for delay faults");
-                        c.fq.installed.insert(dev.clone());
-                        c.fq.refused.remove(&dev);
+                        c.installed.insert(dev.clone());
+                        c.refused.remove(&dev);
                     }
                     Err(e) => {
-                        c.fq.refused.insert(dev, format!("installing fq: {e}"));
+                        c.refused.insert(dev, format!("installing fq: {e}"));
                     }
                 }
             }
-            c.fq.params = Some(key);
+            c.params = Some(key);
         }
-        None => restore_all(c),
     }
-    if before != (c.fq.installed.clone(), c.fq.params) {
-        persist(c);
-    }
-}
 
-/// Removes every fq the daemon installed (the devices return to their default qdisc).
-pub fn restore_all(c: &mut Core) {
-    for dev in std::mem::take(&mut c.fq.installed) {
-        match qdisc::delete_root(&dev) {
-            Ok(()) => info!(iface = %dev, "fq removed, default qdisc restored"),
-            // The device is gone, or someone removed it already: nothing to restore.
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENODEV)
-                    || e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => warn!(iface = %dev, error = %e, "removing the fq we installed"),
+    /// Removes every fq the daemon installed (the devices return to their default qdisc).
+    pub fn restore_all(&mut self) {
+        let c = self; // short, in the loops below
+        for dev in std::mem::take(&mut c.installed) {
+            match qdisc::delete_root(&dev) {
+                Ok(()) => info!(iface = %dev, "fq removed, default qdisc restored"),
+                // The device is gone, or someone removed it already: nothing to restore.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENODEV)
+                        || e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => warn!(iface = %dev, error = %e, "removing the fq we installed"),
+            }
         }
+        c.params = None;
+        c.refused.clear();
     }
-    c.fq.params = None;
-    c.fq.refused.clear();
 }

@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::core::Shared;
+use super::{api::ApiState, core::Shared, health};
 use crate::kernel::monotonic_ns;
 
 #[derive(Debug)]
@@ -210,30 +210,33 @@ async fn metrics(
     }
 }
 
-/// /metrics, /healthz (the process answers), /readyz (programs loaded and attached).
-pub fn router(s: Shared) -> Router {
+/// /readyz: 200 when programs are attached, maps pinned and the API serves; else 503 with the
+/// reasons, one a line.
+async fn readyz(State(s): State<ApiState>) -> (StatusCode, String) {
+    let why = health::not_ready(&s.shared.lock(), &s.listeners);
+    if why.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        let mut body = String::from("not ready\n");
+        for w in why {
+            body += &w;
+            body.push('\n');
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
+/// /metrics, /healthz (the process answers), /readyz (see [`readyz`]).
+pub fn router(s: ApiState) -> Router {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(KernelCollector(s.clone())));
-    let ready = s.clone();
+    registry.register_collector(Box::new(KernelCollector(s.shared.clone())));
     Router::new()
         .route(
             "/metrics",
             get(metrics).with_state(std::sync::Arc::new(registry)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let s = ready.clone();
-                async move {
-                    if s.lock().ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-                    }
-                }
-            }),
-        )
+        .route("/readyz", get(readyz).with_state(s))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::api::Carved;
 use crate::{fault::spec::FaultSpec, kernel::Maps};
 
 /// SPECS keys.
@@ -43,15 +44,6 @@ pub struct Record {
     /// Protected targets carved out of the fault's destinations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carved: Vec<Carved>,
-}
-
-/// A protected target carved out of a fault: an exception added to its `field` (`to`, or `from`
-/// for a both-ways fault).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Carved {
-    pub field: String,
-    pub cidr: String,
-    pub why: String,
 }
 
 /// A generation's manifest: slot -> the id of the record of the fault in that slot.

@@ -9,56 +9,78 @@ use serde::{Deserialize, Serialize};
 use crate::parse::{self, Cidr};
 
 /// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
-/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole` or `delay`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole` or `delay`. The same
+/// struct is `injector fault add`'s flags (`--to`, `--loss`, ...), so files, the API and the
+/// command line share one definition; each field's doc is its `--help` line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct FaultSpec {
+    /// The fault's name (a-z, 0-9, '-', '.', '_').
     pub name: String,
-    /// Source CIDRs; empty: any source.
+    /// Source CIDRs (comma-separated or repeated); default: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub from: Vec<String>,
-    /// Destination CIDRs; empty: any destination.
+    /// Destination CIDRs; default: any. Protected addresses they reach are carved out (--force
+    /// includes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub to: Vec<String>,
-    /// CIDRs inside `from` that the fault leaves alone (as NetworkPolicy's `ipBlock.except`).
+    /// CIDRs inside `from` the fault leaves alone (as NetworkPolicy's `ipBlock.except`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub from_except: Vec<String>,
-    /// CIDRs inside `to` that the fault leaves alone.
+    /// CIDRs inside `to` the fault leaves alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub to_except: Vec<String>,
     /// tcp, udp, icmp (ICMP and ICMPv6) or any (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub proto: Option<String>,
-    /// Source ports or ranges (`53`, `8000-8080`); empty: any.
+    /// Source ports or ranges: 53, 8000-8080 (comma-separated); default: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub sport: Vec<String>,
+    /// Destination ports or ranges: 5432, 8000-8080.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
     pub dport: Vec<String>,
     /// Also the reverse direction (from <-> to, sport <-> dport).
     #[serde(default)]
+    #[arg(long)]
     pub both_ways: bool,
-    /// Drop this share of packets: `5%`, `0.01%`.
+    /// Drop this share of packets: 5%, 0.01%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub loss: Option<String>,
     /// Drop every packet, silently.
     #[serde(default)]
+    #[arg(long)]
     pub blackhole: bool,
-    /// Hold packets this long: `100ms`.
+    /// Hold packets this long: 100ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub delay: Option<String>,
-    /// Uniform +- jitter around `delay`.
+    /// Uniform +- jitter around the delay: 10ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub jitter: Option<String>,
-    /// Hit only this share of flows (connections), chosen by a seeded hash: `20%`.
+    /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
     pub flows: Option<String>,
+    /// Seed of the flow choice (same seed, same flows).
     #[serde(default)]
+    #[arg(long, default_value_t = 0)]
     pub seed: u32,
-    /// Lifetime from when it is applied: `30s`, `5m`, `1h` (at most 24h).
+    /// Lifetime from when it is applied; the kernel ends the fault then: 30s, 5m, 1h (at most 24h).
     #[serde(rename = "for")]
+    #[arg(long = "for", default_value = "5m")]
     pub lifetime: String,
     /// Count what the fault would hit; touch nothing.
     #[serde(default)]
+    #[arg(long)]
     pub dry_run: bool,
 }
 
@@ -248,6 +270,21 @@ fn is_valid_name(n: &str) -> bool {
 }
 
 impl FaultSpec {
+    /// The action as tables show it, in the user's words: `delay 100ms±10ms`, `loss 5%`,
+    /// `blackhole`, with `(dry run)`.
+    pub fn action_text(&self) -> String {
+        let mut a = match (&self.loss, &self.delay, &self.jitter) {
+            (Some(l), _, _) => format!("loss {l}"),
+            (None, Some(d), Some(j)) => format!("delay {d}±{j}"),
+            (None, Some(d), None) => format!("delay {d}"),
+            (None, None, _) => "blackhole".to_string(),
+        };
+        if self.dry_run {
+            a += " (dry run)";
+        }
+        a
+    }
+
     /// Validates every field; `at` prefixes field names (e.g. `faults[2].`).
     pub fn validate(&self, at: &str) -> Result<Fault, FieldError> {
         let f = |name: &str| format!("{at}{name}");

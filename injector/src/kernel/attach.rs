@@ -15,12 +15,12 @@ use aya::programs::{
     xdp::XdpLink,
 };
 use injector_common::programs;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kernel::features;
 
 /// What an interface is to the daemon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A pod's host veth: judged at egress, observed at ingress, XDP drop path optional.
@@ -29,6 +29,17 @@ pub enum Role {
     Bridge,
     /// The overlay (flannel.1): judged at egress, observed at ingress.
     Overlay,
+}
+
+impl Role {
+    /// As the API writes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::PodVeth => "pod_veth",
+            Role::Bridge => "bridge",
+            Role::Overlay => "overlay",
+        }
+    }
 }
 
 pub struct Roles {
@@ -90,7 +101,7 @@ fn hooks(role: Role, xdp: bool) -> Vec<Hook> {
 }
 
 /// What the daemon attached to one interface, for status and for a clean stop.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct IfaceStatus {
     pub ifindex: u32,
     pub role: Role,
@@ -99,23 +110,40 @@ pub struct IfaceStatus {
     /// Hooks taken over from a previous instance's pinned links.
     pub adopted: usize,
     pub error: Option<String>,
-    #[serde(skip)]
     pub added_clsact: bool,
-    #[serde(skip)]
     pub pins: Vec<PathBuf>,
 }
 
 impl IfaceStatus {
-    /// Whether drops of packets that entered here were judged by XDP (`--xdp`): a pod veth with
-    /// the XDP program attached, or the bridge, since what a pod sends to be routed (to another
-    /// node) enters the host stack through the bridge, after XDP judged it at the pod's veth.
-    pub fn xdp_judged(&self, roles: &Roles) -> bool {
-        match self.role {
-            Role::PodVeth => self.hooks.iter().any(|h| h.starts_with("xdp:")),
-            Role::Bridge => roles.xdp && self.error.is_none(),
-            Role::Overlay => false,
-        }
+    /// The XDP program is attached here (it is the last hook attached, so all the others are too).
+    pub fn has_xdp(&self) -> bool {
+        self.hooks.iter().any(|h| h.starts_with("xdp:"))
     }
+}
+
+/// The interfaces whose entering packets' drops were judged by XDP (`--xdp`), which is what
+/// [`maps::XDP_IFACES`](injector_common::maps::XDP_IFACES) tells the egress programs (they then
+/// judge only delay for such packets): every pod veth with the XDP program attached, and the
+/// bridge, since what a pod sends to be routed (to another node) enters the host stack through
+/// the bridge after XDP judged it on the pod's veth. That holds for the bridge only while *every*
+/// pod veth has XDP: one veth without it (its XDP attach failed) would have its routed packets
+/// judged nowhere, so then the bridge is left out and egress judges their drops.
+pub fn xdp_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: bool) -> Vec<u32> {
+    if !xdp {
+        return Vec::new();
+    }
+    let ifaces: Vec<&IfaceStatus> = ifaces.into_iter().collect();
+    let veths = || ifaces.iter().filter(|s| s.role == Role::PodVeth);
+    let mut out: Vec<u32> = veths().filter(|s| s.has_xdp()).map(|s| s.ifindex).collect();
+    if veths().all(|s| s.has_xdp()) {
+        out.extend(
+            ifaces
+                .iter()
+                .filter(|s| s.role == Role::Bridge)
+                .map(|s| s.ifindex),
+        );
+    }
+    out
 }
 
 pub fn links_dir(bpffs: &Path) -> PathBuf {
@@ -308,4 +336,54 @@ pub fn remove_stale_pins(bpffs: &Path, keep: &[PathBuf]) -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(ifindex: u32, role: Role, hooks: &[&str]) -> IfaceStatus {
+        IfaceStatus {
+            ifindex,
+            role,
+            hooks: hooks.iter().map(|h| h.to_string()).collect(),
+            adopted: 0,
+            error: None,
+            added_clsact: false,
+            pins: vec![],
+        }
+    }
+
+    #[test]
+    fn roles_are_named_as_serialized() {
+        for r in [Role::PodVeth, Role::Bridge, Role::Overlay] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
+    }
+
+    #[test]
+    fn the_bridge_is_xdp_judged_only_while_every_pod_veth_has_xdp() {
+        let tc = ["tc_ingress:tc_observe", "tc_egress:tc_veth_egress"];
+        let full = [
+            "tc_ingress:tc_observe",
+            "tc_egress:tc_veth_egress",
+            "xdp:xdp_veth",
+        ];
+        let bridge = iface(1, Role::Bridge, &["tc_ingress:tc_observe"]);
+        let overlay = iface(2, Role::Overlay, &["tc_egress:tc_overlay_egress"]);
+        let (a, b) = (
+            iface(10, Role::PodVeth, &full),
+            iface(11, Role::PodVeth, &full),
+        );
+        assert_eq!(xdp_judged([&bridge, &overlay, &a, &b], true), [10, 11, 1]);
+        assert_eq!(xdp_judged([&bridge, &a, &b], false), [] as [u32; 0]);
+        // b's XDP attach failed: its TC hooks are there, XDP is not.
+        let mut failed = iface(11, Role::PodVeth, &tc);
+        failed.error = Some("attaching xdp_veth to b: ERANGE".into());
+        assert_eq!(
+            xdp_judged([&bridge, &overlay, &a, &failed], true),
+            [10],
+            "a veth without XDP: the bridge is not XDP-judged, so egress judges its drops"
+        );
+    }
 }

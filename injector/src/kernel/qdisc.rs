@@ -4,132 +4,29 @@
 
 use std::{ffi::CString, io, time::Duration};
 
+use crate::net::netlink::{self, NLA_F_NESTED, Socket, push_attr};
+
 const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 const TC_H_CLSACT_HANDLE: u32 = 0xFFFF_0000;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
-const NLA_F_NESTED: u16 = 1 << 15;
 // include/uapi/linux/pkt_sched.h, enum TCA_FQ_*.
 const TCA_FQ_PLIMIT: u16 = 1;
 const TCA_FQ_FLOW_PLIMIT: u16 = 2;
 const TCA_FQ_TIMER_SLACK: u16 = 13;
 const TCA_FQ_HORIZON: u16 = 14;
 const TCA_FQ_HORIZON_DROP: u16 = 15;
-
-#[repr(C)]
-struct NlMsgHdr {
-    len: u32,
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-}
-
-#[repr(C)]
-struct TcMsg {
-    family: u8,
-    _pad1: u8,
-    _pad2: u16,
-    ifindex: i32,
-    handle: u32,
-    parent: u32,
-    info: u32,
-}
-
-fn push_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-fn as_bytes<T>(v: &T) -> &[u8] {
-    // SAFETY: plain #[repr(C)] integer structs without padding.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
-}
+/// `struct tcmsg`: family, 3 pad bytes, ifindex, handle, parent, info.
+const TCMSG_LEN: usize = 20;
 
 fn tcmsg(ifindex: i32, handle: u32, parent: u32) -> Vec<u8> {
-    as_bytes(&TcMsg {
-        family: libc::AF_UNSPEC as u8,
-        _pad1: 0,
-        _pad2: 0,
-        ifindex,
-        handle,
-        parent,
-        info: 0,
-    })
-    .to_vec()
-}
-
-struct Socket(i32);
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: our fd.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn send(ty: u16, flags: u16, body: &[u8]) -> io::Result<Socket> {
-    // SAFETY: plain socket syscalls on buffers we own.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let s = Socket(fd);
-        let hdr = NlMsgHdr {
-            len: (size_of::<NlMsgHdr>() + body.len()) as u32,
-            ty,
-            flags: flags | libc::NLM_F_REQUEST as u16,
-            seq: 1,
-            pid: 0,
-        };
-        let mut msg = as_bytes(&hdr).to_vec();
-        msg.extend_from_slice(body);
-        if libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(s)
-    }
-}
-
-fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: receiving into our buffer.
-    let n = unsafe { libc::recv(s.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Sends one request and waits for its ack; the kernel's error comes back as an `io::Error`.
-fn request(ty: u16, flags: u16, body: &[u8]) -> io::Result<()> {
-    let s = send(ty, flags | libc::NLM_F_ACK as u16, body)?;
-    let mut buf = [0u8; 4096];
-    let n = recv(&s, &mut buf)?;
-    if n < size_of::<NlMsgHdr>() + 4 {
-        return Err(io::Error::other("short netlink reply"));
-    }
-    let rty = u16::from_ne_bytes([buf[4], buf[5]]);
-    if rty != libc::NLMSG_ERROR as u16 {
-        return Err(io::Error::other(format!(
-            "unexpected netlink reply type {rty}"
-        )));
-    }
-    let errno = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
-    if errno == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(-errno))
-    }
+    let mut m = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    m.extend_from_slice(&ifindex.to_ne_bytes());
+    m.extend_from_slice(&handle.to_ne_bytes());
+    m.extend_from_slice(&parent.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m
 }
 
 pub fn ifindex(name: &str) -> io::Result<i32> {
@@ -146,61 +43,28 @@ pub fn ifindex(name: &str) -> io::Result<i32> {
 /// The kind of `iface`'s root qdisc (`noqueue`, `fq`, `htb`, ...).
 pub fn root_kind(iface: &str) -> io::Result<String> {
     let idx = ifindex(iface)?;
-    let s = send(libc::RTM_GETQDISC, libc::NLM_F_DUMP as u16, &tcmsg(0, 0, 0))?;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut kind = None;
-    'outer: loop {
-        let n = recv(&s, &mut buf)?;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
-            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2"));
-            if len < 16 || off + len > n || ty == libc::NLMSG_DONE as u16 {
-                break 'outer;
-            }
-            if ty == libc::NLMSG_ERROR as u16 {
-                let errno = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4"));
-                return Err(io::Error::from_raw_os_error(-errno));
-            }
-            if let Some((i, parent, k)) = parse_qdisc(&buf[off + 16..off + len])
-                && i == idx
-                && parent == TC_H_ROOT
-            {
-                kind = Some(k);
-            }
-            off += len.next_multiple_of(4);
+    Socket::dump(libc::RTM_GETQDISC, &tcmsg(0, 0, 0), |m| {
+        if let Some((i, parent, k)) = parse_qdisc(m.payload)
+            && i == idx
+            && parent == TC_H_ROOT
+        {
+            kind = Some(k);
         }
-    }
+    })?;
     // A device with no root entry in the dump uses its default: noqueue for veth and vxlan.
     Ok(kind.unwrap_or_else(|| "noqueue".into()))
 }
 
 /// (ifindex, parent, kind) of an RTM_NEWQDISC message body.
 fn parse_qdisc(msg: &[u8]) -> Option<(i32, u32, String)> {
-    if msg.len() < size_of::<TcMsg>() {
+    if msg.len() < TCMSG_LEN {
         return None;
     }
     let ifindex = i32::from_ne_bytes(msg[4..8].try_into().ok()?);
     let parent = u32::from_ne_bytes(msg[12..16].try_into().ok()?);
-    let mut a = size_of::<TcMsg>();
-    while a + 4 <= msg.len() {
-        let alen = usize::from(u16::from_ne_bytes(msg[a..a + 2].try_into().ok()?));
-        let aty = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().ok()?);
-        if alen < 4 || a + alen > msg.len() {
-            break;
-        }
-        if aty == TCA_KIND {
-            let v = &msg[a + 4..a + alen];
-            let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
-            return Some((
-                ifindex,
-                parent,
-                String::from_utf8_lossy(&v[..end]).into_owned(),
-            ));
-        }
-        a += alen.next_multiple_of(4);
-    }
-    None
+    let kind = netlink::attr(msg, TCMSG_LEN, TCA_KIND)?;
+    Some((ifindex, parent, netlink::string(kind)))
 }
 
 /// fq settings for delay faults: every delayed packet waits in fq, so the queue must hold
@@ -248,19 +112,19 @@ fn fq_body(idx: i32, p: FqParams) -> Vec<u8> {
 /// Makes `fq` the root qdisc of `iface` (replacing the default `noqueue`).
 pub fn install_fq(iface: &str, p: FqParams) -> io::Result<()> {
     let flags = (libc::NLM_F_CREATE | libc::NLM_F_REPLACE) as u16;
-    request(libc::RTM_NEWQDISC, flags, &fq_body(ifindex(iface)?, p))
+    Socket::request(libc::RTM_NEWQDISC, flags, &fq_body(ifindex(iface)?, p))
 }
 
 /// Deletes the root qdisc of `iface`: the device goes back to its default.
 pub fn delete_root(iface: &str) -> io::Result<()> {
-    request(libc::RTM_DELQDISC, 0, &tcmsg(ifindex(iface)?, 0, TC_H_ROOT))
+    Socket::request(libc::RTM_DELQDISC, 0, &tcmsg(ifindex(iface)?, 0, TC_H_ROOT))
 }
 
 /// Deletes the clsact qdisc of `iface` (and with it every tc filter on its hooks).
 pub fn delete_clsact(iface: &str) -> io::Result<()> {
     let mut body = tcmsg(ifindex(iface)?, TC_H_CLSACT_HANDLE, TC_H_CLSACT);
     push_attr(&mut body, TCA_KIND, b"clsact\0");
-    request(libc::RTM_DELQDISC, 0, &body)
+    Socket::request(libc::RTM_DELQDISC, 0, &body)
 }
 
 #[cfg(test)]
@@ -300,7 +164,7 @@ mod tests {
         let (ifindex, parent, kind) = parse_qdisc(&b).unwrap();
         assert_eq!((ifindex, parent, kind.as_str()), (7, TC_H_ROOT, "fq"));
         // After TCA_KIND ("fq\0" padded to 8 bytes): the nested options, 5 attributes.
-        let opts = &b[size_of::<TcMsg>() + 8..];
+        let opts = &b[TCMSG_LEN + 8..];
         assert_eq!(
             u16::from_ne_bytes(opts[2..4].try_into().unwrap()),
             TCA_OPTIONS | NLA_F_NESTED

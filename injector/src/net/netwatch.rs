@@ -1,9 +1,11 @@
 //! rtnetlink link events (RTM_NEWLINK / RTM_DELLINK) of the daemon's network namespace, read on a
 //! thread and delivered on a channel, so a new pod's veth is attached as soon as it appears.
 
-use std::io;
+use std::{io, time::Duration};
 
 use tokio::sync::mpsc::UnboundedSender;
+
+use super::netlink::{self, Socket};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -13,108 +15,45 @@ pub enum LinkEvent {
 
 const RTMGRP_LINK: u32 = 1;
 const IFLA_IFNAME: u16 = 3;
+/// `struct ifinfomsg`: family, pad, type, ifindex, flags, change.
+const IFINFOMSG_LEN: usize = 16;
 
 /// Parses the link messages of one netlink datagram.
 pub fn parse(buf: &[u8]) -> Vec<LinkEvent> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2"));
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        let msg = &buf[off + 16..off + len];
-        if (ty == libc::RTM_NEWLINK || ty == libc::RTM_DELLINK) && msg.len() >= 16 {
-            let ifindex = i32::from_ne_bytes(msg[4..8].try_into().expect("4")) as u32;
-            let mut a = 16;
-            let mut name = None;
-            while a + 4 <= msg.len() {
-                let alen = usize::from(u16::from_ne_bytes(msg[a..a + 2].try_into().expect("2")));
-                let aty = u16::from_ne_bytes(msg[a + 2..a + 4].try_into().expect("2"));
-                if alen < 4 || a + alen > msg.len() {
-                    break;
-                }
-                if aty == IFLA_IFNAME {
-                    let v = &msg[a + 4..a + alen];
-                    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
-                    name = Some(String::from_utf8_lossy(&v[..end]).into_owned());
-                }
-                a += alen.next_multiple_of(4);
-            }
-            if let Some(name) = name {
-                out.push(if ty == libc::RTM_NEWLINK {
-                    LinkEvent::New { ifindex, name }
-                } else {
-                    LinkEvent::Del { ifindex, name }
-                });
-            }
-        }
-        off += len.next_multiple_of(4);
-    }
-    out
+    netlink::messages(buf)
+        .filter(|m| m.ty == libc::RTM_NEWLINK || m.ty == libc::RTM_DELLINK)
+        .filter(|m| m.payload.len() >= IFINFOMSG_LEN)
+        .filter_map(|m| {
+            let ifindex = i32::from_ne_bytes(m.payload[4..8].try_into().ok()?) as u32;
+            let name = netlink::string(netlink::attr(m.payload, IFINFOMSG_LEN, IFLA_IFNAME)?);
+            Some(if m.ty == libc::RTM_NEWLINK {
+                LinkEvent::New { ifindex, name }
+            } else {
+                LinkEvent::Del { ifindex, name }
+            })
+        })
+        .collect()
 }
 
 /// Subscribes to link events in the calling thread's network namespace and forwards them until the
 /// receiver is dropped. The socket is opened before this returns, so no event after it is missed.
 pub fn spawn(tx: UnboundedSender<LinkEvent>) -> io::Result<()> {
-    // SAFETY: socket syscalls on a buffer we own; the fd is closed when the thread ends.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: zeroed sockaddr_nl with the family and groups set; a 500 ms receive timeout lets the
-    // thread notice a closed channel.
-    unsafe {
-        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-        sa.nl_family = libc::AF_NETLINK as u16;
-        sa.nl_groups = RTMGRP_LINK;
-        if libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as u32,
-        ) != 0
-        {
-            let e = io::Error::last_os_error();
-            libc::close(fd);
-            return Err(e);
-        }
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 500_000,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as u32,
-        );
-    }
+    let s = Socket::open(RTMGRP_LINK)?;
+    // A timeout lets the thread notice a closed channel.
+    s.set_timeout(Duration::from_millis(500))?;
     std::thread::Builder::new()
         .name("netlink".into())
         .spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             while !tx.is_closed() {
-                // SAFETY: receiving into our buffer.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n <= 0 {
-                    continue; // timeout or ENOBUFS: keep going; a periodic rescan covers lost events
-                }
-                for ev in parse(&buf[..n as usize]) {
+                // Timeout or ENOBUFS: keep going; a periodic rescan covers lost events.
+                let Ok(n) = s.recv(&mut buf) else { continue };
+                for ev in parse(&buf[..n]) {
                     if tx.send(ev).is_err() {
                         break;
                     }
                 }
             }
-            // SAFETY: our fd.
-            unsafe { libc::close(fd) };
         })?;
     Ok(())
 }
