@@ -119,6 +119,9 @@ pub struct Features {
     pub tcx: bool,
     pub fq: bool,
     pub btf: bool,
+    /// `bpf_skb_set_tstamp` (5.18+): the programs stamp EDT delivery times; without, no delay.
+    #[serde(default)]
+    pub edt_stamp: bool,
 }
 
 /// One interface the daemon covers.

@@ -119,7 +119,7 @@ fn yes(b: bool) -> &'static str {
 
 pub fn status_table(v: &Status) -> String {
     let mut s = format!(
-        "daemon    injector {}  {}  {}  heartbeat {} ms ago  grace {}s\nkernel    tcx={} fq={} btf={}\nbpffs     {}\n",
+        "daemon    injector {}  {}  {}  heartbeat {} ms ago  grace {}s\nkernel    tcx={} fq={} btf={} edt_stamp={}\nbpffs     {}\n",
         v.version,
         if v.ready { "ready" } else { "NOT READY" },
         if v.armed {
@@ -132,6 +132,7 @@ pub fn status_table(v: &Status) -> String {
         yes(v.features.tcx),
         yes(v.features.fq),
         yes(v.features.btf),
+        yes(v.features.edt_stamp),
         v.bpffs,
     );
     for why in &v.not_ready {

@@ -207,6 +207,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
             tcx: c.features.tcx,
             fq: c.features.fq,
             btf: c.features.btf,
+            edt_stamp: c.features.edt_stamp,
         },
         interfaces: c
             .ifaces
