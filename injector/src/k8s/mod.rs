@@ -4,6 +4,7 @@
 pub mod resolve;
 pub mod resource;
 pub mod select;
+mod service;
 pub mod status;
 pub mod validate;
 

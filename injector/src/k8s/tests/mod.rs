@@ -4,4 +4,5 @@
 mod resolve;
 mod schema;
 mod select;
+mod service;
 mod validate;
