@@ -88,7 +88,13 @@ fn the_schema_is_structural_namespaced_and_without_cel() {
     let spec = &ver["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(spec["loss"]["pattern"], PERCENT_PATTERN);
     assert_eq!(spec["to"]["properties"]["mode"]["enum"][3], "percent");
-    assert_eq!(spec["to"]["oneOf"].as_array().map(Vec::len), Some(4));
+    for side in ["from", "to"] {
+        assert_eq!(spec[side]["oneOf"].as_array().map(Vec::len), Some(4));
+        assert!(
+            spec[side].get("nullable").is_none(),
+            "{side}: a null must be pruned"
+        );
+    }
 }
 
 fn re(p: &str) -> regex::Regex {
