@@ -7,6 +7,7 @@ pub mod client;
 pub mod daemon;
 pub mod failpoint;
 pub mod fault;
+pub mod k8s;
 pub mod kernel;
 pub mod local;
 pub mod net;

@@ -117,6 +117,8 @@ pub enum Cmd {
     },
     /// Shell completions: `injector completions bash > /etc/bash_completion.d/injector`.
     Completions { shell: clap_complete::Shell },
+    /// Print the NetworkFault CRD (YAML): `injector crd | kubectl apply -f -`.
+    Crd,
     /// A daemon's pinned maps on this node, directly (works when the daemon does not).
     Local {
         /// bpffs directory of the daemon.
@@ -137,7 +139,7 @@ impl Cmd {
             | Cmd::Arm { conn, .. }
             | Cmd::Status { conn, .. }
             | Cmd::Top { conn, .. } => Some(conn),
-            Cmd::Daemon(_) | Cmd::Completions { .. } | Cmd::Local { .. } => None,
+            Cmd::Daemon(_) | Cmd::Completions { .. } | Cmd::Crd | Cmd::Local { .. } => None,
         }
     }
 }

@@ -155,6 +155,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Cmd::Crd => {
+            print!("{}", crate::k8s::crd_yaml());
+            Ok(())
+        }
         Cmd::Local { bpffs, cmd } => match cmd {
             LocalCmd::Stats => Ok(local::stats(bpffs)?),
             LocalCmd::Abort => Ok(local::abort(bpffs)?),
