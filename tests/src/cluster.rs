@@ -848,11 +848,24 @@ async fn register_node(client: &Client, node: &lab::Node) -> Result<()> {
                       {"type": "Hostname", "address": node.name}],
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                         "message": "the lab plays kubelet"}],
+        "nodeInfo": {"kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2",
+                     "osImage": "injector lab (network namespaces)", "operatingSystem": "linux",
+                     "architecture": go_arch(), "containerRuntimeVersion": "netns://",
+                     "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
     }});
     api.patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .with_context(|| format!("setting the status of Node {}", node.name))?;
     Ok(())
+}
+
+/// This machine's architecture as Kubernetes names it (GOARCH).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// The `kubernetes` Service: the API server creates it shortly after start; created here if not.
@@ -906,12 +919,17 @@ async fn create_pod(
     api.create(&PostParams::default(), &obj)
         .await
         .context("creating the Pod")?;
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let status = json!({"status": {
         "phase": "Running",
         "hostIP": node.underlay_ip.to_string(),
         "podIP": pod.ip.to_string(),
         "podIPs": [{"ip": pod.ip.to_string()}, {"ip": pod.ip6.to_string()}],
-        "startTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        "startTime": now,
+        "containerStatuses": [{"name": "main", "image": "lab/netns", "imageID": "", "ready": true,
+                               "started": true, "restartCount": 0,
+                               "state": {"running": {"startedAt": now}}}],
         "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"},
                        {"type": "Initialized", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
     }});
