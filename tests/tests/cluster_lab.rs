@@ -161,3 +161,27 @@ fn kubectl(kc: &Path, args: &[&str]) -> String {
         .expect("kubectl (on the machine image)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn a_panic_with_the_cluster_up_leaves_nothing() {
+    require_root();
+    let prefix = lab::run_prefix("kp");
+    let seen = std::panic::catch_unwind(|| {
+        let c = Cluster::up(&prefix, ClusterOptions::default()).expect("cluster up");
+        let seen = (c.api.pids(), c.api.dir.clone());
+        std::panic::panic_any(seen);
+    })
+    .expect_err("the closure panics");
+    let (pids, dir) = seen
+        .downcast_ref::<(Vec<u32>, std::path::PathBuf)>()
+        .expect("payload");
+    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} left"
+        );
+    }
+    assert!(!dir.exists(), "{} left", dir.display());
+    assert!(lab::namespaces(&prefix).unwrap().is_empty(), "netns left");
+}
