@@ -141,14 +141,20 @@ fn cluster_registers_the_lab_plays_kubelet_and_cleans_up() {
     let t = Instant::now();
     drop(c);
     eprintln!("cluster {prefix} down in {:.1?}", t.elapsed());
+    assert_nothing_left(&prefix, &pids, &dir);
+}
+
+/// No etcd or kube-apiserver process, no run directory, no netns of `prefix`.
+fn assert_nothing_left(prefix: &str, pids: &[u32], dir: &Path) {
+    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
     for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} still there"
+            "pid {pid} left"
         );
     }
     assert!(!dir.exists(), "{} left", dir.display());
-    assert!(lab::namespaces(&prefix).unwrap().is_empty(), "netns left");
+    assert!(lab::namespaces(prefix).unwrap().is_empty(), "netns left");
 }
 
 /// `kubectl --kubeconfig KC args...`: its stdout (exit status not checked: `can-i` exits 1 on "no").
@@ -175,13 +181,5 @@ fn a_panic_with_the_cluster_up_leaves_nothing() {
     let (pids, dir) = seen
         .downcast_ref::<(Vec<u32>, std::path::PathBuf)>()
         .expect("payload");
-    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
-    for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} left"
-        );
-    }
-    assert!(!dir.exists(), "{} left", dir.display());
-    assert!(lab::namespaces(&prefix).unwrap().is_empty(), "netns left");
+    assert_nothing_left(&prefix, pids, dir);
 }
