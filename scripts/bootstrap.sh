@@ -5,10 +5,34 @@ set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
 APT_PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf iproute2 iputils-ping prometheus
-          qemu-system-x86 busybox-static cpio kmod iperf3 iptables ipset)
+          qemu-system-x86 busybox-static cpio kmod iperf3 iptables ipset
+          golang-1.19-go etcd-server openssl)
 say() { echo "bootstrap: $*" >&2; }
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 0. Source package lists, for the kube-apiserver the cluster tests build from Debian's `kubernetes`
+#    source package (scripts/build-kube-apiserver.sh): the machine's own deb entries, as deb-src,
+#    in one project-owned file (no mirror host written anywhere). Nothing when deb-src is on already.
+SRC_LIST=/etc/apt/sources.list.d/injector-deb-src.sources
+have_src() {
+  grep -qsE '^Types:.*deb-src' /etc/apt/sources.list.d/*.sources ||
+    grep -qsE '^[[:space:]]*deb-src[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list
+}
+if ! have_src; then
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    say "enabling deb-src from /etc/apt/sources.list.d/debian.sources in $SRC_LIST"
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources | sudo_ tee "$SRC_LIST.tmp" >/dev/null
+  elif [ -f /etc/apt/sources.list ]; then
+    SRC_LIST=/etc/apt/sources.list.d/injector-deb-src.list
+    say "enabling deb-src from /etc/apt/sources.list in $SRC_LIST"
+    sed -n 's/^[[:space:]]*deb[[:space:]]/deb-src /p' /etc/apt/sources.list | sudo_ tee "$SRC_LIST.tmp" >/dev/null
+  else
+    say "no /etc/apt/sources.list.d/debian.sources nor /etc/apt/sources.list to enable deb-src from"; exit 1
+  fi
+  sudo_ mv "$SRC_LIST.tmp" "$SRC_LIST"
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+fi
 
 # 1. Debian packages: the rustc built on LLVM 22 with a prebuilt `core` for bpfel-unknown-none,
 #    and the network tools the lab and tests use. Versions are never pinned: the security archive

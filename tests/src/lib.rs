@@ -1,6 +1,7 @@
 //! Test support shared by the privileged tests, the benchmarks and the demo: the two-node flannel
 //! lab in network namespaces, and daemons running in its nodes.
 
+pub mod cluster;
 pub mod cmd;
 pub mod daemon;
 pub mod lab;

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's own commands. `test` runs every check CI runs; `demo` runs the
-//! main job on the lab; `lab up|down|status` drives the two-node lab by hand.
+//! main job on the lab; `lab up|down|status` drives the two-node lab by hand,
+//! `cluster up|down|status` the lab with a real API server.
 
 mod bench;
+mod cluster;
 mod demo;
 mod test;
 mod vm;
@@ -53,6 +55,11 @@ enum Cmd {
     Vm {
         #[command(subcommand)]
         cmd: VmCmd,
+    },
+    /// The lab plus a real kube-apiserver (built once into ~/.cache), nodes and pods registered.
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
     },
     /// The two-node flannel lab in network namespaces.
     Lab {
@@ -172,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Cluster { cmd } => cluster::run(cmd),
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { prefix, pods } => {
                 bootstrap()?;

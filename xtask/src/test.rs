@@ -49,6 +49,8 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
         "cargo",
         &["build", "-p", "injector", "--features", "failpoints"],
     )?;
+    // The cluster tests run a real kube-apiserver: built once per machine (~5 min), then cached.
+    crate::cluster::ensure_built()?;
     sh(
         "cargo",
         &[
