@@ -258,8 +258,8 @@ pub struct Condition {
     #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     pub reason: String,
-    /// For a refused spec: `spec.<field>: <value and fix>`.
-    #[serde(default)]
+    /// For a refused spec: `spec.<field>: <value and fix>`. No schema default: the 1.20 API
+    /// server refuses an empty-string default here (measured: "default: Invalid value").
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
