@@ -210,7 +210,7 @@ pub fn run() -> Result<()> {
         "\n== 8. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
     );
     let vm = crate::vm::setup()?;
-    let xtask = std::env::current_exe()?;
+    let xtask = crate::self_exe()?;
     let (rc, out) = crate::vm::run(
         &vm,
         &format!("{} demo-delay", xtask.display()),

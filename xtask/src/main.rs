@@ -10,7 +10,7 @@ mod vm;
 
 use std::process::{Command, ExitCode};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use injector_tests::lab;
 
@@ -118,6 +118,31 @@ enum LabCmd {
 }
 
 /// The workspace root (xtask's parent directory).
+/// This xtask's executable, to run again inside the VM. `cargo xtask test` builds the whole
+/// workspace while it runs, which can replace the running binary (its path then reads
+/// "... (deleted)"): the rebuilt one, from the same sources, is then used.
+pub fn self_exe() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let name = exe
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
+        .unwrap_or_else(|| "xtask".into());
+    let rebuilt = exe.with_file_name(name);
+    ensure!(
+        rebuilt.exists(),
+        "the xtask binary {} is gone; rerun the command",
+        exe.display()
+    );
+    Ok(rebuilt)
+}
+
 pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

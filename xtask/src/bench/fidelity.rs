@@ -26,7 +26,7 @@ const DELAY_NS: u64 = 50_000_000;
 /// kernel's version.
 pub fn run(ctx: &Ctx) -> Result<(Section, String)> {
     let vm = crate::vm::setup()?;
-    let xtask = std::env::current_exe()?;
+    let xtask = crate::self_exe()?;
     let cmd = format!(
         "{} bench-vm{}",
         xtask.display(),
