@@ -54,7 +54,7 @@ fn deploy_is_accepted_and_the_crd_schema_refuses_bad_faults() {
             "-f",
             &format!("{deploy}/namespace.yaml"),
             "-f",
-            &format!("{deploy}/crd/networkfault.yaml"),
+            &format!("{deploy}/crd/injector.yaml"),
         ],
         None,
     );

@@ -40,6 +40,7 @@ pub const PORT_PATTERN: &str =
         type_ = "integer",
         json_path = ".status.selected.count"
     ),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes.count"),
     printcolumn(name = "Ends", type_ = "date", json_path = ".status.deadline"),
     printcolumn(
         name = "Age",
@@ -220,9 +221,22 @@ pub struct NetworkFaultStatus {
     /// The pods the fault selects (after `mode`), both sides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected: Option<SelectedPods>,
+    /// The nodes whose daemon holds the fault (from their InjectorNode reports; written by the
+    /// one status writer, so a node joining is one write, never one write per node per change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<HoldingNodes>,
     /// `Valid` (False with the field and the fix when refused) and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The nodes that hold a fault: the count and the first [`crate::k8s::MAX_LISTED`] names.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldingNodes {
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

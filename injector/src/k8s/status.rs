@@ -109,6 +109,7 @@ impl NetworkFault {
             deadline: life.map(|l| rfc3339(l.1)),
             observed_generation: generation,
             selected,
+            nodes: self.status.as_ref().and_then(|s| s.nodes.clone()),
             conditions,
         }
     }

@@ -8,11 +8,11 @@ use crate::k8s::{crd, crd_yaml};
 
 #[test]
 fn the_manifest_in_deploy_is_the_crd_of_the_types() {
-    let file = include_str!("../../../../deploy/crd/networkfault.yaml");
+    let file = include_str!("../../../../deploy/crd/injector.yaml");
     assert!(
         file == crd_yaml(),
-        "deploy/crd/networkfault.yaml differs from the types; regenerate it:\n  \
-         cargo run -p injector -- crd > deploy/crd/networkfault.yaml"
+        "deploy/crd/injector.yaml differs from the types; regenerate it:\n  \
+         cargo run -p injector -- crd > deploy/crd/injector.yaml"
     );
 }
 
