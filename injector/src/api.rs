@@ -21,6 +21,9 @@ pub struct FaultView {
     /// Protected targets carved out of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carved: Vec<Carved>,
+    /// The NetworkFault (`namespace/name`) this fault is a part of; absent: the local API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub spec: FaultSpec,
     /// By judging hook (`veth_egress`, `overlay_egress`, `xdp_veth`).
     pub counters: BTreeMap<String, FaultCounters>,

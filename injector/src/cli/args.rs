@@ -6,8 +6,12 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    DEFAULT_BPFFS, DEFAULT_SOCKET, daemon::Config, fault::spec::FaultSpec, kernel::attach::Roles,
-    net::ifaces, parse,
+    DEFAULT_BPFFS, DEFAULT_SOCKET,
+    daemon::{Config, reconcile::KubeConfig},
+    fault::spec::FaultSpec,
+    kernel::attach::Roles,
+    net::ifaces,
+    parse,
 };
 
 const EXAMPLES: &str = "\
@@ -239,6 +243,19 @@ pub struct DaemonArgs {
     /// `ip netns exec` it keeps the host's /sys, so the pins land in the host's bpffs.
     #[arg(long)]
     pub netns: Option<String>,
+    /// This node's name: with it the daemon reconciles NetworkFaults from the API server
+    /// (the DaemonSet sets it from the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Reach the API server with this kubeconfig (default: the pod's service account).
+    #[arg(long, env = "KUBECONFIG", requires = "node_name")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the status writer's Lease (the daemon's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "injector")]
+    pub lease_namespace: String,
+    /// How often the node's InjectorNode report is written (besides on changes).
+    #[arg(long, default_value = "10s")]
+    pub report_interval: String,
 }
 
 impl DaemonArgs {
@@ -272,7 +289,22 @@ impl DaemonArgs {
             ),
             _ => None,
         };
+        let kube = match self.node_name {
+            Some(node_name) => Some(KubeConfig {
+                node_name,
+                kubeconfig: self.kubeconfig,
+                lease_namespace: self.lease_namespace,
+                report_interval: parse::duration(
+                    "--report-interval",
+                    &self.report_interval,
+                    (Duration::from_secs(1), "1s"),
+                    (Duration::from_secs(3600), "1h"),
+                )?,
+            }),
+            None => None,
+        };
         Ok(Config {
+            kube,
             bpffs: self.bpffs,
             patterns: self.ifaces,
             roles: Roles {

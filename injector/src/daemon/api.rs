@@ -63,6 +63,7 @@ fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, Ap
         remaining_s: remaining_s(e, now),
         forced: e.record.forced,
         carved: carved(e),
+        resource: e.record.resource.clone(),
         spec: e.record.spec.clone(),
         counters,
     })

@@ -29,4 +29,6 @@ pub struct Config {
     pub log_json: bool,
     /// The network namespace to enter first.
     pub netns: Option<String>,
+    /// With a node name: reconcile NetworkFaults from the API server.
+    pub kube: Option<super::reconcile::KubeConfig>,
 }

@@ -8,11 +8,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{
-    faultset::{FaultSet, Protected},
-    fq::FqState,
-    records,
-};
+use super::{carve::Protected, faultset::FaultSet, fq::FqState, records};
 use crate::{
     fault::spec::Action,
     kernel::{

@@ -5,10 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
 use tracing::warn;
 
-use super::records::{self, Carved, Manifest, Record};
+use super::{
+    carve::{Protected, carve},
+    records::{self, Manifest, Record},
+};
 use crate::{
     failpoint,
     fault::{
@@ -16,7 +18,6 @@ use crate::{
         spec::{Action, Fault, FaultSpec},
     },
     kernel::Maps,
-    parse::Cidr,
 };
 
 pub struct Entry {
@@ -25,11 +26,16 @@ pub struct Entry {
     pub fault: Fault,
     pub slot: u32,
     /// Where the record is stored; `None` until a commit stores it.
-    id: Option<u32>,
+    pub(super) id: Option<u32>,
 }
 
 impl Entry {
-    fn new(record: Record, slot: u32, id: Option<u32>, at: &str) -> Result<Entry, ApiError> {
+    pub(super) fn new(
+        record: Record,
+        slot: u32,
+        id: Option<u32>,
+        at: &str,
+    ) -> Result<Entry, ApiError> {
         let mut fault = record
             .spec
             .validate(at)
@@ -49,15 +55,6 @@ impl Entry {
             id,
         })
     }
-}
-
-/// A destination no fault may touch unless forced.
-#[derive(Clone, Debug, Serialize)]
-pub struct Protected {
-    pub cidr: String,
-    pub why: String,
-    #[serde(skip)]
-    pub net: Cidr,
 }
 
 /// An API error: the HTTP status tells the kind, the message names the field, the value and the fix.
@@ -81,91 +78,23 @@ impl From<CompileError> for ApiError {
     }
 }
 
-/// Every address of a set (`any`: both families).
-fn whole(set: &[Cidr]) -> Vec<Cidr> {
-    if set.is_empty() {
-        vec![Cidr::any(false), Cidr::any(true)]
-    } else {
-        set.to_vec()
-    }
-}
-
-/// Carves the protected targets a fault would reach out of it. A protected CIDR is reached when
-/// it overlaps a destination set (`to`, and `from` for a both-ways fault); it is then carved out
-/// of both `to` and `from` (an exception on each set it overlaps), so the fault leaves every
-/// packet of a conversation with it alone: a ping to the node is untouched, request and reply,
-/// by a fault on the node's pod subnet. Refused (the field, what it reaches, the fix) when a set
-/// is left with no address.
-fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
-    let (to, from) = (whole(&f.to), whole(&f.from));
-    let mut dests = vec![(&to, &f.to_except)];
-    if f.both_ways {
-        dests.push((&from, &f.from_except));
-    }
-    let reached: Vec<&Protected> = protected
-        .iter()
-        .filter(|p| {
-            dests.iter().any(|(d, except)| {
-                d.iter().any(|c| c.overlaps(&p.net)) && !except.iter().any(|e| e.contains(&p.net))
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for (field, set, cidrs, except) in [
-        ("to", &f.to, &to, &f.to_except),
-        ("from", &f.from, &from, &f.from_except),
-    ] {
-        let hit: Vec<&Protected> = reached
-            .iter()
-            .copied()
-            .filter(|p| cidrs.iter().any(|c| c.overlaps(&p.net)))
-            .filter(|p| !except.iter().any(|e| e.contains(&p.net)))
-            .collect();
-        let mut all: Vec<Cidr> = except.clone();
-        all.extend(hit.iter().map(|p| p.net));
-        if !hit.is_empty() && cidrs.iter().all(|c| c.covered_by(&all)) {
-            let what = if set.is_empty() {
-                "any address".to_string()
-            } else {
-                set.iter()
-                    .map(Cidr::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let prot: Vec<String> = hit
-                .iter()
-                .map(|p| format!("{} ({})", p.cidr, p.why))
-                .collect();
-            return Err(ApiError::Forbidden(format!(
-                "{at}{field}: {what} lies entirely in protected {}: nothing is left to target; name other targets, or force it (force=true, --force)",
-                prot.join(", ")
-            )));
-        }
-        out.extend(hit.iter().map(|p| Carved {
-            field: field.to_string(),
-            cidr: p.cidr.clone(),
-            why: p.why.clone(),
-        }));
-    }
-    Ok(out)
-}
-
 #[derive(Default)]
 pub struct FaultSet {
-    entries: BTreeMap<String, Entry>,
+    pub(super) entries: BTreeMap<String, Entry>,
     /// The next record id to use.
     next_id: u32,
 }
 
 /// Which change a commit makes (the failpoints' first word).
 #[derive(Clone, Copy)]
-enum Op {
+pub(super) enum Op {
     Adopt,
     Add,
     Replace,
     Remove,
     Clear,
     Reap,
+    Sync,
 }
 
 impl Op {
@@ -177,6 +106,7 @@ impl Op {
             Op::Remove => "remove",
             Op::Clear => "clear",
             Op::Reap => "reap",
+            Op::Sync => "sync",
         }
     }
 }
@@ -259,7 +189,7 @@ impl FaultSet {
     /// flip (the commit point). An error before the flip leaves the old set running and returns
     /// it; after the flip the change has happened, and what is left (clearing the old
     /// generation, removing replaced records) is tidying, retried by the next change or restart.
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         maps: &mut Maps,
         mut next: BTreeMap<String, Entry>,
@@ -365,6 +295,16 @@ impl FaultSet {
                     fault.name
                 )));
             }
+            if let Some(r) = self
+                .entries
+                .get(&fault.name)
+                .and_then(|e| e.record.resource.as_ref())
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "{at}name: '{}' is part of NetworkFault {r}; change or delete the resource (`kubectl injector rm`), or pick another name",
+                    fault.name
+                )));
+            }
             if self.entries.contains_key(&fault.name) {
                 if !opts.replace {
                     return Err(ApiError::Conflict(format!(
@@ -385,6 +325,7 @@ impl FaultSet {
                 deadline_ns: now + fault.lifetime.as_nanos() as u64,
                 forced: opts.force,
                 carved,
+                resource: None,
             };
             new.push(Entry::new(record, 0, None, &at)?);
         }
@@ -432,7 +373,7 @@ impl FaultSet {
     }
 
     /// The set without the faults `drop` names.
-    fn without(&self, drop: impl Fn(&str, &Entry) -> bool) -> BTreeMap<String, Entry> {
+    pub(super) fn without(&self, drop: impl Fn(&str, &Entry) -> bool) -> BTreeMap<String, Entry> {
         self.entries
             .iter()
             .filter(|(n, e)| !drop(n, e))
@@ -457,14 +398,21 @@ impl FaultSet {
                 "name: no fault named '{name}'; `GET /v1/faults` lists them"
             )));
         }
+        if let Some(r) = &self.entries[name].record.resource {
+            return Err(ApiError::Forbidden(format!(
+                "name: '{name}' is part of NetworkFault {r}; delete the resource (`kubectl injector rm`), or disarm everything here with `injector abort`"
+            )));
+        }
         let next = self.without(|n, _| n == name);
         self.commit(maps, next, &[], Op::Remove)
     }
 
-    /// Removes every fault.
+    /// Removes every fault of the local API (a NetworkFault's parts are the reconciler's: they
+    /// go with their resource, or with a cluster-wide abort).
     pub fn clear(&mut self, maps: &mut Maps) -> Result<usize, ApiError> {
-        let n = self.entries.len();
-        self.commit(maps, BTreeMap::new(), &[], Op::Clear)?;
+        let next = self.without(|_, e| e.record.resource.is_none());
+        let n = self.entries.len() - next.len();
+        self.commit(maps, next, &[], Op::Clear)?;
         Ok(n)
     }
 
@@ -492,102 +440,4 @@ pub struct AddOptions<'a> {
     /// Whether delay is possible here; `Err` says why not (no fq, no EDT stamp).
     pub delay: Result<(), String>,
     pub protected: &'a [Protected],
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::parse::cidr;
-
-    fn p(c: &str) -> Protected {
-        Protected {
-            cidr: c.into(),
-            why: "test".into(),
-            net: cidr("", c).unwrap(),
-        }
-    }
-
-    fn fault(json: &str) -> Fault {
-        serde_json::from_str::<FaultSpec>(json)
-            .unwrap()
-            .validate("")
-            .unwrap()
-    }
-
-    #[test]
-    fn protected_targets_are_carved_out_and_a_fault_left_with_nothing_is_refused() {
-        let prot = [p("10.42.1.1/32"), p("10.43.0.10/32"), p("10.42.1.0/32")];
-        let carved = |j: &str| {
-            carve(&fault(j), &prot, "")
-                .map(|c| {
-                    c.into_iter()
-                        .map(|c| format!("{}:{}", c.field, c.cidr))
-                        .collect::<Vec<_>>()
-                })
-                .map_err(|e| e.to_string())
-        };
-        let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        // Reaching no protected target: nothing carved, also not from the sources.
-        assert_eq!(
-            carved(r#"{"name":"a","to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#),
-            ok(&[])
-        );
-        // A node's pod subnet: the bridge's and flannel.1's addresses carved out of the
-        // destinations and, so their replies pass too, of the (any) sources.
-        assert_eq!(
-            carved(r#"{"name":"a","to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#),
-            ok(&[
-                "to:10.42.1.1/32",
-                "to:10.42.1.0/32",
-                "from:10.42.1.1/32",
-                "from:10.42.1.0/32"
-            ])
-        );
-        // Sources that do not hold the target are left as they are.
-        assert_eq!(
-            carved(
-                r#"{"name":"a","from":["10.42.2.0/24"],"to":["10.42.1.0/24"],"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&["to:10.42.1.1/32", "to:10.42.1.0/32"])
-        );
-        // Any destination: every protected target, from both sets.
-        let all = carve(
-            &fault(r#"{"name":"a","blackhole":true,"for":"1m"}"#),
-            &prot,
-            "",
-        );
-        assert_eq!(all.unwrap().len(), 6);
-        // Sources are destinations of a both-ways fault's other direction.
-        assert_eq!(
-            carved(
-                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&[])
-        );
-        assert_eq!(
-            carved(
-                r#"{"name":"a","from":["10.43.0.0/24"],"to":["10.42.2.7"],"both_ways":true,"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&["from:10.43.0.10/32"])
-        );
-        // Nothing left: refused, naming the field and the protected target.
-        let e =
-            carved(r#"{"name":"a","to":["10.42.1.1"],"blackhole":true,"for":"1m"}"#).unwrap_err();
-        assert!(
-            e.starts_with("to: 10.42.1.1/32 lies entirely in protected 10.42.1.1/32"),
-            "{e}"
-        );
-        // A user's exception already covering the target is not carved again.
-        assert_eq!(
-            carved(
-                r#"{"name":"a","to":["10.42.1.0/24"],"to_except":["10.42.1.0/30"],"blackhole":true,"for":"1m"}"#
-            ),
-            ok(&[])
-        );
-        // Families never overlap.
-        assert_eq!(
-            carved(r#"{"name":"a","to":["fd00::/8"],"blackhole":true,"for":"1m"}"#),
-            ok(&[])
-        );
-    }
 }

@@ -6,6 +6,7 @@
 //! heartbeat is older than the grace period.
 
 pub mod api;
+pub mod carve;
 pub mod config;
 pub mod core;
 pub mod faultset;
@@ -13,7 +14,9 @@ pub mod fq;
 pub mod health;
 mod links;
 pub mod metrics;
+pub mod reconcile;
 pub mod records;
+pub mod sync;
 
 use std::{io, net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
@@ -33,8 +36,9 @@ use tracing::{info, warn};
 pub use self::config::Config;
 use self::{
     api::ApiState,
+    carve::Protected,
     core::{Core, Features, Shared},
-    faultset::{FaultSet, Protected},
+    faultset::FaultSet,
     health::Listeners,
 };
 use crate::{
@@ -79,13 +83,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         adopted,
         features,
     } = loaded;
+    // The Kubernetes client is built before anything is attached: a bad kubeconfig refuses the start.
+    let kube = match &cfg.kube {
+        Some(k) => Some((k.clone(), reconcile::client(k).await?)),
+        None => None,
+    };
+    let fixed = protected(&cfg);
     let shared = Shared::new(Core {
         maps,
         faults,
         ifaces: attached.ifaces,
         attach_errors: attached.attach_errors,
         ready: false,
-        protected: protected(&cfg),
+        protected: fixed.clone(),
         features,
         bpffs: cfg.bpffs.display().to_string(),
         fq: Default::default(),
@@ -94,6 +104,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     });
     start_fq(&shared, adopted);
     let servers = serve(bound, &shared, &cfg);
+    if let Some((k, client)) = kube {
+        reconcile::spawn(shared.clone(), fixed, k, client);
+    }
     {
         let mut c = shared.lock();
         c.ready = true;

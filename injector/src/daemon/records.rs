@@ -44,6 +44,9 @@ pub struct Record {
     /// Protected targets carved out of the fault's destinations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carved: Vec<Carved>,
+    /// The NetworkFault (`namespace/name`) this fault is a part of; `None`: the local API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// A generation's manifest: slot -> the id of the record of the fault in that slot.
