@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use injector_common::ctrl;
+
 use super::{
     carve::carve,
     faultset::{AddOptions, ApiError, Entry, FaultSet, Op},
@@ -192,8 +194,10 @@ impl FaultSet {
         Entry::new(record, 0, None, "")
     }
 
-    /// Removes the faults of the local API started at or before `t` (monotonic ns) and the
-    /// parts of the resources `aborted` names: a cluster-wide abort.
+    /// A cluster-wide abort: removes the faults of the local API started at or before `t`
+    /// (monotonic ns) and the parts of the resources `aborted` names. When there are any, every
+    /// fault is first disarmed with the one-word abort (at once, before the set is rewritten),
+    /// and armed again once they are gone. Returns the names removed.
     pub fn abort(
         &mut self,
         maps: &mut Maps,
@@ -210,10 +214,13 @@ impl FaultSet {
             .filter(|(_, e)| gone(e))
             .map(|(n, _)| n.clone())
             .collect();
-        if !names.is_empty() {
-            let next = self.without(|_, e| gone(e));
-            self.commit(maps, next, &[], Op::Clear)?;
+        if names.is_empty() {
+            return Ok(names);
         }
+        maps.set_ctrl(ctrl::ARMED, 0)?;
+        let next = self.without(|_, e| gone(e));
+        self.commit(maps, next, &[], Op::Clear)?;
+        maps.set_ctrl(ctrl::ARMED, 1)?;
         Ok(names)
     }
 }

@@ -58,8 +58,8 @@ pub struct Abort {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InjectorNodeSpec {
-    /// The Node this report is about (also the object's name).
-    #[serde(default)]
+    /// The Node this report is about (also the object's name). No schema default: the 1.20 API
+    /// server refuses an empty-string default.
     pub node_name: String,
 }
 
@@ -67,7 +67,6 @@ pub struct InjectorNodeSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NodeReport {
     /// When the daemon wrote it (RFC 3339).
-    #[serde(default)]
     pub updated: String,
     /// Whether the node's faults are armed (false between an abort and the next change).
     #[serde(default)]

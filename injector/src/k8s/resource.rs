@@ -41,7 +41,7 @@ pub const PORT_PATTERN: &str =
         json_path = ".status.selected.count"
     ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes.count"),
-    printcolumn(name = "Ends", type_ = "date", json_path = ".status.deadline"),
+    printcolumn(name = "Deadline", type_ = "string", json_path = ".status.deadline"),
     printcolumn(
         name = "Age",
         type_ = "date",

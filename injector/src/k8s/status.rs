@@ -71,7 +71,11 @@ impl NetworkFault {
                         "Aborted",
                         "disarmed by a cluster-wide abort".to_string(),
                     ),
-                    Phase::Failed => (false, "Failed", String::new()),
+                    Phase::Failed => (
+                        false,
+                        "Failed",
+                        "refused: see the Valid condition".to_string(),
+                    ),
                 };
                 let selected = SelectedPods {
                     count: r.selected.len() as u32,
@@ -79,7 +83,7 @@ impl NetworkFault {
                 };
                 (
                     phase,
-                    cond("Valid", true, "Valid", ""),
+                    cond("Valid", true, "Valid", "the spec is valid"),
                     cond("Ready", ok, reason, msg),
                     Some(selected),
                 )

@@ -113,6 +113,7 @@ pub fn spawn(shared: Shared, fixed: Vec<Protected>, cfg: KubeConfig, client: Cli
             abort_seen: None,
             reported: None,
             leading: false,
+            holders: BTreeMap::new(),
         };
         info!(node = %r.cfg.node_name, "watching NetworkFaults");
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -152,6 +153,8 @@ struct Reconciler {
     /// When the node report was last written.
     reported: Option<Instant>,
     leading: bool,
+    /// Which nodes hold which resource, from their reports (read by the status writer).
+    holders: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn resource_key(nf: &NetworkFault) -> String {
@@ -207,17 +210,15 @@ impl Reconciler {
         let c = &mut *guard;
         c.protected = protected;
         if let Some(at) = abort.filter(|a| Some(*a) != self.abort_seen) {
-            // The per-node one-word abort first (every fault off at once), then the set.
             let mono = monotonic_ns()
                 .saturating_sub(now.duration_since(at).unwrap_or_default().as_nanos() as u64);
-            let _ = c.maps.set_ctrl(ctrl::ARMED, 0);
             match c.faults.abort(&mut c.maps, mono, &aborted_set) {
+                Ok(gone) if gone.is_empty() => {}
                 Ok(gone) => {
                     warn!(at = %crate::k8s::status::rfc3339(at), faults = ?gone, "cluster-wide abort")
                 }
                 Err(e) => warn!(error = %e, "cluster-wide abort: removing faults"),
             }
-            let _ = c.maps.set_ctrl(ctrl::ARMED, 1);
             self.abort_seen = Some(at);
         }
         let opts = AddOptions {
@@ -340,18 +341,18 @@ impl Reconciler {
         if !self.leading {
             return;
         }
-        let fresh = self.cfg.report_interval * 3;
-        let holders = match report::holders(&self.client, now, fresh).await {
-            Ok(h) => h,
-            Err(e) => {
-                warn!(error = %e, "reading the InjectorNode reports");
-                return;
+        if tick {
+            // The reports are read on the tick only: one list per interval, whatever the events.
+            let fresh = self.cfg.report_interval * 3;
+            match report::holders(&self.client, now, fresh).await {
+                Ok(h) => self.holders = h,
+                Err(e) => warn!(error = %e, "reading the InjectorNode reports"),
             }
-        };
+        }
         for (key, (nf, result, aborted)) in &self.results {
+            let holders = self.holders.get(key);
             if let Err(e) =
-                report::write_status(&self.client, nf, result, *aborted, holders.get(key), now)
-                    .await
+                report::write_status(&self.client, nf, result, *aborted, holders, now).await
             {
                 warn!(resource = %key, error = %e, "writing NetworkFault status");
             }

@@ -119,7 +119,8 @@ pub async fn write_status(
     now: SystemTime,
 ) -> kube::Result<bool> {
     let mut st = nf.status_for(result, aborted, now);
-    st.nodes = holders.map(|h| HoldingNodes {
+    let h = holders.cloned().unwrap_or_default();
+    st.nodes = Some(HoldingNodes {
         count: h.len() as u32,
         names: h.iter().take(MAX_LISTED).cloned().collect(),
     });
