@@ -238,22 +238,12 @@ pub async fn abort(c: &ConnArgs, a: &AbortArgs) -> Result<(), Failure> {
     println!("injectorcontrol.injector.dev/{CONTROL_NAME}: abort at {at}{why}");
     // What it ends, as far as this user may list (best effort).
     let all: Api<NetworkFault> = Api::all(conn.client.clone());
-    let ended = match all.list(&ListParams::default()).await {
-        Ok(l) => format!(
-            " ({} now)",
-            l.items
-                .iter()
-                .filter(|nf| nf
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .is_some_and(|t| rfc3339(SystemTime::from(t.0)) <= at))
-                .count()
-        ),
+    let now = match all.list(&ListParams::default()).await {
+        Ok(l) => format!(" ({} exist now)", l.items.len()),
         Err(_) => String::new(),
     };
     println!(
-        "every NetworkFault created at or before then{ended} is ended on every node by its daemon; faults created later run as usual"
+        "every NetworkFault created at or before {at}{now} is ended on every node by its daemon; later ones run as usual"
     );
     Ok(())
 }

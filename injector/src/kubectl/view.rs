@@ -212,7 +212,12 @@ pub fn view(nf: &NetworkFault, nodes: &[InjectorNode], now: SystemTime) -> Fault
         counters,
         per_node,
         node_errors,
-        resource: nf.clone(),
+        resource: {
+            // As kubectl shows objects: without the bookkeeping of server-side apply.
+            let mut r = nf.clone();
+            r.metadata.managed_fields = None;
+            r
+        },
     }
 }
 
