@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     io::Write as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant, SystemTime},
 };
@@ -34,21 +34,30 @@ struct Out {
 
 impl std::fmt::Display for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        let (o, e) = (&self.stdout, &self.stderr);
+        write!(f, "exit {}\n--- stdout\n{o}--- stderr\n{e}", self.code)
     }
 }
 
+/// Words of a command line: spaces split, single quotes group (`--from 'tier in (a,b)'`).
+fn words(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (vec![], String::new(), false);
+    for c in line.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => out.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur))),
+            c => cur.push(c),
+        }
+    }
+    out.extend((!cur.is_empty()).then_some(cur));
+    out
+}
+
 fn run(mut cmd: Command, stdin: Option<&str>) -> Out {
-    let mut child = cmd
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
     let mut pipe = child.stdin.take().unwrap();
     pipe.write_all(stdin.unwrap_or_default().as_bytes())
         .unwrap();
@@ -61,54 +70,91 @@ fn run(mut cmd: Command, stdin: Option<&str>) -> Out {
     }
 }
 
-/// `kubectl-injector --kubeconfig KC args...`.
-fn plugin(kc: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = Command::new(kubectl_injector_bin());
-    cmd.arg("--kubeconfig").arg(kc).args(args);
-    let o = run(cmd, stdin);
-    eprintln!(
-        "$ kubectl injector {}\n{}{}",
-        args.join(" "),
-        o.stdout,
-        o.stderr
-    );
-    o
+struct T {
+    c: Cluster,
+    kc: PathBuf,
 }
 
-fn kubectl(kc: &Path, args: &[&str]) -> Out {
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(kc).args(args);
-    run(cmd, None)
+impl T {
+    /// `kubectl-injector --kubeconfig <kc> LINE` (printed with its output, for the log).
+    fn with(&self, kc: &Path, line: &str, stdin: Option<&str>) -> Out {
+        let mut cmd = Command::new(kubectl_injector_bin());
+        cmd.arg("--kubeconfig").arg(kc).args(words(line));
+        let o = run(cmd, stdin);
+        eprintln!("$ kubectl injector {line}\n{}{}", o.stdout, o.stderr);
+        o
+    }
+
+    fn ok(&self, line: &str) -> Out {
+        let o = self.with(&self.kc, line, None);
+        assert_eq!(o.code, 0, "{line}: {o}");
+        o
+    }
+
+    /// Exits `code` saying `want` on stderr.
+    fn fails(&self, line: &str, stdin: Option<&str>, code: i32, want: &str) {
+        let o = self.with(&self.kc, line, stdin);
+        assert!(
+            o.code == code && o.stderr.contains(want),
+            "{line}: want exit {code} and {want:?}: {o}"
+        );
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.kc).args(args);
+        run(cmd, None)
+    }
+
+    fn faults(&self) -> Vec<String> {
+        let list = self
+            .c
+            .block_on(self.api().list(&Default::default()))
+            .expect("list");
+        let mut v: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|f| f.metadata.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn api(&self) -> Api<NetworkFault> {
+        Api::namespaced(self.c.client(), "shop")
+    }
+
+    /// An InjectorNode report by hand, as a node's daemon would write it.
+    fn report(&self, node: &str, matched: u64) {
+        let api: Api<InjectorNode> = Api::all(self.c.client());
+        let obj = InjectorNode::new(
+            node,
+            InjectorNodeSpec {
+                node_name: node.into(),
+            },
+        );
+        self.c
+            .block_on(api.create(&PostParams::default(), &obj))
+            .expect("InjectorNode");
+        let faults = json!([{"resource": "shop/slow-dns", "parts": 1, "matched": matched,
+            "passed": 0, "dropped": 0, "delayed": matched}]);
+        let status = json!({"status": {"updated": "2025-01-01T00:00:00Z", "armed": true,
+            "faultCount": 1, "faults": faults}});
+        let pp = PatchParams::default();
+        self.c
+            .block_on(api.patch_status(node, &pp, &Patch::Merge(&status)))
+            .expect("report");
+    }
 }
 
-fn faults(c: &Cluster, ns: &str) -> Vec<String> {
-    let api: Api<NetworkFault> = Api::namespaced(c.client(), ns);
-    let mut v: Vec<String> = c
-        .block_on(api.list(&Default::default()))
-        .expect("list")
-        .items
-        .into_iter()
-        .filter_map(|f| f.metadata.name)
-        .collect();
-    v.sort();
-    v
+fn row(o: &Out, n: usize) -> Vec<String> {
+    let line = o.stdout.lines().nth(n).unwrap_or_default();
+    line.split_whitespace().map(String::from).collect()
 }
 
-/// An InjectorNode report by hand, as a node's daemon would write it.
-fn report(c: &Cluster, node: &str, faults: Value) {
-    let api: Api<InjectorNode> = Api::all(c.client());
-    let obj = InjectorNode::new(
-        node,
-        InjectorNodeSpec {
-            node_name: node.into(),
-        },
-    );
-    c.block_on(api.create(&PostParams::default(), &obj))
-        .expect("create InjectorNode");
-    let status = json!({"status": {"updated": "2025-01-01T00:00:00Z", "armed": true, "faultCount": 1, "faults": faults}});
-    c.block_on(api.patch_status(node, &PatchParams::default(), &Patch::Merge(&status)))
-        .expect("InjectorNode status");
-}
+const ADD: &str = "fault add slow-dns -n shop --from 'app=checkout,tier in (web,api),!canary' \
+    --to svc/kube-system/kube-dns --to-ports dns --to-mode one --delay 100ms --jitter 10ms \
+    --for 10m --seed 7";
 
 const TWO_DOCS: &str = "apiVersion: injector.dev/v1alpha1
 kind: NetworkFault
@@ -130,85 +176,59 @@ fn the_kubectl_plugin_against_a_real_api_server() {
     require_root();
     let c = Cluster::up(&lab::run_prefix("kp"), ClusterOptions::default()).expect("cluster up");
     let kc = c.kubeconfig("admin");
-    // Before the CRDs: the message says how to install them.
-    let o = plugin(&kc, &["ls", "-n", "shop"], None);
-    assert!(
-        o.code == 1 && o.stderr.contains("has no injector.dev resources: install the CRDs with `kubectl injector crd | kubectl apply -f -`"),
-        "{o}"
+    let t = T { c, kc };
+    let install = "install the CRDs with `kubectl injector crd | kubectl apply -f -`";
+    t.fails(
+        "ls -n shop",
+        None,
+        1,
+        &format!("has no injector.dev resources: {install}"),
     );
     let crds = format!("{}/../deploy/crd/injector.yaml", env!("CARGO_MANIFEST_DIR"));
-    let o = kubectl(&kc, &["apply", "--server-side", "-f", &crds]);
+    let o = t.kubectl(&["apply", "--server-side", "-f", &crds]);
     assert_eq!(o.code, 0, "CRDs: {o}");
     for crd in ["networkfaults", "injectorcontrols", "injectornodes"] {
-        let o = kubectl(
-            &kc,
-            &[
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{crd}.injector.dev"),
-                "--timeout=30s",
-            ],
-        );
+        let crd = format!("crd/{crd}.injector.dev");
+        let o = t.kubectl(&["wait", "--for=condition=Established", &crd, "--timeout=30s"]);
         assert_eq!(o.code, 0, "{crd} established: {o}");
     }
+    add(&t);
+    ls_and_get(&t);
+    apply_and_rm(&t);
+    through_kubectl(&t);
+    abort(&t);
+    unreachable(&t);
+}
 
-    // fault add: the NetworkFault the flags say.
-    let o = plugin(
-        &kc,
-        &[
-            "fault",
-            "add",
-            "slow-dns",
-            "-n",
-            "shop",
-            "--from",
-            "app=checkout,tier in (web,api),!canary",
-            "--to",
-            "svc/kube-system/kube-dns",
-            "--to-ports",
-            "dns",
-            "--to-mode",
-            "one",
-            "--delay",
-            "100ms",
-            "--jitter",
-            "10ms",
-            "--for",
-            "10m",
-            "--seed",
-            "7",
-        ],
-        None,
-    );
-    assert_eq!(o.code, 0, "fault add: {o}");
-    assert!(
-        o.stdout.contains(
-            "networkfault.injector.dev/slow-dns created in namespace shop: delay 100ms±10ms"
-        ),
-        "{o}"
-    );
-    let api: Api<NetworkFault> = Api::namespaced(c.client(), "shop");
-    let got = c.block_on(api.get("slow-dns")).expect("read back");
-    let mut labels = LabelSelector::default();
-    labels.match_labels = BTreeMap::from([("app".into(), "checkout".into())]);
-    labels.match_expressions = serde_json::from_value(json!([
-        {"key": "tier", "operator": "In", "values": ["web", "api"]},
-        {"key": "canary", "operator": "DoesNotExist"},
-    ]))
-    .unwrap();
+/// fault add: the NetworkFault the flags say; bad flags named, nothing created.
+fn add(t: &T) {
+    let o = t.ok(ADD);
+    let said = "networkfault.injector.dev/slow-dns created in namespace shop: delay 100ms±10ms";
+    assert!(o.stdout.contains(said), "{o}");
+    let got = t.c.block_on(t.api().get("slow-dns")).expect("read back");
+    let labels = LabelSelector {
+        match_labels: BTreeMap::from([("app".into(), "checkout".into())]),
+        match_expressions: serde_json::from_value(json!([
+            {"key": "tier", "operator": "In", "values": ["web", "api"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ]))
+        .unwrap(),
+    };
+    let from = PodSelector {
+        labels,
+        ..Default::default()
+    };
+    let svc = ServiceRef {
+        name: "kube-dns".into(),
+        namespace: Some("kube-system".into()),
+    };
     let want = NetworkFaultSpec {
         from: Some(Target {
-            pods: Some(PodSelector {
-                labels,
-                ..Default::default()
-            }),
+            pods: Some(from),
             ..Default::default()
         }),
         to: Some(Target {
-            service: Some(ServiceRef {
-                name: "kube-dns".into(),
-                namespace: Some("kube-system".into()),
-            }),
+            service: Some(svc),
             ports: vec!["dns".into()],
             mode: Mode::One,
             ..Default::default()
@@ -220,129 +240,86 @@ fn the_kubectl_plugin_against_a_real_api_server() {
         ..Default::default()
     };
     assert_eq!(got.spec, want);
-    let managers: Vec<String> = got
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let fields = got.metadata.managed_fields.unwrap_or_default();
+    let managers: Vec<String> = fields.into_iter().filter_map(|m| m.manager).collect();
     assert_eq!(managers, ["kubectl-injector"]);
 
-    // Bad flags: exit 1, the flag named, nothing created. A taken name: refused with the fix.
-    for (args, want) in [
+    for (flags, want) in [
         (
-            vec!["--to", "app=payments", "--loss", "150%"],
+            "--to app=payments --loss 150%",
             "--loss: '150%': must be between 0% and 100%",
         ),
         (
-            vec!["--jitter", "20ms", "--delay", "10ms"],
+            "--jitter 20ms --delay 10ms",
             "--jitter: '20ms' must be between 0s and the delay",
         ),
         (
-            vec!["--to", "10.42.2.7/24", "--blackhole"],
+            "--to 10.42.2.7/24 --blackhole",
             "--to: '10.42.2.7/24' has host bits set; did you mean 10.42.2.0/24?",
         ),
         (
-            vec!["--to", "app=payments", "--to-mode", "half", "--blackhole"],
+            "--to app=payments --to-mode half --blackhole",
             "--to-mode: 'half': use all, one",
         ),
+        (
+            "--to 'app in (a' --blackhole",
+            "--to: 'app in (a' in 'app in (a': the values go in parentheses",
+        ),
     ] {
-        let mut a = vec!["fault", "add", "bad", "-n", "shop"];
-        a.extend(args);
-        let o = plugin(&kc, &a, None);
-        assert_eq!(o.code, 1, "{o}");
-        assert!(o.stderr.contains(want), "want {want:?}: {o}");
+        t.fails(&format!("fault add bad -n shop {flags}"), None, 1, want);
     }
-    let o = plugin(&kc, &["fault", "add", "x", "--loss"], None);
-    assert_eq!(o.code, 2, "usage: {o}");
-    assert_eq!(faults(&c, "shop"), ["slow-dns"]);
-    let o = plugin(
-        &kc,
-        &["fault", "add", "slow-dns", "-n", "shop", "--blackhole"],
+    t.fails(
+        "fault add x --loss",
         None,
+        2,
+        "a value is required for '--loss <LOSS>'",
     );
-    assert_eq!(o.code, 1, "{o}");
-    assert!(o.stderr.contains("NAME: a NetworkFault 'slow-dns' exists in namespace shop; delete it first (kubectl injector rm slow-dns -n shop)"), "{o}");
-    let o = plugin(
-        &kc,
-        &["fault", "add", "nowhere", "-n", "nosuchns", "--blackhole"],
-        None,
-    );
+    let taken = "NAME: a NetworkFault 'slow-dns' exists in namespace shop; delete it first (kubectl injector rm slow-dns -n shop) or choose another name";
+    t.fails("fault add slow-dns -n shop --blackhole", None, 1, taken);
+    let no_ns = "-n: namespace 'nosuchns' does not exist";
+    t.fails("fault add nowhere -n nosuchns --blackhole", None, 1, no_ns);
+    let o = t.ok("fault add printed -n shop --to any --loss 1% --print");
     assert!(
-        o.code == 1 && o.stderr.contains("-n: namespace 'nosuchns' does not exist"),
+        o.stdout.contains("kind: NetworkFault") && o.stdout.contains("any: true"),
         "{o}"
     );
-    // --print sends nothing.
-    let o = plugin(
-        &kc,
-        &[
-            "fault", "add", "printed", "-n", "shop", "--to", "any", "--loss", "1%", "--print",
-        ],
-        None,
-    );
-    assert!(
-        o.code == 0 && o.stdout.contains("kind: NetworkFault") && o.stdout.contains("any: true"),
-        "{o}"
-    );
-    assert_eq!(faults(&c, "shop"), ["slow-dns"]);
+    assert_eq!(t.faults(), ["slow-dns"], "nothing but the good one created");
+}
 
-    // ls and get, with counters from two nodes' reports.
-    report(
-        &c,
-        "node1",
-        json!([{"resource": "shop/slow-dns", "parts": 1, "matched": 100, "passed": 0, "dropped": 0, "delayed": 100}]),
-    );
-    report(
-        &c,
-        "node2",
-        json!([{"resource": "shop/slow-dns", "parts": 1, "matched": 40, "passed": 0, "dropped": 0, "delayed": 40}]),
-    );
-    let o = plugin(&kc, &["ls", "-n", "shop"], None);
-    assert_eq!(o.code, 0, "{o}");
-    let row: Vec<&str> = o
-        .stdout
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[..3], ["slow-dns", "-", "delay"], "{o}");
-    assert_eq!(row[row.len() - 3..], ["140", "0", "140"], "{o}");
+/// ls and get, with counters from two nodes' reports, before and after a status is written.
+fn ls_and_get(t: &T) {
+    t.report("node1", 100);
+    t.report("node2", 40);
+    let o = t.ok("ls -n shop");
+    let r = row(&o, 1);
+    assert_eq!(r[..3], ["slow-dns", "-", "delay"], "{o}");
+    assert_eq!(r[r.len() - 3..], ["140", "0", "140"], "{o}");
     assert!(
-        row.iter().any(|c| c.starts_with("9m") || c == &"10m00s"),
+        r.iter().any(|c| c.starts_with("9m") || c == "10m00s"),
         "time left: {o}"
     );
-    let o = plugin(&kc, &["ls", "-A", "-o", "wide"], None);
-    let lines: Vec<&str> = o.stdout.lines().collect();
-    assert!(
-        lines[0].starts_with("NAMESPACE")
-            && lines[0].contains("NODE")
-            && lines[0].contains("MATCH "),
+    let o = t.ok("ls -A -o wide");
+    let (head, n1, n2) = (row(&o, 0), row(&o, 1), row(&o, 2));
+    assert_eq!(head[..3], ["NAMESPACE", "NAME", "NODE"], "{o}");
+    assert!(head.contains(&"MATCH".to_string()), "{o}");
+    assert_eq!(
+        (n1[..3].join(" "), n1.last()),
+        ("shop slow-dns node1".into(), Some(&"100".into()))
+    );
+    assert_eq!(
+        (n2[2].as_str(), n2.last().map(String::as_str)),
+        ("node2", Some("40")),
         "{o}"
     );
-    assert!(
-        lines[1].starts_with("shop")
-            && lines[1].contains("node1")
-            && lines[1].trim_end().ends_with("100"),
-        "{o}"
-    );
-    assert!(
-        lines[2].contains("node2") && lines[2].trim_end().ends_with("40"),
-        "{o}"
-    );
-    assert!(
-        lines[1].contains(
-            "app=checkout,tier in (api,web),!canary -> svc/kube-system/kube-dns:dns (one)"
-        ),
-        "{o}"
-    );
-    let o = plugin(&kc, &["ls", "-n", "shop", "-o", "json"], None);
+    let matcher = "app=checkout,tier in (api,web),!canary -> svc/kube-system/kube-dns:dns (one)";
+    assert!(o.stdout.contains(matcher), "{o}");
+    let o = t.ok("ls -n shop -o json");
     let v: Value = serde_json::from_str(&o.stdout).expect("ls -o json");
-    assert_eq!(v[0]["counters"]["delayed"], 140, "{o}");
-    assert_eq!(v[0]["perNode"][1]["node"], "node2", "{o}");
-    let o = plugin(&kc, &["get", "slow-dns", "-n", "shop"], None);
-    assert_eq!(o.code, 0, "{o}");
+    assert_eq!(
+        (&v[0]["counters"]["delayed"], &v[0]["perNode"][1]["node"]),
+        (&json!(140), &json!("node2"))
+    );
+    let o = t.ok("get slow-dns -n shop");
     for want in [
         "Name:      slow-dns",
         "Action:    delay 100ms±10ms",
@@ -353,32 +330,30 @@ fn the_kubectl_plugin_against_a_real_api_server() {
     ] {
         assert!(o.stdout.contains(want), "want {want:?}: {o}");
     }
-    // A status as the daemons write it: phase, selection, nodes, conditions.
+    // A status as the daemons write it. (A condition's message is never "": this 1.20 API
+    // server refuses an empty string in any custom resource field as "null".)
     let status = json!({"status": {
         "phase": "Running", "selected": {"count": 1, "pods": ["shop/n1p1"]},
         "nodes": {"count": 2, "names": ["node1", "node2"]},
         "conditions": [
             {"type": "Valid", "status": "True", "reason": "Valid", "message": "valid"},
-            {"type": "Ready", "status": "True", "reason": "Installed", "message": "1 node-level fault(s) on every node"},
+            {"type": "Ready", "status": "True", "reason": "Installed",
+             "message": "1 node-level fault(s) on every node"},
         ],
     }});
-    c.block_on(api.patch_status("slow-dns", &PatchParams::default(), &Patch::Merge(&status)))
-        .expect("NetworkFault status");
-    let o = plugin(&kc, &["ls", "-n", "shop"], None);
-    let row: Vec<&str> = o
-        .stdout
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let pp = PatchParams::default();
+    t.c.block_on(
+        t.api()
+            .patch_status("slow-dns", &pp, &Patch::Merge(&status)),
+    )
+    .expect("NetworkFault status");
+    let o = t.ok("ls -n shop");
     assert_eq!(
-        row[..5],
-        ["slow-dns", "Running", "delay", "100ms±10ms", "1"],
+        row(&o, 1)[..6],
+        ["slow-dns", "Running", "delay", "100ms±10ms", "1", "2"],
         "{o}"
     );
-    assert_eq!(row[5], "2", "nodes: {o}");
-    let o = plugin(&kc, &["get", "slow-dns", "-n", "shop"], None);
+    let o = t.ok("get slow-dns -n shop");
     for want in [
         "Phase:     Running",
         "Selected:  1: shop/n1p1",
@@ -388,123 +363,93 @@ fn the_kubectl_plugin_against_a_real_api_server() {
     ] {
         assert!(o.stdout.contains(want), "want {want:?}: {o}");
     }
-    let o = plugin(&kc, &["get", "slow-dns", "-n", "shop", "-o", "yaml"], None);
+    let o = t.ok("get slow-dns -n shop -o yaml");
     let v: Value = serde_saphyr::from_str(&o.stdout).expect("get -o yaml");
     assert_eq!(v["resource"]["spec"]["delay"], "100ms", "{o}");
     assert!(
         v["resource"]["metadata"].get("managedFields").is_none(),
         "{o}"
     );
-    let o = plugin(&kc, &["get", "nope", "-n", "shop"], None);
-    assert!(
-        o.code == 1
-            && o.stderr
-                .contains("no NetworkFault 'nope' in namespace shop"),
-        "{o}"
-    );
+    let missing = "no NetworkFault 'nope' in namespace shop";
+    t.fails("get nope -n shop", None, 1, missing);
+}
 
-    // apply: the second document is bad, so neither is applied; then both are good.
-    let o = plugin(
-        &kc,
-        &["apply", "-n", "shop", "-f", "-"],
-        Some(&TWO_DOCS.replace("LOSS", "150%")),
-    );
-    assert_eq!(o.code, 1, "{o}");
-    assert!(
-        o.stderr
-            .contains("document 2 (shop/ap-two): spec.loss: '150%': must be between 0% and 100%"),
-        "{o}"
-    );
-    assert_eq!(faults(&c, "shop"), ["slow-dns"]);
-    let file = c.api.dir.join("faults.yaml");
+/// apply: a bad second document applies none; good ones are created, unchanged, configured.
+/// rm: all or nothing by name.
+fn apply_and_rm(t: &T) {
+    let bad = TWO_DOCS.replace("LOSS", "150%");
+    let why = "document 2 (shop/ap-two): spec.loss: '150%': must be between 0% and 100%";
+    t.fails("apply -n shop -f -", Some(&bad), 1, why);
+    assert_eq!(t.faults(), ["slow-dns"]);
+    let file = t.c.api.dir.join("faults.yaml");
     std::fs::write(&file, TWO_DOCS.replace("LOSS", "5%")).unwrap();
-    let o = plugin(
-        &kc,
-        &["apply", "-n", "shop", "-f", file.to_str().unwrap()],
-        None,
-    );
-    assert_eq!(o.code, 0, "{o}");
+    let line = format!("apply -n shop -f {}", file.display());
+    let o = t.ok(&line);
     assert!(
         o.stdout.contains("ap-one created") && o.stdout.contains("ap-two created"),
         "{o}"
     );
-    assert_eq!(faults(&c, "shop"), ["ap-one", "ap-two", "slow-dns"]);
-    let o = plugin(
-        &kc,
-        &["apply", "-n", "shop", "-f", file.to_str().unwrap()],
-        None,
-    );
-    assert!(o.stdout.contains("ap-one unchanged"), "{o}");
-    let o = plugin(
-        &kc,
-        &["apply", "-n", "shop", "-f", "-"],
+    assert_eq!(t.faults(), ["ap-one", "ap-two", "slow-dns"]);
+    assert!(t.ok(&line).stdout.contains("ap-one unchanged"));
+    let o = t.with(
+        &t.kc,
+        "apply -n shop -f -",
         Some(&TWO_DOCS.replace("LOSS", "7%")),
     );
-    assert!(o.stdout.contains("ap-two configured"), "{o}");
-    let two = c.block_on(api.get("ap-two")).unwrap();
+    assert!(o.code == 0 && o.stdout.contains("ap-two configured"), "{o}");
+    let two = t.c.block_on(t.api().get("ap-two")).unwrap();
     assert_eq!(two.spec.loss.as_deref(), Some("7%"));
 
-    // rm: all or nothing by name, then --all.
-    let o = plugin(&kc, &["rm", "ap-one", "missing", "-n", "shop"], None);
+    t.fails(
+        "rm ap-one missing -n shop",
+        None,
+        1,
+        "no NetworkFault 'missing'",
+    );
+    assert_eq!(t.faults(), ["ap-one", "ap-two", "slow-dns"]);
+    let o = t.ok("rm ap-one -n shop");
     assert!(
-        o.code == 1 && o.stderr.contains("no NetworkFault 'missing'"),
+        o.stdout
+            .contains("networkfault.injector.dev/ap-one deleted"),
         "{o}"
     );
-    assert_eq!(faults(&c, "shop"), ["ap-one", "ap-two", "slow-dns"]);
-    let o = plugin(&kc, &["rm", "ap-one", "-n", "shop"], None);
-    assert!(
-        o.code == 0
-            && o.stdout
-                .contains("networkfault.injector.dev/ap-one deleted"),
-        "{o}"
-    );
-    assert_eq!(faults(&c, "shop"), ["ap-two", "slow-dns"]);
+    assert_eq!(t.faults(), ["ap-two", "slow-dns"]);
+}
 
-    // kubectl finds the plugin on PATH; KUBECONFIG and the context's namespace are honoured.
+/// kubectl finds the plugin on PATH; KUBECONFIG and the context's namespace are honoured.
+fn through_kubectl(t: &T) {
     let bin_dir = kubectl_injector_bin().parent().unwrap().to_path_buf();
-    let kc_bank = c.api.dir.join("kubeconfig-bank");
-    let text = std::fs::read_to_string(&kc).unwrap();
-    std::fs::write(
-        &kc_bank,
-        text.replace(
-            "    user: admin\n",
-            "    user: admin\n    namespace: shop\n",
-        ),
-    )
-    .unwrap();
+    let kc_shop = t.c.api.dir.join("kubeconfig-shop");
+    let text = std::fs::read_to_string(&t.kc).unwrap();
+    let in_shop = "    user: admin\n    namespace: shop\n";
+    std::fs::write(&kc_shop, text.replace("    user: admin\n", in_shop)).unwrap();
     let path = format!(
         "{}:{}",
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let via_kubectl = |args: &[&str]| {
+    let kubectl = |line: &str| {
         let mut cmd = Command::new("kubectl");
         cmd.env("PATH", &path)
-            .env("KUBECONFIG", &kc_bank)
+            .env("KUBECONFIG", &kc_shop)
             .arg("injector")
-            .args(args);
-        run(cmd, None)
+            .args(words(line));
+        let o = run(cmd, None);
+        eprintln!(
+            "$ kubectl injector {line} (through kubectl)\n{}{}",
+            o.stdout, o.stderr
+        );
+        o
     };
-    let o = via_kubectl(&["ls"]);
-    assert_eq!(o.code, 0, "kubectl injector ls: {o}");
+    let o = kubectl("ls");
     assert!(
-        o.stdout.contains("ap-two") && o.stdout.contains("slow-dns"),
+        o.code == 0 && o.stdout.contains("ap-two") && o.stdout.contains("slow-dns"),
         "{o}"
     );
-    let o = via_kubectl(&[
-        "fault",
-        "add",
-        "via-kubectl",
-        "--to",
-        "app=payments",
-        "--loss",
-        "1%",
-        "--for",
-        "1m",
-    ]);
+    let o = kubectl("fault add via-kubectl --to app=payments --loss 1% --for 1m");
     assert_eq!(o.code, 0, "{o}");
-    assert!(faults(&c, "shop").contains(&"via-kubectl".to_string()));
-    let o = via_kubectl(&["fault", "add", "bad", "--loss", "150%"]);
+    assert!(t.faults().contains(&"via-kubectl".to_string()));
+    let o = kubectl("fault add bad --loss 150%");
     assert!(o.code == 1 && o.stderr.contains("--loss: '150%'"), "{o}");
     let o = Command::new("kubectl")
         .env("PATH", &path)
@@ -513,27 +458,30 @@ fn the_kubectl_plugin_against_a_real_api_server() {
         .unwrap();
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("kubectl-injector"),
-        "kubectl plugin list"
+        "plugin list"
     );
+    t.ok("rm --all -n shop");
+    assert!(t.faults().is_empty());
+}
 
-    let o = plugin(&kc, &["rm", "--all", "-n", "shop"], None);
-    assert_eq!(o.code, 0, "{o}");
-    assert!(faults(&c, "shop").is_empty());
-
-    // abort: InjectorControl `cluster` created, then updated.
-    let ctl: Api<InjectorControl> = Api::all(c.client());
+/// abort: InjectorControl `cluster` created, then updated.
+fn abort(t: &T) {
+    let ctl: Api<InjectorControl> = Api::all(t.c.client());
     let before = SystemTime::now() - Duration::from_secs(1);
-    let o = plugin(&kc, &["abort", "--reason", "kubectl_lab"], None);
-    assert_eq!(o.code, 0, "{o}");
+    let o = t.ok("abort --reason kubectl_lab");
     assert!(
         o.stdout
             .contains("injectorcontrol.injector.dev/cluster: abort at"),
         "{o}"
     );
-    let first = c
-        .block_on(ctl.get("cluster"))
-        .expect("InjectorControl cluster");
-    let abort = first.spec.abort.clone().expect("spec.abort");
+    assert!(
+        o.stdout.contains("is ended on every node by its daemon"),
+        "{o}"
+    );
+    let first =
+        t.c.block_on(ctl.get("cluster"))
+            .expect("InjectorControl cluster");
+    let abort = first.spec.abort.expect("spec.abort");
     let at: SystemTime = abort
         .at
         .parse::<k8s_openapi::jiff::Timestamp>()
@@ -542,45 +490,40 @@ fn the_kubectl_plugin_against_a_real_api_server() {
     assert!(at >= before && at <= SystemTime::now(), "{}", abort.at);
     assert_eq!(abort.reason, "kubectl_lab");
     std::thread::sleep(Duration::from_millis(1100));
-    let o = plugin(&kc, &["abort"], None);
-    assert_eq!(o.code, 0, "{o}");
-    let second = c.block_on(ctl.get("cluster")).unwrap().spec.abort.unwrap();
+    t.ok("abort");
+    let second =
+        t.c.block_on(ctl.get("cluster"))
+            .unwrap()
+            .spec
+            .abort
+            .unwrap();
     assert!(
         second.at > abort.at && second.reason.is_empty(),
         "{second:?}"
     );
+}
 
-    // Where it cannot go: a wrong context, a server that is not there.
-    let o = plugin(&kc, &["ls", "--context", "nope"], None);
-    assert!(
-        o.code == 1
-            && o.stderr
-                .contains("--context: no context 'nope' in the kubeconfig; it has: admin"),
-        "{o}"
-    );
-    let dead = c.api.dir.join("kubeconfig-dead");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// Where it cannot go: a wrong context, a server that is not there.
+fn unreachable(t: &T) {
+    let known = "--context: no context 'nope' in the kubeconfig; it has: admin";
+    t.fails("ls --context nope", None, 1, known);
+    let dead = t.c.api.dir.join("kubeconfig-dead");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let text = std::fs::read_to_string(&t.kc).unwrap();
     std::fs::write(
         &dead,
-        text.replace(&c.api.url, &format!("https://127.0.0.1:{port}")),
+        text.replace(&t.c.api.url, &format!("https://127.0.0.1:{port}")),
     )
     .unwrap();
-    let t = Instant::now();
-    let o = plugin(&dead, &["ls"], None);
+    let start = Instant::now();
+    let o = t.with(&dead, "ls", None);
+    let want = format!("cannot reach the API server https://127.0.0.1:{port} (context admin)");
+    assert!(o.code == 1 && o.stderr.contains(&want), "{o}");
     assert!(
-        o.code == 1
-            && o.stderr.contains(&format!(
-                "cannot reach the API server https://127.0.0.1:{port} (context admin)"
-            )),
-        "{o}"
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
+        start.elapsed() < Duration::from_secs(20),
         "took {:?}",
-        t.elapsed()
+        start.elapsed()
     );
 }

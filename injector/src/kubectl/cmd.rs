@@ -52,7 +52,7 @@ pub async fn add(c: &ConnArgs, a: &AddArgs) -> Result<(), Failure> {
         ..Default::default()
     };
     let (name, ns) = (&a.name, &conn.namespace);
-    let created = api.create(&pp, &nf).await.map_err(|e| match e {
+    let mut created = api.create(&pp, &nf).await.map_err(|e| match e {
         kube::Error::Api(s) if s.code == 409 => Failure(
             1,
             format!(
@@ -72,6 +72,7 @@ pub async fn add(c: &ConnArgs, a: &AddArgs) -> Result<(), Failure> {
         }
         other => conn.error(other),
     })?;
+    created.metadata.managed_fields = None;
     match a.output {
         Some(o @ (Output::Json | Output::Yaml)) => print_as(&created, o, |_| String::new()),
         _ => println!(
