@@ -38,13 +38,13 @@ pub struct Cli {
 #[derive(Args, Clone, Debug, Default)]
 pub struct ConnArgs {
     /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Cluster")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context (default: its current context).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Cluster")]
     pub context: Option<String>,
     /// The namespace (default: the context's namespace, else default).
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long, global = true, help_heading = "Cluster")]
     pub namespace: Option<String>,
 }
 
