@@ -9,6 +9,7 @@ pub mod failpoint;
 pub mod fault;
 pub mod k8s;
 pub mod kernel;
+pub mod kubectl;
 pub mod local;
 pub mod net;
 pub mod parse;

@@ -16,7 +16,17 @@ use std::path::PathBuf;
 /// The built `injector` binary: `$INJECTOR_BIN`, or `target/<profile>/injector` next to the
 /// running test executable (`target/<profile>/deps/...`). `cargo xtask test` builds it first.
 pub fn injector_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("INJECTOR_BIN") {
+    built_bin("injector", "INJECTOR_BIN")
+}
+
+/// The built kubectl plugin `kubectl-injector`: `$KUBECTL_INJECTOR_BIN`, or next to
+/// [`injector_bin`] (`cargo build --workspace` builds both).
+pub fn kubectl_injector_bin() -> PathBuf {
+    built_bin("kubectl-injector", "KUBECTL_INJECTOR_BIN")
+}
+
+fn built_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -24,7 +34,7 @@ pub fn injector_bin() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join("injector");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} not found: build it first with `cargo build -p injector` (cargo xtask test does)",

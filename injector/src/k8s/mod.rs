@@ -80,9 +80,24 @@ pub fn crd_yaml() -> String {
     out
 }
 
-/// A derived CRD without what the 1.20 API server refuses.
+/// A derived CRD without what the 1.20 API server refuses: CEL rules, selectable fields, and
+/// empty-string defaults (`#[serde(default)] String`; measured: "default: Invalid value: null").
 fn plain_crd(c: CustomResourceDefinition) -> Value {
     let mut v = serde_json::to_value(c).expect("a CRD serializes");
     strip(&mut v, &["x-kubernetes-validations", "selectableFields"]);
+    strip_empty_defaults(&mut v);
     v
+}
+
+fn strip_empty_defaults(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("default") == Some(&json!("")) {
+                m.remove("default");
+            }
+            m.values_mut().for_each(strip_empty_defaults);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_empty_defaults),
+        _ => {}
+    }
 }
