@@ -45,7 +45,7 @@ impl NetworkFault {
                 None,
             ),
             Ok(r) => {
-                let phase = if aborted && r.phase == Phase::Running {
+                let phase = if aborted {
                     Phase::Aborted
                 } else {
                     r.phase
