@@ -11,9 +11,11 @@
 //! - [`apiserver`]: etcd and kube-apiserver, stopped and restarted at will;
 //! - [`forward`]: the forwarders into the nodes; [`pki`]: identities, certificates, kubeconfigs;
 //! - [`procs`]: the run's processes and directory (`down`, `status`);
-//! - [`objects`]: what the lab becomes in the API; [`kubectl`]: running kubectl as an identity.
+//! - [`objects`]: what the lab becomes in the API; [`kubectl`]: running kubectl as an identity;
+//! - [`dynamic`]: any object as JSON (apply, create, get, delete).
 
 mod apiserver;
+mod dynamic;
 mod forward;
 mod kubectl;
 mod objects;
