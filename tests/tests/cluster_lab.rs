@@ -1,7 +1,12 @@
 //! The lab in a real kube-apiserver (tests/src/cluster/): Nodes with their podCIDRs, Running Pods
 //! with the lab's addresses, pods added and removed, RBAC refusing a token without rights, all gone after Drop.
 
-use std::{path::Path, time::Instant};
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
 
 use injector_tests::{
     cluster::{self, Cluster, ClusterOptions, Identity, PodMeta},
@@ -214,27 +219,7 @@ fn the_api_server_is_reachable_in_the_nodes_at_the_same_url_and_comes_back_after
     pids.dedup();
 
     // A watch held open through node2's forwarder while everything goes.
-    let mut watch = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c.lab.node(2).netns,
-            "kubectl",
-            "--kubeconfig",
-        ])
-        .arg(c.kubeconfig(cluster::ADMIN))
-        .args(["get", "pods", "-A", "--watch"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl watch");
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(watch.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    assert!(first.contains("NAMESPACE"), "the watch runs: {first}");
+    let mut watch = watch_through(&c, 2);
     let socats: Vec<_> = processes_naming(&dir.display().to_string())
         .into_iter()
         .filter(|(_, cmd)| cmd.contains("socat"))
@@ -250,6 +235,54 @@ fn the_api_server_is_reachable_in_the_nodes_at_the_same_url_and_comes_back_after
     assert_nothing_left(&prefix, &pids, &dir);
 }
 
+/// `kubectl get pods -A --watch` as the admin inside node `n`, through its forwarder: returns
+/// once the watch runs (its first line is printed), holding a connection open.
+fn watch_through(c: &Cluster, n: u8) -> Child {
+    let mut watch = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.lab.node(n).netns,
+            "kubectl",
+            "--kubeconfig",
+        ])
+        .arg(c.kubeconfig(cluster::ADMIN))
+        .args(["get", "pods", "-A", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl watch");
+    let mut first = String::new();
+    BufReader::new(watch.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("NAMESPACE"), "the watch runs: {first}");
+    watch
+}
+
+#[test]
+fn a_kept_cluster_is_shown_by_status_and_removed_by_down() {
+    require_root();
+    let prefix = lab::run_prefix("kk");
+    let c = Cluster::up(&prefix, ClusterOptions::default()).expect("cluster up");
+    let (pids, dir, port) = (c.api.pids(), c.api.dir.clone(), c.api.port);
+    let mut watch = watch_through(&c, 1);
+    c.keep();
+    let st = cluster::status(&prefix).unwrap();
+    for name in ["etcd", "kube-apiserver", "socat.host", "socat.node1"] {
+        assert!(st.contains(&format!("{name}: running")), "{st}");
+    }
+    assert!(
+        st.contains(&format!("TCP-LISTEN:{port},bind=127.0.0.1")),
+        "{st}"
+    );
+    cluster::down(&prefix).expect("down");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_nothing_left(&prefix, &pids, &dir);
+    assert!(cluster::status(&prefix).unwrap().contains("down"));
+}
+
 /// No process of the run (etcd, kube-apiserver, the forwarders: `pids`, and no process at all
 /// whose command line names the run directory, e.g. a forwarder's per-connection child), no run
 /// directory (with it the forwarders' socket), no netns of `prefix`.
@@ -259,15 +292,21 @@ fn assert_nothing_left(prefix: &str, pids: &[u32], dir: &Path) {
         "etcd, kube-apiserver and the three forwarders: {pids:?}"
     );
     for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} left"
-        );
+        assert!(!running(*pid), "pid {pid} left");
     }
     let naming = processes_naming(&dir.display().to_string());
     assert!(naming.is_empty(), "processes left: {naming:?}");
     assert!(!dir.exists(), "{} left", dir.display());
     assert!(lab::namespaces(prefix).unwrap().is_empty(), "netns left");
+}
+
+/// Whether process `pid` exists and is no zombie (the processes of a kept cluster are children
+/// of this test, dead but not reaped after `down`).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 /// (pid, command line) of every process whose command line contains `needle`.
