@@ -1,11 +1,14 @@
 //! Test support shared by the privileged tests, the benchmarks and the demo: the two-node flannel
-//! lab in network namespaces, and daemons running in its nodes.
+//! lab in network namespaces, daemons running in its nodes, a real API server with the lab
+//! registered in it (`cluster`), and the injector deployed there (`k8s`).
 
 pub mod cluster;
 pub mod cmd;
 pub mod daemon;
+pub mod k8s;
 pub mod lab;
 pub mod perf;
+pub mod poll;
 pub mod proc;
 pub mod snapshot;
 pub mod stats;

@@ -1,7 +1,12 @@
-//! The lab in a real kube-apiserver (tests/src/cluster.rs): Nodes with their podCIDRs, Running Pods
+//! The lab in a real kube-apiserver (tests/src/cluster/): Nodes with their podCIDRs, Running Pods
 //! with the lab's addresses, pods added and removed, RBAC refusing a token without rights, all gone after Drop.
 
-use std::{path::Path, time::Instant};
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
 
 use injector_tests::{
     cluster::{self, Cluster, ClusterOptions, Identity, PodMeta},
@@ -79,10 +84,14 @@ fn cluster_registers_the_lab_plays_kubelet_and_cleans_up() {
     assert_eq!(ledger.items.len(), 1, "the chosen placement of n2p2");
 
     // The protected Services exist with their EndpointSlices.
-    let out = kubectl(
-        &c.kubeconfig(cluster::ADMIN),
-        &["get", "endpointslices", "-A", "-o", "name"],
-    );
+    let out = c
+        .kubectl(
+            cluster::ADMIN,
+            &["get", "endpointslices", "-A", "-o", "name"],
+            None,
+        )
+        .unwrap()
+        .stdout;
     assert!(
         out.contains("endpointslice.discovery.k8s.io/kubernetes"),
         "{out}"
@@ -132,11 +141,10 @@ fn cluster_registers_the_lab_plays_kubelet_and_cleans_up() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "the daemon has no binding yet: {s:?}"),
         other => panic!("listing namespaces as the daemon: {other:?}"),
     }
-    let whoami = kubectl(
-        &c.kubeconfig(cluster::DAEMON),
-        &["auth", "can-i", "list", "pods"],
-    );
-    assert_eq!(whoami.trim(), "no");
+    let whoami = c
+        .kubectl(cluster::DAEMON, &["auth", "can-i", "list", "pods"], None)
+        .unwrap();
+    assert_eq!(whoami.stdout.trim(), "no");
 
     let t = Instant::now();
     drop(c);
@@ -144,28 +152,175 @@ fn cluster_registers_the_lab_plays_kubelet_and_cleans_up() {
     assert_nothing_left(&prefix, &pids, &dir);
 }
 
-/// No etcd or kube-apiserver process, no run directory, no netns of `prefix`.
-fn assert_nothing_left(prefix: &str, pids: &[u32], dir: &Path) {
-    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
-    for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} left"
-        );
+#[test]
+fn the_api_server_is_reachable_in_the_nodes_at_the_same_url_and_comes_back_after_a_stop() {
+    require_root();
+    let prefix = lab::run_prefix("kf");
+    let mut c = Cluster::up(&prefix, ClusterOptions::default()).expect("cluster up");
+    let dir = c.api.dir.clone();
+    let mut pids = c.api.pids();
+    let can_i = |c: &Cluster| {
+        c.kubectl_in(2, cluster::DAEMON, &["auth", "can-i", "list", "pods"])
+            .unwrap()
+    };
+
+    // Through node2's forwarder, with the host's kubeconfig: the daemon has no rights yet.
+    let out = can_i(&c);
+    assert_eq!(out.stdout.trim(), "no", "{}", out.text());
+    let st = cluster::status(&prefix).unwrap();
+    for name in ["socat.host", "socat.node1", "socat.node2"] {
+        assert!(st.contains(&format!("{name}: running")), "{st}");
     }
+
+    // deploy/'s namespace, CRDs and RBAC: the daemon's own bindings give it its rights.
+    c.install_injector().expect("install_injector");
+    let out = can_i(&c);
+    assert!(out.ok && out.stdout.trim() == "yes", "{}", out.text());
+    let out = c
+        .kubectl_in(
+            1,
+            cluster::DAEMON,
+            &["get", "networkfaults.injector.dev", "-A", "-o", "name"],
+        )
+        .unwrap();
+    assert!(
+        out.ok,
+        "the daemon lists NetworkFaults from node1: {}",
+        out.text()
+    );
+    let out = c
+        .kubectl_in(1, cluster::DAEMON, &["auth", "can-i", "delete", "pods"])
+        .unwrap();
+    assert_eq!(out.stdout.trim(), "no", "least privilege: {}", out.text());
+
+    // The API server gone: requests through the forwarder fail, on the host too.
+    c.api.stop().expect("stop");
+    assert!(!c.api.is_running());
+    let out = can_i(&c);
+    assert!(
+        !out.ok && out.stdout.trim() != "yes",
+        "with the API server stopped: {}",
+        out.text()
+    );
+    assert!(!c.api.reachable_from(&c.lab.node(2).netns));
+    assert!(!c.api.reachable_from(""));
+    assert!(
+        cluster::status(&prefix)
+            .unwrap()
+            .contains("kube-apiserver: not running")
+    );
+
+    // Back on the same port, with the same certificates, tokens and etcd data.
+    c.api.restart().expect("restart");
+    let out = can_i(&c);
+    assert!(out.ok && out.stdout.trim() == "yes", "{}", out.text());
+    pids.extend(c.api.pids());
+    pids.sort_unstable();
+    pids.dedup();
+
+    // A watch held open through node2's forwarder while everything goes.
+    let mut watch = watch_through(&c, 2);
+    let socats: Vec<_> = processes_naming(&dir.display().to_string())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("socat"))
+        .collect();
+    assert!(
+        socats.len() >= 5,
+        "three forwarders and, for the watch, a child of the host's and of node2's: {socats:?}"
+    );
+
+    drop(c);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_nothing_left(&prefix, &pids, &dir);
+}
+
+/// `kubectl get pods -A --watch` as the admin inside node `n`, through its forwarder: returns
+/// once the watch runs (its first line is printed), holding a connection open.
+fn watch_through(c: &Cluster, n: u8) -> Child {
+    let mut watch = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.lab.node(n).netns,
+            "kubectl",
+            "--kubeconfig",
+        ])
+        .arg(c.kubeconfig(cluster::ADMIN))
+        .args(["get", "pods", "-A", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl watch");
+    let mut first = String::new();
+    BufReader::new(watch.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("NAMESPACE"), "the watch runs: {first}");
+    watch
+}
+
+#[test]
+fn a_kept_cluster_is_shown_by_status_and_removed_by_down() {
+    require_root();
+    let prefix = lab::run_prefix("kk");
+    let c = Cluster::up(&prefix, ClusterOptions::default()).expect("cluster up");
+    let (pids, dir, port) = (c.api.pids(), c.api.dir.clone(), c.api.port);
+    let mut watch = watch_through(&c, 1);
+    c.keep();
+    let st = cluster::status(&prefix).unwrap();
+    for name in ["etcd", "kube-apiserver", "socat.host", "socat.node1"] {
+        assert!(st.contains(&format!("{name}: running")), "{st}");
+    }
+    assert!(
+        st.contains(&format!("TCP-LISTEN:{port},bind=127.0.0.1")),
+        "{st}"
+    );
+    cluster::down(&prefix).expect("down");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_nothing_left(&prefix, &pids, &dir);
+    assert!(cluster::status(&prefix).unwrap().contains("down"));
+}
+
+/// No process of the run (etcd, kube-apiserver, the forwarders: `pids`, and no process at all
+/// whose command line names the run directory, e.g. a forwarder's per-connection child), no run
+/// directory (with it the forwarders' socket), no netns of `prefix`.
+fn assert_nothing_left(prefix: &str, pids: &[u32], dir: &Path) {
+    assert!(
+        pids.len() >= 5,
+        "etcd, kube-apiserver and the three forwarders: {pids:?}"
+    );
+    for pid in pids {
+        assert!(!running(*pid), "pid {pid} left");
+    }
+    let naming = processes_naming(&dir.display().to_string());
+    assert!(naming.is_empty(), "processes left: {naming:?}");
     assert!(!dir.exists(), "{} left", dir.display());
     assert!(lab::namespaces(prefix).unwrap().is_empty(), "netns left");
 }
 
-/// `kubectl --kubeconfig KC args...`: its stdout (exit status not checked: `can-i` exits 1 on "no").
-fn kubectl(kc: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .output()
-        .expect("kubectl (on the machine image)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Whether process `pid` exists and is no zombie (the processes of a kept cluster are children
+/// of this test, dead but not reaped after `down`).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// (pid, command line) of every process whose command line contains `needle`.
+fn processes_naming(needle: &str) -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (pid != std::process::id() && cmd.contains(needle)).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 #[test]

@@ -1,42 +1,15 @@
-//! deploy/ against a real kube-apiserver (tests/src/cluster.rs): every manifest of the
+//! deploy/ against a real kube-apiserver (tests/src/cluster/): every manifest of the
 //! kustomization is accepted (server-side dry run, then applied), and the NetworkFault CRD's
 //! schema admits a good resource and refuses a bad one (loss 150%) with the field named.
 
-use std::process::Command;
-
 use injector_tests::{
-    cluster::{Cluster, ClusterOptions},
+    cluster::{self, Cluster, ClusterOptions},
     lab, require_root,
 };
 
 fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let kc = c.kubeconfig("admin");
-    let mut cmd = Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(&kc).args(args);
-    let out = if let Some(text) = stdin {
-        use std::io::Write as _;
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    } else {
-        cmd.output().expect("kubectl")
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = c.kubectl(cluster::ADMIN, args, stdin).expect("kubectl");
+    (out.ok, out.text())
 }
 
 #[test]

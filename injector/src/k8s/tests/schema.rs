@@ -16,6 +16,16 @@ fn the_manifest_in_deploy_is_the_crd_of_the_types() {
     );
 }
 
+#[test]
+fn no_crd_has_an_empty_string_default() {
+    // The 1.20 API server refuses the whole CRD over one ("default: Invalid value").
+    let yaml = crd_yaml();
+    assert!(
+        !yaml.contains("default: ''") && !yaml.contains("default: \"\""),
+        "{yaml}"
+    );
+}
+
 /// Kubernetes' structural-schema rules (and 1.20's limits), checked on every node of the schema.
 fn structural(at: &str, s: &Value) {
     let o = s
