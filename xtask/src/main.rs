@@ -1,10 +1,12 @@
 //! `cargo xtask`: the project's own commands. `test` runs every check CI runs; `demo` runs the
 //! main job on the lab; `lab up|down|status` drives the two-node lab by hand,
-//! `cluster up|down|status` the lab with a real API server.
+//! `cluster up|down|status` the lab with a real API server; `image` the node daemon's container
+//! image.
 
 mod bench;
 mod cluster;
 mod demo;
+mod image;
 mod test;
 mod vm;
 
@@ -60,6 +62,15 @@ enum Cmd {
     Cluster {
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
+    },
+    /// The node daemon's container image, localhost/injector:<version>, built with buildah.
+    Image {
+        /// Put the release build in it (what an image should hold); default: debug.
+        #[arg(long)]
+        release: bool,
+        /// Also write it as a docker-archive (for `ctr -n k8s.io images import FILE`).
+        #[arg(long, value_name = "FILE")]
+        save: Option<std::path::PathBuf>,
     },
     /// The two-node flannel lab in network namespaces.
     Lab {
@@ -205,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Cluster { cmd } => cluster::run(cmd),
+        Cmd::Image { release, save } => image::run(release, save.as_deref()),
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { prefix, pods } => {
                 bootstrap()?;

@@ -49,6 +49,9 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
         "cargo",
         &["build", "-p", "injector", "--features", "failpoints"],
     )?;
+    // The image test (image_lab) puts the release binary in the image; the benchmarks at the
+    // end build it anyway.
+    sh("cargo", &["build", "--release", "-p", "injector"])?;
     // The cluster tests run a real kube-apiserver: built once per machine (~5 min), then cached.
     crate::cluster::ensure_built()?;
     sh(
