@@ -45,11 +45,7 @@ impl NetworkFault {
                 None,
             ),
             Ok(r) => {
-                let phase = if aborted {
-                    Phase::Aborted
-                } else {
-                    r.phase
-                };
+                let phase = if aborted { Phase::Aborted } else { r.phase };
                 let (ok, reason, msg) = match phase {
                     Phase::Running => (
                         true,
