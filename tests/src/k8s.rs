@@ -111,17 +111,21 @@ impl Deployed {
     /// --node-name <node> --kubeconfig <the DAEMON kubeconfig>`. Everything is torn down on
     /// drop, also when this fails half-way.
     pub fn up(prefix: &str, opts: ClusterOptions) -> Result<Deployed> {
+        Self::up_with(prefix, opts, &injector_bin())
+    }
+
+    /// As [`up`](Self::up), with the daemons of `bin` (e.g. a release build).
+    pub fn up_with(prefix: &str, opts: ClusterOptions, bin: &std::path::Path) -> Result<Deployed> {
         let cluster = Cluster::up(prefix, opts)?;
         cluster.install_injector()?;
         let kc = cluster.kubeconfig(DAEMON);
         let kc = kc.to_str().context("a UTF-8 kubeconfig path")?;
-        let bin = injector_bin();
         let daemons = cluster
             .lab
             .nodes
             .iter()
             .map(|n| {
-                Daemon::start_with(&bin, n, &["--node-name", &n.name, "--kubeconfig", kc])
+                Daemon::start_with(bin, n, &["--node-name", &n.name, "--kubeconfig", kc])
                     .with_context(|| format!("starting the daemon of {}", n.name))
             })
             .collect::<Result<Vec<_>>>()?;

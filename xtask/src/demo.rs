@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job on the two-node lab. Builds injector, brings the lab up,
 //! starts a daemon in each node, applies a blackhole, a 10% loss and a delay between named pods
 //! with the CLI, shows their effect with real traffic, `injector top` and the metrics, then
-//! tears everything down and shows that nothing is left.
+//! tears everything down and shows that nothing is left; then the same lab as a Kubernetes
+//! cluster with NetworkFaults (`demo_k8s`), and delay in a VM.
 
 use std::{net::IpAddr, path::PathBuf};
 
@@ -35,10 +36,21 @@ fn ping(l: &Lab, from: &Pod, to: &Pod) -> Result<u32> {
     Ok(got)
 }
 
-pub fn run() -> Result<()> {
+/// The Kubernetes part's heading.
+const K8S: &str =
+    "Kubernetes: NetworkFaults by labels through `kubectl injector`, on a real API server";
+
+pub fn run(kubernetes_only: bool) -> Result<()> {
     bootstrap()?;
+    crate::cluster::ensure_built()?;
     sh("cargo", &["build", "--release", "-p", "injector"])?;
     let bin: PathBuf = root().join("target/release/injector");
+    if kubernetes_only {
+        println!("\n== {K8S}");
+        crate::demo_k8s::run(&bin)?;
+        println!("\ndemo: ok");
+        return Ok(());
+    }
     let host_netns = cmd::run("ip", &["netns", "list"])?;
     let host_links = cmd::ip("", &["-o", "link", "show"])?;
 
@@ -206,8 +218,11 @@ pub fn run() -> Result<()> {
         lab::BPFFS
     );
 
+    println!("\n== 8. {K8S}");
+    crate::demo_k8s::run(&bin)?;
+
     println!(
-        "\n== 8. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
+        "\n== 9. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
     );
     let vm = crate::vm::setup()?;
     let xtask = crate::self_exe()?;

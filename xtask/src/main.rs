@@ -6,6 +6,7 @@
 mod bench;
 mod cluster;
 mod demo;
+mod demo_k8s;
 mod image;
 mod test;
 mod vm;
@@ -33,8 +34,13 @@ enum Cmd {
         #[arg(long)]
         unprivileged: bool,
     },
-    /// The main job: lab up, daemons on both nodes, faults between pods shown, all torn down.
-    Demo,
+    /// The main job: lab up, daemons on both nodes, faults between pods shown, all torn down;
+    /// then NetworkFaults on a real API server, and delay in a VM.
+    Demo {
+        /// Only the Kubernetes part.
+        #[arg(long)]
+        kubernetes: bool,
+    },
     /// Benchmarks next to iptables/ipset and tc netem, as ratios, into docs/benchmarks.md.
     Bench {
         /// Short runs, a smoke test (CI); written to target/bench/ instead of docs/.
@@ -183,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Bootstrap => bootstrap(),
         Cmd::Test { unprivileged } => test::run(unprivileged),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo { kubernetes } => demo::run(kubernetes),
         Cmd::DemoDelay => demo::delay_in_vm(),
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::BenchVm { quick } => bench::in_vm(quick),
@@ -251,7 +257,10 @@ fn forget_cargo_run_env() {
     let ours = |k: &str| {
         k.starts_with("CARGO_PKG_")
             || k.starts_with("CARGO_MANIFEST_")
-            || matches!(k, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
     };
     let keys: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
