@@ -1,5 +1,6 @@
 //! `cargo xtask cluster build|up|down|status`: kube-apiserver built into its cache, and the lab
-//! with a real API server left running for a user (state in `/tmp/<prefix>-cluster`).
+//! with a real API server, deploy/'s CRDs and RBAC and a daemon per node left running for a user
+//! to try `kubectl injector` on (state in `/tmp/<prefix>-cluster`).
 
 use std::time::Instant;
 
@@ -11,12 +12,16 @@ use injector_tests::{cluster, lab};
 pub enum ClusterCmd {
     /// Build kube-apiserver from Debian's kubernetes source into the cache (once; ~5 min).
     Build,
-    /// The lab, etcd and kube-apiserver, with the lab's nodes and pods registered; left up.
+    /// The lab, etcd and kube-apiserver, with the lab's nodes and pods registered, deploy/'s CRDs
+    /// and RBAC, and a daemon per node reconciling NetworkFaults; left up.
     Up {
         #[arg(long, default_value = "lab")]
         prefix: String,
         #[arg(long, default_value_t = 2)]
         pods: u8,
+        /// Only the cluster: no CRDs, RBAC or daemons.
+        #[arg(long)]
+        no_injector: bool,
     },
     /// Stop etcd and kube-apiserver, remove the run's directory, tear the lab down.
     Down {
@@ -45,7 +50,11 @@ pub fn ensure_built() -> Result<()> {
 pub fn run(cmd: ClusterCmd) -> Result<()> {
     match cmd {
         ClusterCmd::Build => crate::bootstrap().and_then(|()| ensure_built()),
-        ClusterCmd::Up { prefix, pods } => {
+        ClusterCmd::Up {
+            prefix,
+            pods,
+            no_injector,
+        } => {
             crate::bootstrap()?;
             ensure_built()?;
             if !lab::namespaces(&prefix)?.is_empty() || cluster::state_dir(&prefix).exists() {
@@ -67,8 +76,20 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
                 "kubectl --kubeconfig {} get nodes,pods -A -o wide",
                 c.kubeconfig(cluster::ADMIN).display()
             );
+            if !no_injector {
+                c.install_injector()?;
+                start_daemons(&c, &prefix)?;
+            }
+            let kc = c.kubeconfig(cluster::ADMIN);
             c.keep();
             print!("{}", cluster::status(&prefix)?);
+            if !no_injector {
+                println!(
+                    "try: KUBECONFIG={} PATH={}:$PATH kubectl injector fault add bh -n shop --to app=payments --blackhole --for 2m",
+                    kc.display(),
+                    crate::root().join("target/debug").display()
+                );
+            }
             Ok(())
         }
         ClusterCmd::Down { prefix } => {
@@ -81,4 +102,47 @@ pub fn run(cmd: ClusterCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A daemon per node, as the DaemonSet runs it (`--node-name`, the service account's
+/// kubeconfig), left running as a process of the run: `cluster down` stops it (SIGTERM).
+fn start_daemons(c: &cluster::Cluster, prefix: &str) -> Result<()> {
+    crate::sh("cargo", &["build", "-p", "injector"])?;
+    let bin = crate::root().join("target/debug/injector");
+    let dir = cluster::state_dir(prefix);
+    for n in &c.lab.nodes {
+        let args: Vec<String> = [
+            "--socket",
+            &dir.join(format!("injector-{}.sock", n.name))
+                .display()
+                .to_string(),
+            "daemon",
+            "--netns",
+            &n.netns,
+            "--bpffs",
+            &n.bpffs(),
+            "--node-name",
+            &n.name,
+            "--kubeconfig",
+            &c.kubeconfig(cluster::DAEMON).display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let log = cluster::spawn_kept(prefix, &format!("injector.{}", n.name), &bin, &args)?;
+        let t = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("daemon ready")
+        {
+            if t.elapsed() > std::time::Duration::from_secs(30) {
+                bail!(
+                    "the daemon of {} did not get ready: see {}",
+                    n.name,
+                    log.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(())
 }

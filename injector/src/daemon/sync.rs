@@ -113,9 +113,11 @@ impl FaultSet {
             .collect();
         let names: Vec<&str> = next.keys().map(String::as_str).collect();
         let slots = assign_slots(&prev, &names)?;
+        // A new part starts from zero; a replaced one (its pods changed) keeps its slot and
+        // counts on, so a resource's counters do not restart whenever a selected pod comes or goes.
         let mut reset = Vec::new();
-        for (e, slot) in next.values_mut().zip(slots) {
-            if e.id.is_none() {
+        for ((name, e), slot) in next.iter_mut().zip(slots) {
+            if e.id.is_none() && !self.entries.contains_key(name) {
                 reset.push(slot);
             }
             e.slot = slot;

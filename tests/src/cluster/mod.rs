@@ -41,7 +41,7 @@ use serde_json::json;
 pub use apiserver::{ApiServer, build_kube_apiserver, etcd_bin, kube_apiserver_bin};
 pub use kubectl::{Kubectl, kubectl};
 pub use pki::{Identity, default_identities};
-pub use procs::{down, state_dir, status};
+pub use procs::{down, spawn_kept, state_dir, status};
 
 use apiserver::{Rt, workspace_root};
 use objects::{

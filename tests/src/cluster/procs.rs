@@ -115,6 +115,15 @@ fn sort_names(names: &mut [String]) {
     names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
 }
 
+/// Starts `bin args...` as a process of run `prefix` that outlives this one (`cargo xtask cluster
+/// up`'s daemons): `<name>.pid` and `<name>.log` in its state directory, stopped by [`down`]
+/// (SIGTERM first: a daemon then removes everything it added) and shown by [`status`]. The name
+/// starts with the program's file name (`injector.node1`). Returns the log's path.
+pub fn spawn_kept(prefix: &str, name: &str, bin: &Path, args: &[String]) -> Result<PathBuf> {
+    let p = Proc::spawn(name, bin, args, &state_dir(prefix))?;
+    Ok(p.log)
+}
+
 /// The pid in `dir/<name>.pid` if that process is alive and runs the program `name` names (its
 /// part before the first dot).
 fn running_pid(dir: &Path, name: &str) -> Option<i32> {
