@@ -7,6 +7,7 @@ mod drop;
 mod faults;
 mod fidelity;
 mod idle;
+mod k8s;
 mod latency;
 mod report;
 
@@ -42,7 +43,7 @@ impl Ctx {
     }
 }
 
-const PARTS: [&str; 5] = ["idle", "cost", "drop", "latency", "fidelity"];
+const PARTS: [&str; 6] = ["idle", "cost", "drop", "latency", "k8s", "fidelity"];
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
     if let Some(p) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
@@ -80,6 +81,13 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
             println!("{}", s.markdown());
             sections.push(s);
         }
+    }
+    if wanted("k8s") {
+        eprintln!("xtask: bench: k8s");
+        crate::cluster::ensure_built()?;
+        let s = k8s::run(&ctx)?;
+        println!("{}", s.markdown());
+        sections.push(s);
     }
     let mut vm_kernel = "not run".to_string();
     if wanted("fidelity") {
