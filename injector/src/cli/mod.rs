@@ -86,7 +86,8 @@ pub(crate) fn get<T: DeserializeOwned>(ep: &Endpoint, path: &str) -> Result<T, F
     call(ep, "GET", path, None, str::to_string)
 }
 
-fn read_input(path: &str) -> Result<String, Failure> {
+/// A file's text, or stdin's for `-` (`-f` of `apply` here and of `kubectl injector apply`).
+pub(crate) fn read_input(path: &str) -> Result<String, Failure> {
     use std::io::Read as _;
     if path == "-" {
         let mut s = String::new();

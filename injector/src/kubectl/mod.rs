@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 cmd: FaultCmd::Rm(a),
             } => cmd::rm(&cli.conn, a).await,
             Cmd::Apply(a) => {
-                let text = read_input(&a.file)?;
+                let text = crate::cli::read_input(&a.file)?;
                 let conn = conn::Conn::new(&cli.conn).await?;
                 let src = if a.file == "-" { "stdin" } else { &a.file };
                 let faults =
@@ -80,16 +80,3 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     })
 }
 
-fn read_input(path: &str) -> Result<String, Failure> {
-    use std::io::Read as _;
-    if path == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| Failure(1, format!("-f -: reading stdin: {e}")))?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| Failure(1, format!("-f: cannot read {path}: {e}")))
-    }
-}
