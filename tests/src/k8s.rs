@@ -257,13 +257,22 @@ impl Deployed {
         })
     }
 
-    /// The cluster-wide abort: InjectorControl [`CONTROL`] with `spec.abort = {at, reason}`.
-    pub fn abort(&self, at: &str, reason: &str) -> Result<()> {
-        self.apply(
-            &json!({"apiVersion": API_VERSION, "kind": "InjectorControl",
-                           "metadata": {"name": CONTROL},
-                           "spec": {"abort": {"at": at, "reason": reason}}}),
-        )
+    /// `kubectl injector abort --reason REASON`, as a user aborts every fault of the cluster
+    /// (the plugin writes InjectorControl `cluster`'s `spec.abort.at` = now, whole seconds).
+    pub fn abort(&self, reason: &str) -> Result<()> {
+        let out = std::process::Command::new(crate::kubectl_injector_bin())
+            .arg("--kubeconfig")
+            .arg(self.cluster.kubeconfig(crate::cluster::ADMIN))
+            .args(["abort", "--reason", reason])
+            .output()
+            .context("running kubectl-injector")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl injector abort: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The `.status.faults[]` entry of `resource` (`namespace/name`) in node `node`'s

@@ -111,6 +111,18 @@ fn label_selectors_follow_pods_across_nodes_and_a_fixed_pick_is_the_same_everywh
         ensure!(r2["matched"] == 0, "node2: {r2}");
         Ok(())
     });
+    // What a user sees: `kubectl injector get` sums the nodes' reports.
+    let out = std::process::Command::new(injector_tests::kubectl_injector_bin())
+        .arg("--kubeconfig")
+        .arg(k.cluster.kubeconfig(injector_tests::cluster::ADMIN))
+        .args(["get", "loss", "-n", NS, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl injector get: {out:?}");
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["counters"]["matched"], n, "{view:#}");
+    assert_eq!(view["counters"]["dropped"], lost, "{view:#}");
+    assert_eq!(view["nodes"], 2, "{view:#}");
     k.delete_network_fault(NS, "loss").unwrap();
     k.wait_removed("shop/loss");
 
@@ -360,17 +372,17 @@ fn a_cluster_wide_abort_ends_running_faults_and_later_ones_run() {
     k.wait_installed("shop/bh");
     assert_eq!(both(&k), (0, 0), "blackholed both ways");
 
-    // Whole seconds, as creationTimestamp has them: bh was created at or before `at`.
+    // Through the plugin, as a user aborts: it writes `abort.at` = now in whole seconds (as
+    // creationTimestamp has them), at or after `at`.
     let at = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
-    k.abort(&at.to_string(), "k8s_lab: abort everything")
-        .unwrap();
+    k.abort("k8s_lab: abort everything").unwrap();
     k.wait_removed("shop/bh");
     assert_eq!(both(&k), (3, 3), "aborted: traffic back on both nodes");
     k.wait_phase(NS, "bh", "Aborted");
 
     // A fault created after the abort runs: its creationTimestamp must be past `at`.
-    until("the clock a second past the abort", SETTLE, || {
-        ensure!(Timestamp::now() >= at + SignedDuration::from_secs(1));
+    until("the clock two seconds past the abort", SETTLE, || {
+        ensure!(Timestamp::now() >= at + SignedDuration::from_secs(2));
         Ok(())
     });
     k.apply(&network_fault(NS, "after", between("client", "server", bh)))

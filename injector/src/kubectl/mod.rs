@@ -79,4 +79,3 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
     })
 }
-
