@@ -73,6 +73,11 @@ fn init_logs(json: bool) {
 pub async fn run(cfg: Config) -> Result<()> {
     // Everything that can be refused is checked before anything is loaded or attached.
     let bound = bind(&cfg).await?;
+    // The Kubernetes client too: a bad kubeconfig refuses the start before anything is loaded.
+    let kube = match &cfg.kube {
+        Some(k) => Some((k.clone(), reconcile::client(k).await?)),
+        None => None,
+    };
     let mut loaded = load(&cfg)?;
     let faults = adopt(&cfg, &mut loaded)?;
     let events = links::subscribe()?;
@@ -83,11 +88,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         adopted,
         features,
     } = loaded;
-    // The Kubernetes client is built before anything is attached: a bad kubeconfig refuses the start.
-    let kube = match &cfg.kube {
-        Some(k) => Some((k.clone(), reconcile::client(k).await?)),
-        None => None,
-    };
     let fixed = protected(&cfg);
     let shared = Shared::new(Core {
         maps,
