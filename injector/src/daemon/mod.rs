@@ -73,6 +73,8 @@ fn init_logs(json: bool) {
 pub async fn run(cfg: Config) -> Result<()> {
     // Everything that can be refused is checked before anything is loaded or attached.
     let bound = bind(&cfg).await?;
+    // From here on the socket is ours: removed however run ends (a refused start included).
+    let _socket = RemoveOnDrop(&cfg.socket);
     // The Kubernetes client too: a bad kubeconfig refuses the start before anything is loaded.
     let kube = match &cfg.kube {
         Some(k) => Some((k.clone(), reconcile::client(k).await?)),
@@ -115,6 +117,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     event_loop(&shared, &mut ebpf, &cfg, events, servers).await?;
     teardown(shared, ebpf, &cfg);
     Ok(())
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 /// The listeners, bound before anything is loaded (a taken address refuses the start).
