@@ -186,14 +186,15 @@ impl Reconciler {
         self.results.clear();
         for (nf, ws) in nfs.iter().zip(&per_fault) {
             let key = resource_key(nf);
-            if !self.selection.ready(ws) {
-                keep.insert(key);
-                continue;
-            }
             let aborted = abort.is_some_and(|a| {
                 nf.creation_timestamp()
                     .is_none_or(|t| SystemTime::from(t.0) <= a)
             });
+            // An aborted resource goes whether or not its watches have listed.
+            if !aborted && !self.selection.ready(ws) {
+                keep.insert(key);
+                continue;
+            }
             let result = resolve(nf, &world, now);
             if aborted {
                 aborted_set.insert(key.clone());
