@@ -47,6 +47,7 @@ fn until_all(d: &Deployed, ok: impl Fn(&[Value]) -> bool) -> Result<Duration> {
     }
 }
 
+/// Percentile `p` of sorted `v`, in ms.
 fn ms(v: &[f64], p: f64) -> String {
     format!("{:.0} ms", percentile(v, p))
 }
@@ -89,6 +90,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         // add_pod returns once the status with the podIP is written (as a kubelet's patch).
         covered.push(until_all(&d, |p| all_addrs(p, "to").contains(&ip))?.as_secs_f64() * 1e3);
     }
+    covered.sort_by(f64::total_cmp);
+    created.sort_by(f64::total_cmp);
     let mut s = Section::new(
         "Kubernetes coverage: a NetworkFault or a new pod -> held by every node's daemon",
         "-",
