@@ -14,7 +14,7 @@ use std::{
 use super::{
     daemons::{Counts, Daemons},
     file::{Experiment, as_for},
-    probe::{Probers, Sample},
+    probe::{self, Probers, Sample},
     report::{Abort, Conclusion, Report, Verdict},
     rules::Streaks,
     view::{Live, View},
@@ -23,6 +23,8 @@ use super::{
 enum Event {
     Sample(Sample),
     Counters(Instant, BTreeMap<String, Counts>),
+    /// After an abort: when the breaching probe passed again (a fresh run after the removal).
+    Restored(Option<Instant>),
     Interrupt,
 }
 
@@ -167,7 +169,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                     "stopped before the faults (Ctrl-C)".into(),
                 );
             }
-            Ok(Event::Counters(..)) => {}
+            Ok(Event::Counters(..) | Event::Restored(_)) => {}
             Err(_) => {
                 return r.finish(
                     Conclusion::NotStarted,
@@ -273,6 +275,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                     }
                 }
                 Ok(Event::Counters(t, c)) => r.counters(t, c),
+                Ok(Event::Restored(_)) => {}
                 Ok(Event::Interrupt) => {
                     interrupted = Some(k);
                     break 'steps;
@@ -317,6 +320,14 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     for e in &errors {
         r.view.event(&format!("  {e}"));
     }
+    let mut restoring = false;
+    if let Some((_, p, ..)) = &abort {
+        let tx = tx.clone();
+        probe::until_pass(&exp.probes[*p], removed + exp.recovery, move |t| {
+            let _ = tx.send(Event::Restored(t));
+        });
+        restoring = true;
+    }
 
     // Recovery: the steady state must come back within `recovery` (skipped after Ctrl-C).
     probers.kick();
@@ -325,7 +336,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     let deadline = removed + exp.recovery;
     let mut since: Vec<bool> = vec![false; exp.probes.len()];
     let mut recovered = None;
-    while interrupted.is_none() && recovered.is_none() {
+    while interrupted.is_none() && (recovered.is_none() || restoring) {
         r.view.draw(exp, &r.live);
         let now = Instant::now();
         if now >= deadline && !since.is_empty() {
@@ -339,21 +350,20 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                 r.record(&s, "recovery", None, u32::from(!s.out.ok));
                 if s.start >= removed {
                     since[s.probe] = s.out.ok;
-                    if let (Some(a), Some((_, p, ..))) = (r.rep.abort.as_mut(), &abort)
-                        && *p == s.probe
-                        && s.out.ok
-                        && a.restored_s.is_none()
-                    {
-                        let t = s.end.saturating_duration_since(r.t0).as_secs_f64();
-                        a.restored_s = Some(t);
-                        a.restore_ms = Some((t - a.breach_s) * 1e3);
-                    }
-                    if since.iter().all(|&b| b) {
+                    if recovered.is_none() && since.iter().all(|&b| b) {
                         recovered = Some(s.end);
                     }
                 }
             }
             Ok(Event::Counters(t, c)) => r.counters(t, c),
+            Ok(Event::Restored(t)) => {
+                restoring = false;
+                let t = t.map(|t| t.saturating_duration_since(r.t0).as_secs_f64());
+                if let Some(a) = r.rep.abort.as_mut() {
+                    a.restored_s = t;
+                    a.restore_ms = t.map(|t| (t - a.breach_s) * 1e3);
+                }
+            }
             Ok(Event::Interrupt) => break,
             Err(_) => {}
         }

@@ -294,6 +294,31 @@ fn prober(i: usize, p: &Probe, rx: &mpsc::Receiver<Cmd>, sink: &impl Fn(Sample))
     }
 }
 
+/// Runs `p` on a new thread (in its netns), again and again until it passes or `give_up`; then
+/// calls `done` with when the passing run ended. Measures "traffic restored" after an abort
+/// without waiting for the probe's own thread, which may be stuck in a run started before.
+pub fn until_pass(
+    p: &Probe,
+    give_up: Instant,
+    done: impl FnOnce(Option<Instant>) + Send + 'static,
+) {
+    let p = p.clone();
+    std::thread::spawn(move || {
+        if let Some(ns) = &p.netns
+            && crate::net::netns::enter(ns).is_err()
+        {
+            return done(None);
+        }
+        while Instant::now() < give_up {
+            if p.run().ok {
+                return done(Some(Instant::now()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done(None)
+    });
+}
+
 /// `f64` as people read it: `12`, `0.25`, `1.5e6`.
 pub fn num(v: f64) -> String {
     if v == v.trunc() && v.abs() < 1e12 {

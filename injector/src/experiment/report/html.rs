@@ -133,30 +133,15 @@ th{{background:#f5f5f5}}.chart{{display:block;margin:6px 0 18px;border:1px solid
     h += "</table><h2>Probes</h2>";
     for (i, p) in r.probes.iter().enumerate() {
         let fails = p.samples.iter().filter(|s| !s.ok).count();
-        let mut series = vec![Series {
+        let series = vec![Series {
             name: p.name.clone(),
             color: COLORS[i % COLORS.len()],
             points: p.samples.iter().map(|s| (s.t_s, s.value, s.ok)).collect(),
         }];
-        if p.kind == "http" {
-            series.push(Series {
-                name: format!("{} p50 latency (ms)", p.name),
-                color: "#95a5a6",
-                points: p
-                    .samples
-                    .iter()
-                    .filter_map(|s| s.latency_ms.map(|l| (s.t_s, Some(l), true)))
-                    .collect(),
-            });
-        }
         h += &chart(&Chart {
             id: format!("probe-{}", p.name),
             title: format!("{} ({}): {}", p.name, p.kind, p.threshold),
-            unit: if p.kind == "http" {
-                "% ok; grey: p50 latency ms".into()
-            } else {
-                p.unit.clone()
-            },
+            unit: p.unit.clone(),
             x_max,
             bands: &bands,
             marks: &marks,
@@ -167,6 +152,26 @@ th{{background:#f5f5f5}}.chart{{display:block;margin:6px 0 18px;border:1px solid
                 .collect(),
             series,
         });
+        if p.kind == "http" {
+            h += &chart(&Chart {
+                id: format!("latency-{}", p.name),
+                title: format!("{}: p50 latency of the answered requests", p.name),
+                unit: "ms".into(),
+                x_max,
+                bands: &bands,
+                marks: &marks,
+                hlines: Vec::new(),
+                series: vec![Series {
+                    name: format!("{} p50 latency (ms)", p.name),
+                    color: "#7f8c8d",
+                    points: p
+                        .samples
+                        .iter()
+                        .filter_map(|s| s.latency_ms.map(|l| (s.t_s, Some(l), s.ok)))
+                        .collect(),
+                }],
+            });
+        }
         let _ = write!(
             h,
             r#"<p class="muted">{} runs, {fails} failed, every {:.1} s{}</p>"#,

@@ -147,7 +147,8 @@ pub struct Abort {
     /// Every delete answered on every daemon.
     pub removed_s: f64,
     pub removal_ms: f64,
-    /// The end of the breaching probe's first passing run after the removal (traffic restored).
+    /// Traffic restored: the end of the first passing run of the breaching probe, run afresh
+    /// right after the removal and again until it passes.
     pub restored_s: Option<f64>,
     /// From the breach to traffic restored.
     pub restore_ms: Option<f64>,
@@ -277,3 +278,6 @@ pub fn rates(samples: &[CounterRecord], pick: fn(&CounterRecord) -> u64) -> Vec<
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

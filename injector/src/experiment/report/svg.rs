@@ -47,12 +47,20 @@ fn nice(v: f64) -> String {
 }
 
 pub fn chart(c: &Chart) -> String {
-    let vals = c
+    let data = c
         .series
         .iter()
-        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
-        .chain(c.hlines.iter().map(|h| h.0));
-    let (mut lo, mut hi) = vals.fold((0.0f64, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1));
+    let (dlo, dhi) = data.fold((0.0f64, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let dhi = if dhi <= dlo { dlo + 1.0 } else { dhi };
+    // A threshold far from the data would flatten it: such lines are pinned to the edge.
+    let near = |v: f64| v >= dlo - (dhi - dlo) * 2.0 && v <= dhi + (dhi - dlo) * 2.0;
+    let (mut lo, mut hi) = c
+        .hlines
+        .iter()
+        .map(|h| h.0)
+        .filter(|&v| near(v))
+        .fold((dlo, dhi), |(a, b), v| (a.min(v), b.max(v)));
     if hi <= lo {
         hi = lo + 1.0;
     }
@@ -118,6 +126,12 @@ pub fn chart(c: &Chart) -> String {
         esc(&c.unit)
     );
     for (v, label) in &c.hlines {
+        let (v, label) = match (near(*v), *v > hi) {
+            (true, _) => (*v, label.clone()),
+            (false, true) => (hi, format!("{label} (above the chart)")),
+            (false, false) => (lo, format!("{label} (below the chart)")),
+        };
+        let (v, label) = (&v, &label);
         let _ = write!(
             s,
             r##"<line class="threshold" x1="{L}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="#c0392b">{}</text>"##,
