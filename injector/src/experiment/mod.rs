@@ -2,6 +2,7 @@
 //! ramp up, abort rules, recovery, and a report (JSON + HTML). Node-level: the faults go to daemons.
 
 pub mod daemons;
+mod events;
 pub mod file;
 pub mod probe;
 pub mod ramp;

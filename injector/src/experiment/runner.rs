@@ -8,60 +8,18 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use super::{
     daemons::{Counts, Daemons},
+    events::{Event, on_ctrl_c, poll_counters, unix_ms},
     file::{Experiment, as_for},
     probe::{self, Probers, Sample},
     report::{Abort, Conclusion, Report, Verdict},
     rules::Streaks,
     view::{Live, View},
 };
-
-enum Event {
-    Sample(Sample),
-    Counters(Instant, BTreeMap<String, Counts>),
-    /// After an abort: when the breaching probe passed again (a fresh run after the removal).
-    Restored(Option<Instant>),
-    Interrupt,
-}
-
-/// Ctrl-C becomes an event (every time it is pressed).
-fn on_ctrl_c(tx: mpsc::Sender<Event>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        while rt.block_on(tokio::signal::ctrl_c()).is_ok() {
-            if tx.send(Event::Interrupt).is_err() {
-                return;
-            }
-        }
-    });
-}
-
-/// Reads the faults' counters from every daemon about once a second, until `stop`.
-fn poll_counters(
-    d: Arc<Daemons>,
-    names: Vec<String>,
-    tx: mpsc::Sender<Event>,
-    stop: Arc<AtomicBool>,
-) {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let c = d.counters(&names);
-            if tx.send(Event::Counters(Instant::now(), c)).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
-}
 
 struct Run<'a> {
     exp: &'a Experiment,
@@ -114,13 +72,6 @@ impl Run<'_> {
         };
         self.rep
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs `exp` against `daemons`; with `dry_run`, only the steady state before. Never returns with

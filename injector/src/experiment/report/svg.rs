@@ -143,7 +143,9 @@ pub fn chart(c: &Chart) -> String {
             esc(label)
         );
     }
-    for (t, label, color) in c.marks {
+    for (i, (t, label, color)) in c.marks.iter().enumerate() {
+        // Marks close together (breach, restored) put their labels on different lines.
+        let ly = H - B - 4.0 - 14.0 * i as f64;
         let _ = write!(
             s,
             r##"<line class="mark" x1="{:.1}" x2="{:.1}" y1="{T}" y2="{:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="11" fill="{color}">{}</text>"##,
@@ -151,7 +153,7 @@ pub fn chart(c: &Chart) -> String {
             x(*t),
             H - B,
             x(*t) + 3.0,
-            H - B - 4.0,
+            ly,
             esc(label)
         );
     }
