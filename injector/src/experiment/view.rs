@@ -138,3 +138,51 @@ pub fn render(exp: &Experiment, live: &Live) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::experiment::{file::load, probe::Outcome};
+
+    #[test]
+    fn the_live_block_shows_step_bar_probes_and_counters() {
+        let exp = load(
+            "t.yaml",
+            "hypothesis: h\nsteady_state: [{name: web, command: {run: ['true']}}]\nsteps: [{name: small, duration: 10s, faults: [{name: w, to: [10.42.2.2], loss: 1%}]}]\n",
+        )
+        .unwrap();
+        let live = Live {
+            step: Some((0, Duration::from_secs(5))),
+            last: vec![Some((
+                Outcome {
+                    value: Some(1.0),
+                    ok: false,
+                    latency_ms: None,
+                    detail: "exit 1".into(),
+                },
+                2,
+            ))],
+            counters: [("w".to_string(), [100, 1, 0])].into(),
+            rates: [("w".to_string(), (10.0, 0.0))].into(),
+            ..Live::default()
+        };
+        let t = render(&exp, &live);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("step 1/1 small"), "{t}");
+        assert!(
+            lines[0].contains(&bar(0.5, 30)) && lines[0].contains("5.0s left"),
+            "{t}"
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["web", "exit", "1", "exit", "0", "FAIL", "2"]
+        );
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            ["w", "100", "1", "0", "10", "0"]
+        );
+        assert_eq!(bar(0.25, 8), "[##------]");
+    }
+}
