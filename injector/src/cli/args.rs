@@ -203,6 +203,7 @@ pub enum ExperimentCmd {
     /// Run an experiment file (YAML or JSON): the steady state before, each step's faults on
     /// every daemon while the probes run, abort when a rule holds, recovery, the report.
     Run {
+        /// The experiment file, YAML or JSON (`-`: stdin).
         #[arg(short = 'f', long = "file")]
         file: String,
         /// Check the file, the daemons and the steady state; start nothing.
