@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod experiment;
 pub mod failpoint;
 pub mod fault;
 pub mod k8s;

@@ -10,9 +10,11 @@ pub mod lab;
 pub mod perf;
 pub mod poll;
 pub mod proc;
+pub mod prometheus;
 pub mod snapshot;
 pub mod stats;
 pub mod traffic;
+pub mod web;
 
 use std::path::PathBuf;
 

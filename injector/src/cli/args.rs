@@ -23,6 +23,7 @@ Examples:
   injector fault ls -o table               # or -o json / -o yaml
   injector top                             # live counters and rates per fault
   injector abort                           # every fault off, one map write
+  injector experiment run -f exp.yaml --daemon /run/n1.sock --daemon /run/n2.sock
   injector status --addr 10.0.0.5:7070 --token-file /etc/injector/token";
 
 #[derive(Parser)]
@@ -119,6 +120,14 @@ pub enum Cmd {
         #[command(flatten)]
         conn: ClientArgs,
     },
+    /// Chaos experiments: a hypothesis, steady-state probes, ramped faults, automatic abort, a
+    /// report (docs/experiments.md).
+    Experiment {
+        #[command(subcommand)]
+        cmd: ExperimentCmd,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
     /// Shell completions: `injector completions bash > /etc/bash_completion.d/injector`.
     Completions { shell: clap_complete::Shell },
     /// Print the NetworkFault CRD (YAML): `injector crd | kubectl apply -f -`.
@@ -142,7 +151,8 @@ impl Cmd {
             | Cmd::Abort { conn, .. }
             | Cmd::Arm { conn, .. }
             | Cmd::Status { conn, .. }
-            | Cmd::Top { conn, .. } => Some(conn),
+            | Cmd::Top { conn, .. }
+            | Cmd::Experiment { conn, .. } => Some(conn),
             Cmd::Daemon(_) | Cmd::Completions { .. } | Cmd::Crd | Cmd::Local { .. } => None,
         }
     }
@@ -186,6 +196,34 @@ pub struct AddArgs {
     pub replace: bool,
     #[command(flatten)]
     pub out: OutputArg,
+}
+
+#[derive(Subcommand)]
+pub enum ExperimentCmd {
+    /// Run an experiment file (YAML or JSON): the steady state before, each step's faults on
+    /// every daemon while the probes run, abort when a rule holds, recovery, the report.
+    Run {
+        /// The experiment file, YAML or JSON (`-`: stdin).
+        #[arg(short = 'f', long = "file")]
+        file: String,
+        /// Check the file, the daemons and the steady state; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A daemon to drive, one per node (repeatable): its socket path, or HOST:PORT with
+        /// --token-file. Default: --socket (or --addr).
+        #[arg(long = "daemon")]
+        daemons: Vec<String>,
+        /// The report's path: PATH.json and PATH.html are written.
+        #[arg(long, default_value = "experiment-report")]
+        report: PathBuf,
+    },
+    /// Render the HTML report again from its JSON.
+    Report {
+        file: PathBuf,
+        /// Where the HTML goes (default: FILE with .html).
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

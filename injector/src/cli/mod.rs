@@ -13,11 +13,11 @@ use std::time::Duration;
 use clap::CommandFactory as _;
 use serde::de::DeserializeOwned;
 
-use self::args::{Cli, ClientArgs, Cmd, FaultCmd, LocalCmd, Output};
+use self::args::{Cli, ClientArgs, Cmd, ExperimentCmd, FaultCmd, LocalCmd, Output};
 use crate::{
     api::{Armed, Cleared, Created, Deleted, FaultView, FaultViews, Status},
     client::{ClientError, Endpoint},
-    local, parse,
+    experiment, local, parse,
 };
 
 /// A failure, with the exit code it maps to.
@@ -41,8 +41,25 @@ impl From<ClientError> for Failure {
 }
 
 fn endpoint(cli: &Cli, conn: &ClientArgs) -> Result<Endpoint, Failure> {
-    match &conn.addr {
-        None => Ok(Endpoint::Unix(cli.socket.clone())),
+    tcp_or(
+        conn,
+        conn.addr.as_deref(),
+        Endpoint::Unix(cli.socket.clone()),
+    )
+}
+
+/// `experiment run --daemon D`: a socket path, or HOST:PORT (with --token-file).
+fn daemon_endpoint(conn: &ClientArgs, d: &str) -> Result<Endpoint, Failure> {
+    let tcp = !d.contains('/')
+        && d.rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    tcp_or(conn, tcp.then_some(d), Endpoint::Unix(d.into()))
+}
+
+/// TCP to `addr` with --token-file's token, or `unix`.
+fn tcp_or(conn: &ClientArgs, addr: Option<&str>, unix: Endpoint) -> Result<Endpoint, Failure> {
+    match addr {
+        None => Ok(unix),
         Some(addr) => {
             let f = conn.token_file.as_ref().ok_or_else(|| {
                 Failure(
@@ -54,7 +71,7 @@ fn endpoint(cli: &Cli, conn: &ClientArgs) -> Result<Endpoint, Failure> {
                 Failure(1, format!("--token-file: cannot read {}: {e}", f.display()))
             })?;
             Ok(Endpoint::Tcp {
-                addr: addr.clone(),
+                addr: addr.to_string(),
                 token: token.trim().to_string(),
             })
         }
@@ -160,6 +177,24 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", crate::k8s::crd_yaml());
             Ok(())
         }
+        Cmd::Experiment { cmd, conn } => match cmd {
+            ExperimentCmd::Run {
+                file,
+                dry_run,
+                daemons,
+                report,
+            } => {
+                let eps = if daemons.is_empty() {
+                    vec![endpoint(&cli, conn)?]
+                } else {
+                    let eps: Result<Vec<_>, _> =
+                        daemons.iter().map(|d| daemon_endpoint(conn, d)).collect();
+                    eps?
+                };
+                experiment::run(file, &read_input(file)?, eps, *dry_run, report)
+            }
+            ExperimentCmd::Report { file, out } => experiment::rerender(file, out.as_deref()),
+        },
         Cmd::Local { bpffs, cmd } => match cmd {
             LocalCmd::Stats => Ok(local::stats(bpffs)?),
             LocalCmd::Abort => Ok(local::abort(bpffs)?),

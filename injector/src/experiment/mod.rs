@@ -1,0 +1,83 @@
+//! Experiments: a hypothesis about the steady state, probes that measure it, steps of faults that
+//! ramp up, abort rules, recovery, and a report (JSON + HTML). Node-level: the faults go to daemons.
+
+pub mod daemons;
+mod events;
+pub mod file;
+pub mod probe;
+pub mod ramp;
+pub mod report;
+pub mod rules;
+pub mod runner;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+
+use crate::{cli::Failure, client::Endpoint};
+
+/// `experiment run`: load and check the file (nothing starts when it is bad), run it, write the
+/// report (`report`.json and .html). Exit 0 when the hypothesis held (or the dry run passed).
+pub fn run(
+    label: &str,
+    text: &str,
+    eps: Vec<Endpoint>,
+    dry_run: bool,
+    report: &Path,
+) -> Result<(), Failure> {
+    let exp = file::load(label, text).map_err(|e| Failure(1, format!("{label}: {e}")))?;
+    let rep = runner::run(&exp, daemons::Daemons { eps }, dry_run);
+    let (json, html) = paths(report);
+    report::json::write(&json, &rep).map_err(|e| Failure(1, e))?;
+    std::fs::write(&html, report::html::render(&rep))
+        .map_err(|e| Failure(1, format!("writing {}: {e}", html.display())))?;
+    let v = &rep.verdict;
+    let word = serde_json::to_value(v.result)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let at = v.step.map(|k| format!(" at step {k}")).unwrap_or_default();
+    println!("verdict: {word}{at}: {}", v.reason);
+    if let Some(a) = &rep.abort {
+        println!(
+            "abort: breach at {:.2}s, faults removed {:.1} ms later, traffic restored {}",
+            a.breach_s,
+            a.removal_ms,
+            a.restore_ms
+                .map(|m| format!("{m:.0} ms after the breach"))
+                .unwrap_or_else(|| "not seen".into())
+        );
+    }
+    println!("report: {} {}", json.display(), html.display());
+    match v.result {
+        report::Conclusion::Held | report::Conclusion::DryRun => Ok(()),
+        report::Conclusion::NotStarted if rep.daemons.is_empty() => {
+            Err(Failure(3, v.reason.clone()))
+        }
+        _ => Err(Failure(1, format!("the experiment ended {word}{at}"))),
+    }
+}
+
+/// `experiment report FILE.json [-o FILE.html]`: the HTML again from the JSON.
+pub fn rerender(json: &Path, out: Option<&Path>) -> Result<(), Failure> {
+    let rep = report::json::read(json).map_err(|e| Failure(1, e))?;
+    let html = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| json.with_extension("html"));
+    std::fs::write(&html, report::html::render(&rep))
+        .map_err(|e| Failure(1, format!("writing {}: {e}", html.display())))?;
+    println!("{}", html.display());
+    Ok(())
+}
+
+/// `x.json` / `x` -> (`x.json`, `x.html`).
+fn paths(report: &Path) -> (PathBuf, PathBuf) {
+    let base = if report
+        .extension()
+        .is_some_and(|e| e == "json" || e == "html")
+    {
+        report.with_extension("")
+    } else {
+        report.to_path_buf()
+    };
+    (base.with_extension("json"), base.with_extension("html"))
+}
