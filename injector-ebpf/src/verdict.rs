@@ -1,25 +1,95 @@
 //! The packet path, the same for every judging hook: parse once -> safety checks -> classify once
-//! -> act -> count. Hooks differ only in what they pass in (hook ids, which action kinds they judge).
+//! -> decide each matching fault's action -> count. Hooks differ only in what they pass in (hook
+//! ids, which action kinds they judge); they carry the verdict out (main.rs).
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::map,
+    maps::PerCpuArray,
+};
 use injector_common::{
     Action, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_MATCHES_PER_PACKET,
-    MAX_RULES, Outcome, ctrl, flag,
+    MAX_RULES, Outcome, Reply, ctrl, flag,
     flow::{self, Endpoint},
 };
 
 use crate::{
     classify::candidates,
+    corrupt,
     maps::{COUNTERS, CTRL, FAULTS, RULES, STATS},
-    parse::{Bytes, Flow, parse},
+    parse::{Bytes, Flow, Layout, parse},
+    reject::{self, Plan},
 };
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Verdict {
     Pass,
     Drop,
-    /// Hold the packet this many ns (EDT).
-    Delay(u64),
+    /// Turn the packet into this reply to its sender (reject); its layout is `stashed()`.
+    Reject(Reply),
+    /// Deliver it, changed as `stashed()` says.
+    Change,
+}
+
+/// What the faults that matched a packet do to it when it is delivered; several faults add up.
+#[derive(Clone, Copy, Default)]
+pub struct Change {
+    /// Hold it this many ns (EDT); 0: not delayed.
+    pub delay_ns: u64,
+    /// Send a second copy.
+    pub duplicate: bool,
+    /// Flip one payload bit.
+    pub corrupt: bool,
+}
+
+/// What `judge` hands to the code that carries out its verdict, per CPU: the layout of the
+/// packet (written when an action that rewrites it, reject or corrupt, is chosen) and, for a
+/// `Change`, the change. Through a map, not the stack or registers, on purpose: the verifier
+/// does not follow values through map memory, so branching on them neither marks the parser's
+/// stack slots precise (which kept it from merging the states of different parse paths and
+/// multiplied the judging loop's) nor makes each combination of changes a state of its own for
+/// the code that carries them out (it ran out of its 1M-instruction budget, then needed 240k,
+/// both ways). Nothing else runs the program on this CPU in between; the clones we send come
+/// back synchronously but pass before judging.
+#[derive(Clone, Copy)]
+pub struct Stash {
+    pub at: Layout,
+    pub change: Change,
+}
+
+#[map]
+static STASH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stashes `flow`'s layout and reads it back from the map (volatile: the compiler must not
+/// hand back the values it just stored, the verifier must see them come from the map).
+#[inline(always)]
+fn stash_layout(flow: &Flow) -> Option<Layout> {
+    let p = STASH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot (see STASH).
+    unsafe {
+        let at = core::ptr::addr_of_mut!((*p).at);
+        core::ptr::write_volatile(at, flow.layout());
+        Some(core::ptr::read_volatile(at))
+    }
+}
+
+#[inline(always)]
+fn stash_change(change: Change) -> bool {
+    let Some(p) = STASH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot (see STASH).
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).change), change) };
+    true
+}
+
+/// What `judge` stashed for the verdict it returned.
+#[inline(always)]
+pub fn stashed() -> Option<Stash> {
+    // SAFETY: this CPU's slot (see STASH); read only.
+    STASH
+        .get_ptr(0)
+        .map(|p| unsafe { core::ptr::read_volatile(p) })
 }
 
 #[inline(always)]
@@ -42,7 +112,7 @@ fn counters(slot: u32, jh: JudgeHook) -> Option<&'static mut FaultCounters> {
 }
 
 #[inline(always)]
-fn rand() -> u32 {
+pub fn rand() -> u32 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_get_prandom_u32() }
 }
@@ -91,7 +161,8 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
     };
     let g = (gen_word & 1) as u8;
     let mut set = candidates(&flow, gen_word);
-    let mut delay = 0u64;
+    let mut change = Change::default();
+    let mut changed = false;
     // Slots (faults) judged for this packet already: one bit each (MAX_FAULTS = 64).
     let mut judged = 0u64;
     for _ in 0..MAX_MATCHES_PER_PACKET {
@@ -131,7 +202,7 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
         }
         match act {
             Action::Drop | Action::Blackhole => {
-                if u64::from(rand()) < cfg.drop_threshold {
+                if u64::from(rand()) < cfg.threshold {
                     c.count(act.outcome(), bytes);
                     return Verdict::Drop;
                 }
@@ -144,13 +215,46 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
                 } else {
                     ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
                 };
-                delay += cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
+                change.delay_ns += cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
+                changed = true;
                 c.count(act.outcome(), bytes);
+            }
+            Action::Reject => match stash_layout(&flow).map_or(Plan::Silent, |at| {
+                reject::plan(pkt, &at, &flow.dst, Reply::from_flags(cfg.flags))
+            }) {
+                // A reset or an ICMP error is never answered (our own replies among them).
+                Plan::Pass => c.count(Outcome::Passed, bytes),
+                Plan::Silent => {
+                    c.count(act.outcome(), bytes);
+                    return Verdict::Drop;
+                }
+                Plan::Answer(r) => {
+                    c.count(act.outcome(), bytes);
+                    return Verdict::Reject(r);
+                }
+            },
+            Action::Duplicate | Action::Corrupt => {
+                // Corrupt needs a payload to flip a bit of; a packet without one passes.
+                if u64::from(rand()) < cfg.threshold
+                    && (act == Action::Duplicate
+                        || stash_layout(&flow)
+                            .is_some_and(|at| corrupt::payload(pkt, &at, len).is_some()))
+                {
+                    if act == Action::Duplicate {
+                        change.duplicate = true;
+                    } else {
+                        change.corrupt = true;
+                    }
+                    changed = true;
+                    c.count(act.outcome(), bytes);
+                } else {
+                    c.count(Outcome::Passed, bytes);
+                }
             }
         }
     }
-    if delay > 0 {
-        Verdict::Delay(delay)
+    if changed && stash_change(change) {
+        Verdict::Change
     } else {
         Verdict::Pass
     }
