@@ -6,12 +6,20 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
-    /// Drop with probability `drop_threshold / 2^32`.
+    /// Drop with probability `threshold / 2^32`.
     Drop = 1,
-    /// Drop everything, silently (`drop_threshold = 2^32`).
+    /// Drop everything, silently (`threshold = 2^32`).
     Blackhole = 2,
     /// Hold until now + delay +- jitter (EDT: needs fq on the egress device).
     Delay = 3,
+    /// Answer the sender at once instead of delivering: a TCP reset or an ICMP/ICMPv6
+    /// destination unreachable (the kind in `FaultCfg::flags`, see `crate::Reply`).
+    Reject = 4,
+    /// Send with probability `threshold / 2^32` a second copy (a clone) as well.
+    Duplicate = 5,
+    /// Flip one random bit of the payload with probability `threshold / 2^32`, checksums left
+    /// as they were, so the receiver's stack discards the packet.
+    Corrupt = 6,
 }
 
 /// Where an action can be applied, as a bit set: a judging hook declares the stages it judges,
@@ -20,19 +28,30 @@ pub mod stage {
     /// At the first judging point a packet meets: XDP on the sender's veth with `--xdp`, else the
     /// last egress hop. Actions that only decide the packet's fate (drop).
     pub const EARLY: u32 = 1;
-    /// Only at an egress qdisc hook (the last egress hop): actions that need the qdisc (EDT delay).
+    /// Only at the last egress hop, a TC hook: actions that need the qdisc (EDT delay) or the
+    /// skb (reject redirects a reply, duplicate sends a clone, corrupt rewrites in place).
     pub const EGRESS: u32 = 2;
     pub const ALL: u32 = EARLY | EGRESS;
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [Action::Drop, Action::Blackhole, Action::Delay];
+    pub const ALL: [Action; 6] = [
+        Action::Drop,
+        Action::Blackhole,
+        Action::Delay,
+        Action::Reject,
+        Action::Duplicate,
+        Action::Corrupt,
+    ];
 
     pub const fn from_u32(v: u32) -> Option<Action> {
         match v {
             1 => Some(Action::Drop),
             2 => Some(Action::Blackhole),
             3 => Some(Action::Delay),
+            4 => Some(Action::Reject),
+            5 => Some(Action::Duplicate),
+            6 => Some(Action::Corrupt),
             _ => None,
         }
     }
@@ -43,6 +62,9 @@ impl Action {
             Action::Drop => "loss",
             Action::Blackhole => "blackhole",
             Action::Delay => "delay",
+            Action::Reject => "reject",
+            Action::Duplicate => "duplicate",
+            Action::Corrupt => "corrupt",
         }
     }
 
@@ -50,8 +72,15 @@ impl Action {
     pub const fn stage(self) -> u32 {
         match self {
             Action::Drop | Action::Blackhole => stage::EARLY,
-            Action::Delay => stage::EGRESS,
+            Action::Delay | Action::Reject | Action::Duplicate | Action::Corrupt => stage::EGRESS,
         }
+    }
+
+    /// Whether the action sends clones of packets through the egress device they are judged
+    /// at (delay hands a packet to fq as a clone, duplicate sends one), which the judging
+    /// program must recognise and let pass (`ctrl::GEN_CLONES`).
+    pub const fn clones(self) -> bool {
+        matches!(self, Action::Delay | Action::Duplicate)
     }
 
     /// What a packet the action is applied to counts as.
@@ -59,6 +88,9 @@ impl Action {
         match self {
             Action::Drop | Action::Blackhole => Outcome::Dropped,
             Action::Delay => Outcome::Delayed,
+            Action::Reject => Outcome::Rejected,
+            Action::Duplicate => Outcome::Duplicated,
+            Action::Corrupt => Outcome::Corrupted,
         }
     }
 }
@@ -73,10 +105,19 @@ pub enum Outcome {
     Passed = 1,
     Dropped = 2,
     Delayed = 3,
+    /// Turned into the reply to its sender; or dropped where no reply may be sent (a
+    /// non-first fragment, a multicast destination, a reply that could not be built).
+    Rejected = 4,
+    /// Sent twice.
+    Duplicated = 5,
+    /// Sent with one payload bit flipped; or, when its checksum is not computed yet (a local
+    /// sender's `CHECKSUM_PARTIAL` skb, which a local receiver trusts), dropped in its place:
+    /// what the receiver would have done.
+    Corrupted = 6,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 7;
     /// Room in [`FaultCounters`]: outcomes can be added without changing the map's value size.
     pub const SLOTS: usize = 8;
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -84,6 +125,9 @@ impl Outcome {
         Outcome::Passed,
         Outcome::Dropped,
         Outcome::Delayed,
+        Outcome::Rejected,
+        Outcome::Duplicated,
+        Outcome::Corrupted,
     ];
 
     /// Label value (`injector_packets_total{action=...}`) and JSON key.
@@ -93,6 +137,9 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Dropped => "dropped",
             Outcome::Delayed => "delayed",
+            Outcome::Rejected => "rejected",
+            Outcome::Duplicated => "duplicated",
+            Outcome::Corrupted => "corrupted",
         }
     }
 
@@ -103,6 +150,9 @@ impl Outcome {
             Outcome::Passed => "PASSED",
             Outcome::Dropped => "DROPPED",
             Outcome::Delayed => "DELAYED",
+            Outcome::Rejected => "REJECTED",
+            Outcome::Duplicated => "DUPLICATED",
+            Outcome::Corrupted => "CORRUPTED",
         }
     }
 

@@ -102,6 +102,9 @@ pub mod ctrl {
     pub const GEN_TRIE_SRC_V4: u64 = 8;
     pub const GEN_TRIE_DST_V6: u64 = 16;
     pub const GEN_TRIE_SRC_V6: u64 = 32;
+    /// GEN bit 6: the active generation holds a fault whose action sends clones through the
+    /// device it judges at (`Action::clones`); only then do the programs look for them.
+    pub const GEN_CLONES: u64 = 64;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.
@@ -244,6 +247,86 @@ pub struct Rule {
 pub mod flag {
     /// Count what the fault would do; touch nothing.
     pub const DRY_RUN: u32 = 1;
+    /// Bits 8-11: a reject fault's [`Reply`](crate::Reply).
+    pub const REPLY_SHIFT: u32 = 8;
+    pub const REPLY_MASK: u32 = 0xf << REPLY_SHIFT;
+}
+
+/// What a reject fault answers with (`--reject-with`), in [`FaultCfg::flags`]. ICMP codes are
+/// those of destination unreachable (ICMP type 3, ICMPv6 type 1).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// By protocol: a TCP reset for TCP, ICMP port unreachable for the rest.
+    Auto = 0,
+    /// RST (RFC 9293 3.10.7.1): ECONNREFUSED on connect, ECONNRESET on a connection.
+    TcpReset = 1,
+    /// Port unreachable (ICMP code 3, ICMPv6 code 4): ECONNREFUSED.
+    IcmpPort = 2,
+    /// Host (ICMP code 1) / address (ICMPv6 code 3) unreachable: EHOSTUNREACH (on connect; a
+    /// UDP socket hears of it only with IP_RECVERR, Linux counts it a soft error for IPv4).
+    IcmpHost = 3,
+    /// Communication administratively prohibited (ICMP code 13, ICMPv6 code 1): EHOSTUNREACH
+    /// (IPv4) / EACCES (IPv6).
+    IcmpAdmin = 4,
+}
+
+impl Reply {
+    pub const ALL: [Reply; 5] = [
+        Reply::Auto,
+        Reply::TcpReset,
+        Reply::IcmpPort,
+        Reply::IcmpHost,
+        Reply::IcmpAdmin,
+    ];
+
+    #[inline(always)]
+    pub const fn from_flags(flags: u32) -> Reply {
+        match (flags & flag::REPLY_MASK) >> flag::REPLY_SHIFT {
+            1 => Reply::TcpReset,
+            2 => Reply::IcmpPort,
+            3 => Reply::IcmpHost,
+            4 => Reply::IcmpAdmin,
+            _ => Reply::Auto,
+        }
+    }
+
+    pub const fn flags(self) -> u32 {
+        (self as u32) << flag::REPLY_SHIFT
+    }
+
+    /// The `--reject-with` word (`Auto` has none: it is the flag left out).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reply::Auto => "auto",
+            Reply::TcpReset => "tcp-reset",
+            Reply::IcmpPort => "icmp-port",
+            Reply::IcmpHost => "icmp-host",
+            Reply::IcmpAdmin => "icmp-admin",
+        }
+    }
+
+    /// The reply a packet of IP protocol `proto` gets: `Auto` resolved, and a reset for a
+    /// protocol other than TCP (validation refuses it; a program must not trust that) made
+    /// port unreachable.
+    #[inline(always)]
+    pub const fn for_proto(self, proto: u8) -> Reply {
+        match (self, proto == 6) {
+            (Reply::Auto, true) => Reply::TcpReset,
+            (Reply::Auto, false) | (Reply::TcpReset, false) => Reply::IcmpPort,
+            (r, _) => r,
+        }
+    }
+
+    /// ICMP destination unreachable code (IPv4, then IPv6).
+    #[inline(always)]
+    pub const fn icmp_codes(self) -> (u8, u8) {
+        match self {
+            Reply::IcmpHost => (1, 3),
+            Reply::IcmpAdmin => (13, 1),
+            _ => (3, 4),
+        }
+    }
 }
 
 /// A fault as the kernel sees it.
@@ -257,13 +340,15 @@ pub struct FaultCfg {
     pub delay_ns: u64,
     /// Uniform jitter: the delay is `delay_ns - jitter_ns + rand(2 * jitter_ns + 1)`.
     pub jitter_ns: u64,
-    /// Drop when `bpf_get_prandom_u32() < drop_threshold`; `1 << 32` drops everything.
-    pub drop_threshold: u64,
+    /// The action's probability as a threshold: drop, duplicate or corrupt when
+    /// `bpf_get_prandom_u32() < threshold`; `1 << 32` always.
+    pub threshold: u64,
     /// Flows hit, in parts per million of flows (by [`flow::hash`]); 1_000_000 = every flow.
     pub flow_ppm: u32,
     pub seed: u32,
     /// An [`Action`] discriminant.
     pub action: u32,
+    /// [`flag`] bits.
     pub flags: u32,
 }
 
@@ -418,6 +503,17 @@ mod tests {
         assert_eq!(a.and(b), RuleSet::EMPTY.with(70));
         assert_eq!(a.or(b), RuleSet::EMPTY.with(1).with(2).with(70));
         assert!(a.contains(70) && !a.contains(2));
+    }
+
+    #[test]
+    fn replies_round_trip_through_the_flags_and_resolve_by_protocol() {
+        for r in Reply::ALL {
+            assert_eq!(Reply::from_flags(r.flags() | flag::DRY_RUN), r);
+        }
+        assert_eq!(Reply::Auto.for_proto(6), Reply::TcpReset);
+        assert_eq!(Reply::Auto.for_proto(17), Reply::IcmpPort);
+        assert_eq!(Reply::TcpReset.for_proto(17), Reply::IcmpPort);
+        assert_eq!(Reply::IcmpAdmin.for_proto(6), Reply::IcmpAdmin);
     }
 
     #[test]

@@ -6,27 +6,30 @@
 //! itself to a pod) or flannel.1 egress (to another node). Packets that entered the node through
 //! flannel.1 were judged on their sender's node and pass veth egress unjudged. With the XDP program
 //! attached to the host veths, drop and blackhole are judged there instead (the earliest point),
-//! and the egress hooks then judge only delay for packets that entered through such a veth or
-//! the bridge (the `XDP_IFACES` map); drops of everything else (from the node, from an uplink) are
-//! still judged at egress.
+//! and the egress hooks then judge only the egress-stage actions (delay, reject, duplicate,
+//! corrupt) for packets that entered through such a veth or the bridge (the `XDP_IFACES` map);
+//! drops of everything else (from the node, from an uplink) are still judged at egress.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod classify;
+mod clone;
+mod corrupt;
+mod csum;
 mod maps;
 mod parse;
+mod reject;
 mod verdict;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN, xdp_action},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_skb_set_tstamp},
-    macros::{classifier, map, xdp},
-    maps::PerCpuArray,
+    macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use injector_common::{Hook, JudgeHook, ctrl, stage};
 use maps::XDP_IFACES;
-use verdict::{Verdict, ctrl_word, hook_stats, judge};
+use verdict::{Stash, Verdict, ctrl_word, hook_stats, judge, stashed};
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
 const TSTAMP_DELIVERY_MONO: u32 = 1;
@@ -48,21 +51,6 @@ fn edt_stamp() -> bool {
     unsafe { core::ptr::read_volatile(&EDT_STAMP) != 0 }
 }
 
-/// What the original of a packet handed to fq as a clone gets. STOLEN, not SHOT: both free it,
-/// but from the qdisc layer SHOT is reported to a local sender as NET_XMIT_DROP (TCP then enters
-/// CWR and treats the segment as not sent; see `hand_to_fq`), STOLEN as NET_XMIT_SUCCESS.
-const ORIGINAL_HANDED_OVER: i32 = TC_ACT_STOLEN;
-
-/// Per CPU: the clone `hand_to_fq` is sending right now, as `IN_FLIGHT | ifindex << 32 | bits`
-/// (`bits`: the mark bits it added), 0 otherwise. `bpf_clone_redirect` to an egress device
-/// transmits synchronously (`__bpf_tx_skb` -> `dev_queue_xmit`, same CPU, bottom halves off), so
-/// the clone meets this device's egress program while the token is set; nothing else can run
-/// that program on this CPU in between. This identifies our clone exactly, whatever its mark:
-/// a foreign packet that carries the clone-mark bit is judged like any other and keeps its mark.
-#[map]
-static CLONE_TOKEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-const IN_FLIGHT: u64 = 1 << 63;
-
 /// EDT: the packet leaves fq no earlier than now (or its existing delivery time) + `delay_ns`.
 #[inline(always)]
 fn stamp(ctx: &TcContext, delay_ns: u64) {
@@ -80,79 +68,35 @@ fn stamp(ctx: &TcContext, delay_ns: u64) {
     }
 }
 
-/// A stamped packet that still belongs to a local socket (same-node traffic through the bridge
-/// keeps its sender's socket) must not wait in fq as it is: TCP small queues would see its bytes
-/// in flight for the whole delay and throttle the connection to ~1 Mbit/s. A clone carries no
-/// socket: it goes to this device's egress again (fq holds it; `CLONE_TOKEN` lets it pass
-/// unjudged), and the original is freed, which returns its bytes to the sender at once. The
-/// original is answered STOLEN: for the node's own traffic (node -> pod across flannel.1) this
-/// hook runs inside the sender's `dev_queue_xmit`, and SHOT would come back to TCP as a local
-/// drop (`tcp_enter_cwr`, segment not sent, the clone's data then acked as unsent).
-/// While the clone is on its way it carries the `CTRL[CLONE_MARK]` bit (if set and not already
-/// on the packet), a label for hooks ahead of ours; the bit is removed when it passes here.
+/// Carries out a verdict that delivers the packet changed: the bit flip first (a duplicate is
+/// then a copy of the corrupted packet), the EDT stamp (the duplicate inherits it), the
+/// duplicate, and, for a delayed packet, the hand-over to fq.
 #[inline(always)]
-fn hand_to_fq(ctx: &TcContext) -> i32 {
-    let skb = ctx.skb.skb;
-    // SAFETY: reading context fields of our own skb.
-    let (has_sk, ifindex, mark) = unsafe {
-        (
-            !(*skb).__bindgen_anon_2.sk.is_null(),
-            (*skb).ifindex,
-            (*skb).mark,
-        )
-    };
-    if !has_sk {
-        return TC_ACT_OK;
+fn deliver_changed(ctx: &TcContext, s: &Stash, edt: bool) -> i32 {
+    let ch = &s.change;
+    if ch.corrupt && !corrupt::flip(ctx, &s.at) {
+        return TC_ACT_SHOT;
     }
-    let Some(token) = CLONE_TOKEN.get_ptr_mut(0) else {
-        return TC_ACT_OK;
-    };
-    let added = (ctrl_word(ctrl::CLONE_MARK) as u32) & !mark;
-    // SAFETY: this CPU's slot; only this CPU touches it, and not concurrently (see CLONE_TOKEN).
-    unsafe { *token = IN_FLIGHT | (u64::from(ifindex) << 32) | u64::from(added) };
-    if added != 0 {
-        ctx.set_mark(mark | added);
+    // Without the stamp the API refuses delay faults: nothing is delayed.
+    let delayed = edt && ch.delay_ns > 0;
+    if delayed {
+        stamp(ctx, ch.delay_ns);
     }
-    let cloned = ctx.clone_redirect(ifindex, 0).is_ok();
-    // SAFETY: as above.
-    unsafe { *token = 0 };
-    if added != 0 {
-        ctx.set_mark(mark);
+    if ch.duplicate {
+        clone::send(ctx);
     }
-    // If the clone could not be made, the original goes on, stamped (delayed, TCP throttled).
-    if cloned {
-        ORIGINAL_HANDED_OVER
+    if delayed {
+        clone::hand_to_fq(ctx)
     } else {
         TC_ACT_OK
     }
 }
 
-/// The clone `hand_to_fq` is sending right now, back at this egress: take the token, remove the
-/// mark bits it added (a bit the packet carried before stays), let it through to fq.
-#[inline(always)]
-fn is_our_clone(ctx: &TcContext) -> bool {
-    let Some(token) = CLONE_TOKEN.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's slot (see CLONE_TOKEN); reading context fields.
-    let (t, ifindex, mark) = unsafe { (*token, (*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
-    if t & IN_FLIGHT == 0 || (t >> 32) as u32 & 0x7FFF_FFFF != ifindex {
-        return false;
-    }
-    // SAFETY: as above. One clone per token.
-    unsafe { *token = 0 };
-    let added = t as u32;
-    if added != 0 {
-        ctx.set_mark(mark & !added);
-    }
-    true
-}
-
 #[inline(always)]
 fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
-    // Without the EDT stamp nothing is delayed, so there are no clones either.
     let edt = edt_stamp();
-    if edt && is_our_clone(ctx) {
+    // Clones of ours come back only while a fault that sends them is installed.
+    if ctrl_word(ctrl::GEN) & ctrl::GEN_CLONES != 0 && clone::is_our_clone(ctx) {
         return TC_ACT_OK;
     }
     // SAFETY: reading a context field.
@@ -171,12 +115,14 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     match judge(ctx, ctx.len(), hook, jh, stages) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
-        Verdict::Delay(ns) if edt => {
-            stamp(ctx, ns);
-            hand_to_fq(ctx)
-        }
-        // Unreachable without the stamp (no delay fault is accepted): pass.
-        Verdict::Delay(_) => TC_ACT_OK,
+        Verdict::Reject(reply) => match stashed() {
+            Some(s) => reject::answer(ctx, &s.at, reply),
+            None => TC_ACT_SHOT,
+        },
+        Verdict::Change => match stashed() {
+            Some(s) => deliver_changed(ctx, &s, edt),
+            None => TC_ACT_OK,
+        },
     }
 }
 
@@ -226,7 +172,8 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
         JudgeHook::XdpVeth.stages(),
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Pass | Verdict::Delay(_) => xdp_action::XDP_PASS,
+        // XDP judges only the early stage; the rest cannot reach it.
+        Verdict::Pass | Verdict::Reject(_) | Verdict::Change => xdp_action::XDP_PASS,
     }
 }
 

@@ -93,6 +93,33 @@ pub struct Flow {
     pub has_ports: bool,
     pub sport: u16,
     pub dport: u16,
+    /// Where the IP header starts (after Ethernet and VLAN tags).
+    pub l3_off: u16,
+    /// Where the L4 header starts; 0 for a non-first fragment (it has none).
+    pub l4_off: u16,
+}
+
+/// Where a packet's headers are and what they are: what acting on a judged packet needs (the
+/// rest it reads again; the judging path's stack is kept small).
+#[derive(Clone, Copy)]
+pub struct Layout {
+    pub v6: bool,
+    pub proto: u8,
+    pub l3_off: u16,
+    /// 0 for a non-first fragment.
+    pub l4_off: u16,
+}
+
+impl Flow {
+    #[inline(always)]
+    pub fn layout(&self) -> Layout {
+        Layout {
+            v6: self.v6,
+            proto: self.proto,
+            l3_off: self.l3_off,
+            l4_off: self.l4_off,
+        }
+    }
 }
 
 /// Ports of a TCP or UDP header at `off`, unless the packet is a non-first fragment (no header).
@@ -101,6 +128,7 @@ fn l4<B: Bytes>(pkt: &B, flow: &mut Flow, off: usize, first_fragment: bool) -> O
     if !first_fragment {
         return Some(());
     }
+    flow.l4_off = off as u16;
     let (sport, dport) = match flow.proto {
         IPPROTO_TCP => {
             let h = pkt.read::<TcpHdr>(off)?;
@@ -135,6 +163,8 @@ fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
         has_ports: false,
         sport: 0,
         dport: 0,
+        l3_off: off as u16,
+        l4_off: 0,
     };
     flow.src[..4].copy_from_slice(&h.src_addr);
     flow.dst[..4].copy_from_slice(&h.dst_addr);
@@ -164,6 +194,8 @@ fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
         has_ports: false,
         sport: 0,
         dport: 0,
+        l3_off: off as u16,
+        l4_off: 0,
     };
     let mut off = off + Ipv6Hdr::LEN;
     // Walk up to MAX_EXT_HEADERS headers; what follows the last one walked must be upper-layer.

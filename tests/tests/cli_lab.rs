@@ -316,13 +316,26 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             add(&[]),
             "",
-            "--loss/--blackhole/--delay: give exactly one of",
+            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt: give one of loss",
             1,
         ),
         (
             add(&["--loss", "5%", "--blackhole"]),
             "",
-            "--loss/--blackhole/--delay: give exactly one of",
+            "--blackhole: a fault has one action and loss is given too; for loss and blackhole \
+             together use two faults with the same match",
+            1,
+        ),
+        (
+            add(&["--duplicate", "5%", "--corrupt", "1%"]),
+            "",
+            "--corrupt: a fault has one action and duplicate is given too",
+            1,
+        ),
+        (
+            add(&["--reject", "--reject-with", "tcp-reset"]),
+            "",
+            "--reject-with: tcp-reset answers only TCP: set proto tcp",
             1,
         ),
         (

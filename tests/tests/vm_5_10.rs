@@ -1,13 +1,21 @@
 //! On Debian 11's 5.10 kernel (no `bpf_skb_set_tstamp`, no TCX), in the VM: the daemon loads the
-//! programs without the EDT stamp, drop and blackhole work with real traffic in the lab, and a
-//! delay fault is refused by the API naming the field and the reason. Ignored on the host; run
-//! by `cargo xtask vm test --kernel 5.10` (part of `cargo xtask test`), one short real-time run.
+//! programs without the EDT stamp, drop and blackhole work with real traffic in the lab, reject
+//! refuses a connect and duplicate sends each datagram twice, and a delay fault is refused by
+//! the API naming the field and the reason. Ignored on the host; run by `cargo xtask vm test
+//! --kernel 5.10` (part of `cargo xtask test`), one short real-time run.
+
+use std::{
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
 
 use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab},
     require_root,
+    traffic::in_netns,
 };
 
 #[test]
@@ -72,6 +80,46 @@ fn old_kernel_drops_and_blackholes_and_refuses_delay() {
     d1.clear().unwrap();
     d2.clear().unwrap();
     assert_eq!(l.ping(a, c.ip.into(), 3).unwrap(), 3, "gone with the fault");
+
+    // Reject (the reply built in place and redirected into the judging device's ingress) and
+    // duplicate (a clone, recognised by the per-CPU token without the EDT stamp), cross-node.
+    let _tcp = in_netns(&c.netns, || Ok(TcpListener::bind(("0.0.0.0", 7000))?)).unwrap();
+    let udp = in_netns(&c.netns, || Ok(UdpSocket::bind(("0.0.0.0", 7001))?)).unwrap();
+    let faults = format!(
+        r#"[{{"name":"rej","to":["{c}"],"proto":"tcp","dport":["7000"],"reject":true,"for":"5m"}},
+            {{"name":"dup","to":["{c}"],"proto":"udp","dport":["7001"],"duplicate":"100%","for":"5m"}}]"#,
+        c = c.ip
+    );
+    d1.apply(&faults).unwrap();
+    d2.apply(&faults).unwrap();
+    let to = SocketAddr::new(c.ip.into(), 7000);
+    let refused = in_netns(&a.netns, move || {
+        Ok(TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| e.kind()))
+    })
+    .unwrap();
+    assert_eq!(
+        refused.err(),
+        Some(ErrorKind::ConnectionRefused),
+        "rejected"
+    );
+    let to = SocketAddr::new(c.ip.into(), 7001);
+    in_netns(&a.netns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        for i in 0..10u8 {
+            s.send_to(&[i], to)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 8];
+    while udp.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 20, "each datagram twice");
+    d1.clear().unwrap();
+    d2.clear().unwrap();
     d1.stop().unwrap();
     d2.stop().unwrap();
 }

@@ -116,13 +116,16 @@ fn test_executable(name: &str) -> Result<String> {
 
 /// Real delay needs sch_fq, which this host's kernel lacks: those tests (`#[ignore]`d on the host)
 /// run in a stock Debian kernel under QEMU, the `rt_` ones in real time, the `icount_` ones on
-/// virtual time where precision can be asserted; on 6.1 (bookworm). On 5.10 (bullseye, no
+/// virtual time where precision can be asserted; on 6.1 (bookworm), with vm_actions.rs (reject,
+/// and a duplicate of a delayed packet) in real time. On 5.10 (bullseye, no
 /// `bpf_skb_set_tstamp`) one short real-time run of tests/tests/vm_5_10.rs: the programs without
-/// the EDT stamp load, drop and blackhole work, delay is refused. `kernel`: only that one.
+/// the EDT stamp load, drop, blackhole, reject and duplicate work, delay is refused. `kernel`:
+/// only that one.
 pub fn vm_tests(kernel: Option<vm::Kernel>) -> Result<()> {
     let runs: &[(vm::Kernel, &str, &str, bool)] = &[
         (vm::Kernel::Bullseye, "vm_5_10", "", false),
         (vm::Kernel::Bookworm, "vm_delay", "rt_", false),
+        (vm::Kernel::Bookworm, "vm_actions", "", false),
         (vm::Kernel::Bookworm, "vm_delay", "icount_", true),
     ];
     for &(k, file, filter, icount) in runs {

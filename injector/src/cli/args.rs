@@ -19,6 +19,8 @@ Examples:
   injector fault add checkout-db --from 10.42.1.0/24 --to 10.42.2.7 --proto tcp --dport 5432 \\
       --delay 100ms --jitter 10ms --for 5m
   injector fault add lossy --to 10.42.2.0/24 --loss 5% --flows 20% --seed 7 --both-ways
+  injector fault add refuse-db --to 10.42.2.7 --proto tcp --dport 5432 --reject   # fast failure
+  injector fault add dup --to 10.42.2.0/24 --duplicate 5%   # or --corrupt 1%; one action a fault
   injector apply -f faults.yaml            # several faults, YAML or JSON (`-f -`: stdin)
   injector fault ls -o table               # or -o json / -o yaml
   injector top                             # live counters and rates per fault

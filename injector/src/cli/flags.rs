@@ -9,7 +9,7 @@ pub fn as_flags(msg: &str) -> String {
     };
     let flag = match field {
         "name" => "NAME".to_string(),
-        "action" => "--loss/--blackhole/--delay".to_string(),
+        "action" => "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt".to_string(),
         "for" => "--for".to_string(),
         f if f.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
             format!("--{}", f.replace('_', "-"))
@@ -34,8 +34,12 @@ mod tests {
             "--dport: '70000': ports are 0-65535"
         );
         assert_eq!(
-            as_flags("action: give exactly one of"),
-            "--loss/--blackhole/--delay: give exactly one of"
+            as_flags("action: give one of"),
+            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt: give one of"
+        );
+        assert_eq!(
+            as_flags("faults[0].reject_with: 'x': use tcp-reset"),
+            "--reject-with: 'x': use tcp-reset"
         );
         assert_eq!(
             as_flags("faults[0].name: a fault named 'x' exists"),

@@ -67,11 +67,13 @@ pub fn matcher(spec: &FaultSpec) -> String {
     m
 }
 
-/// The outcomes tables show, from the action table: matched, then what each action does.
-pub fn shown_outcomes() -> Vec<Outcome> {
+/// The outcomes tables show, from the action table: matched, then what each action the listed
+/// faults have does (six actions would be too wide a table to show them all).
+pub fn shown_outcomes(faults: &[FaultView]) -> Vec<Outcome> {
     let mut v = vec![Outcome::Matched];
     for a in Action::ALL {
-        if !v.contains(&a.outcome()) {
+        let used = faults.iter().any(|f| f.spec.action_kind() == Some(a));
+        if used && !v.contains(&a.outcome()) {
             v.push(a.outcome());
         }
     }
@@ -93,7 +95,7 @@ pub fn faults_table(faults: &[FaultView]) -> String {
     if faults.is_empty() {
         return "no faults\n".to_string();
     }
-    let outcomes = shown_outcomes();
+    let outcomes = shown_outcomes(faults);
     let mut head: Vec<String> = ["NAME", "ACTION", "MATCH", "FLOWS", "LEFT"]
         .map(String::from)
         .to_vec();

@@ -7,6 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use injector_common::Outcome;
+
 use super::{Failure, get, output};
 use crate::{
     api::{FaultView, Status},
@@ -15,13 +17,13 @@ use crate::{
 
 pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), Failure> {
     let tty = std::io::stdout().is_terminal();
-    let outcomes = output::shown_outcomes();
     let mut prev: HashMap<String, Vec<u64>> = HashMap::new();
     let mut last = Instant::now();
     let mut n = 0;
     loop {
         let faults: Vec<FaultView> = get(ep, "/v1/faults")?;
         let status: Status = get(ep, "/v1/status")?;
+        let outcomes = output::shown_outcomes(&faults);
         let dt = last.elapsed().as_secs_f64().max(1e-3);
         last = Instant::now();
         let mut head: Vec<String> = ["NAME", "ACTION", "LEFT"].map(String::from).to_vec();
@@ -31,15 +33,19 @@ pub fn run(ep: &Endpoint, interval: Duration, count: Option<u32>) -> Result<(), 
         let mut next = HashMap::new();
         for f in &faults {
             let name = f.name.clone();
-            let now: Vec<u64> = outcomes.iter().map(|&o| f.total(o)).collect();
+            // Every outcome, indexed by outcome: the columns shown may change between refreshes.
+            let now: Vec<u64> = Outcome::ALL.iter().map(|&o| f.total(o)).collect();
             let mut row = vec![
                 name.clone(),
                 f.spec.action_text(),
                 output::duration(f.remaining_s),
             ];
-            row.extend(now.iter().map(u64::to_string));
-            row.extend(now.iter().enumerate().map(|(i, a)| match prev.get(&name) {
-                Some(p) => format!("{:.0}", a.saturating_sub(p[i]) as f64 / dt),
+            row.extend(outcomes.iter().map(|&o| now[o as usize].to_string()));
+            row.extend(outcomes.iter().map(|&o| match prev.get(&name) {
+                Some(p) => format!(
+                    "{:.0}",
+                    now[o as usize].saturating_sub(p[o as usize]) as f64 / dt
+                ),
                 None => "-".into(),
             }));
             rows.push(row);

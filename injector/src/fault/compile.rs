@@ -32,6 +32,9 @@ pub struct Image {
     pub faults: Vec<FaultCfg>,
     /// Slot of each fault, in input order.
     pub slots: Vec<u32>,
+    /// Some fault's action sends clones (`Action::clones`): the programs must look for them
+    /// (`ctrl::GEN_CLONES`).
+    pub clones: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,7 +172,8 @@ pub fn assign_slots(
         .collect())
 }
 
-/// Probability -> threshold against a 32-bit random number (`1 << 32`: always).
+/// Probability -> threshold against a 32-bit random number (`1 << 32`: always): drop,
+/// duplicate, corrupt.
 pub fn drop_threshold(p: f64) -> u64 {
     ((p * 4_294_967_296.0).round() as u64).min(1 << 32)
 }
@@ -285,24 +289,28 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             rule += 1;
         }
         // Each action's compile rule: the FaultCfg fields it sets.
-        let (drop_thr, delay_ns, jitter_ns) = match f.action {
-            Action::Drop(p) => (drop_threshold(p), 0, 0),
-            Action::Blackhole => (1 << 32, 0, 0),
-            Action::Delay { latency, jitter } => {
-                (0, latency.as_nanos() as u64, jitter.as_nanos() as u64)
+        let (drop_thr, delay_ns, jitter_ns, reply) = match f.action {
+            Action::Drop(p) | Action::Duplicate(p) | Action::Corrupt(p) => {
+                (drop_threshold(p), 0, 0, 0)
             }
+            Action::Blackhole => (1 << 32, 0, 0, 0),
+            Action::Delay { latency, jitter } => {
+                (0, latency.as_nanos() as u64, jitter.as_nanos() as u64, 0)
+            }
+            Action::Reject(r) => (1 << 32, 0, 0, r.flags()),
         };
+        img.clones |= f.action.kind().clones();
         let act = f.action.kind() as u32;
         img.faults[slot as usize] = FaultCfg {
             deadline_ns,
             start_ns,
             delay_ns,
             jitter_ns,
-            drop_threshold: drop_thr,
+            threshold: drop_thr,
             flow_ppm: f.flows_ppm,
             seed: f.seed,
             action: act,
-            flags: if f.dry_run { flag::DRY_RUN } else { 0 },
+            flags: if f.dry_run { flag::DRY_RUN } else { 0 } | reply,
         };
     }
     img.src_v4 = fold(32, &s4.0, &s4.1);
@@ -508,7 +516,7 @@ mod tests {
         );
         let (fa, fb, fc) = (img.faults[5], img.faults[0], img.faults[9]);
         assert_eq!(
-            (fa.action, fa.drop_threshold, fa.deadline_ns),
+            (fa.action, fa.threshold, fa.deadline_ns),
             (
                 injector_common::Action::Drop as u32,
                 429_496_730,
@@ -516,7 +524,7 @@ mod tests {
             )
         );
         assert_eq!(
-            (fb.action, fb.drop_threshold),
+            (fb.action, fb.threshold),
             (injector_common::Action::Blackhole as u32, 1 << 32)
         );
         assert_eq!(
@@ -573,6 +581,34 @@ mod tests {
         let fs = vec![f; 64];
         let slots: Vec<u32> = (0..64).collect();
         assert!(compile(&plan_at(&fs, &slots, 0)).is_ok());
+    }
+
+    #[test]
+    fn reject_duplicate_and_corrupt_compile_to_their_table_entries() {
+        use injector_common::{Action as K, Reply};
+        let fs = [
+            fault(r#"{"name":"r","to":["10.42.2.7"],"reject":true,"for":"1m"}"#),
+            fault(
+                r#"{"name":"h","to":["10.42.2.8"],"reject":true,"reject_with":"icmp-host","dry_run":true,"for":"1m"}"#,
+            ),
+            fault(r#"{"name":"d","to":["10.42.2.9"],"duplicate":"10%","for":"1m"}"#),
+            fault(r#"{"name":"c","to":["10.42.2.9"],"corrupt":"100%","for":"1m"}"#),
+        ];
+        let img = compile(&plan_at(&fs, &[0, 1, 2, 3], 0)).unwrap();
+        let [r, h, d, c] = [0, 1, 2, 3].map(|i| img.faults[i]);
+        assert_eq!(
+            (r.action, r.threshold, Reply::from_flags(r.flags)),
+            (K::Reject as u32, 1 << 32, Reply::Auto)
+        );
+        assert_eq!(
+            (Reply::from_flags(h.flags), h.flags & flag::DRY_RUN),
+            (Reply::IcmpHost, flag::DRY_RUN)
+        );
+        assert_eq!((d.action, d.threshold), (K::Duplicate as u32, 429_496_730));
+        assert_eq!((c.action, c.threshold), (K::Corrupt as u32, 1 << 32));
+        assert!(img.clones, "duplicate sends clones");
+        let img = compile(&plan_at(&fs[..1], &[0], 0)).unwrap();
+        assert!(!img.clones, "reject alone sends none");
     }
 
     #[test]

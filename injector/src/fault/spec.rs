@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::action::{Action, MAX_DELAY};
 use crate::parse::{self, Cidr};
 
 /// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
-/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole` or `delay`. The same
+/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole`, `delay`, `reject`,
+/// `duplicate` or `corrupt` (two faults with the same match combine them). The same
 /// struct is `injector fault add`'s flags (`--to`, `--loss`, ...), so files, the API and the
 /// command line share one definition; each field's doc is its `--help` line.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -66,6 +68,24 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub jitter: Option<String>,
+    /// Answer the sender at once instead of delivering: a TCP reset for TCP, ICMP port
+    /// unreachable for the rest (see --reject-with).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[arg(long)]
+    pub reject: bool,
+    /// The answer: tcp-reset, icmp-port, icmp-host or icmp-admin (default: by protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, requires = "reject")]
+    pub reject_with: Option<String>,
+    /// Send this share of packets twice: 5%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub duplicate: Option<String>,
+    /// Flip one random payload bit in this share of packets, checksums left as they were (the
+    /// receiver discards them): 1%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub corrupt: Option<String>,
     /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
@@ -99,29 +119,6 @@ pub struct PortRange {
     pub hi: u16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Action {
-    /// Drop with this probability (0, 1].
-    Drop(f64),
-    Blackhole,
-    Delay {
-        latency: Duration,
-        jitter: Duration,
-    },
-}
-
-impl Action {
-    /// The entry of the action table (`injector_common::Action`) this action is.
-    pub fn kind(&self) -> injector_common::Action {
-        use injector_common::Action as K;
-        match self {
-            Action::Drop(_) => K::Drop,
-            Action::Blackhole => K::Blackhole,
-            Action::Delay { .. } => K::Delay,
-        }
-    }
-}
-
 /// A validated fault.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
@@ -152,15 +149,13 @@ pub struct FieldError {
     pub msg: String,
 }
 
-fn err(field: &str, msg: impl Into<String>) -> FieldError {
+pub(super) fn err(field: &str, msg: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_string(),
         msg: msg.into(),
     }
 }
 
-/// Longest delay a fault may add; fq's horizon is sized above it.
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
 pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `5%`, `0.0001%`, `100%` into a fraction in [0, 1].
@@ -211,7 +206,7 @@ pub fn port_range(field: &str, v: &str) -> Result<PortRange, FieldError> {
     Ok(PortRange { lo, hi })
 }
 
-fn duration(
+pub(super) fn duration(
     field: &str,
     v: &str,
     min: (Duration, &'static str),
@@ -270,21 +265,6 @@ fn is_valid_name(n: &str) -> bool {
 }
 
 impl FaultSpec {
-    /// The action as tables show it, in the user's words: `delay 100ms±10ms`, `loss 5%`,
-    /// `blackhole`, with `(dry run)`.
-    pub fn action_text(&self) -> String {
-        let mut a = match (&self.loss, &self.delay, &self.jitter) {
-            (Some(l), _, _) => format!("loss {l}"),
-            (None, Some(d), Some(j)) => format!("delay {d}±{j}"),
-            (None, Some(d), None) => format!("delay {d}"),
-            (None, None, _) => "blackhole".to_string(),
-        };
-        if self.dry_run {
-            a += " (dry run)";
-        }
-        a
-    }
-
     /// Validates every field; `at` prefixes field names (e.g. `faults[2].`).
     pub fn validate(&self, at: &str) -> Result<Fault, FieldError> {
         let f = |name: &str| format!("{at}{name}");
@@ -353,48 +333,7 @@ impl FaultSpec {
                 "port ranges need proto tcp or udp (ports exist only there)",
             ));
         }
-        let actions = usize::from(self.loss.is_some())
-            + usize::from(self.blackhole)
-            + usize::from(self.delay.is_some());
-        if actions != 1 {
-            return Err(err(
-                &f("action"),
-                "give exactly one of loss (e.g. 5%), blackhole, or delay (e.g. 100ms)",
-            ));
-        }
-        if self.jitter.is_some() && self.delay.is_none() {
-            return Err(err(&f("jitter"), "jitter needs a delay"));
-        }
-        let action = if let Some(l) = &self.loss {
-            let p = percent(&f("loss"), l)?;
-            if p == 0.0 {
-                return Err(err(
-                    &f("loss"),
-                    format!("'{l}': must be more than 0% (use dry_run to only count)"),
-                ));
-            }
-            Action::Drop(p)
-        } else if self.blackhole {
-            Action::Blackhole
-        } else {
-            let d = self.delay.as_deref().unwrap_or_default();
-            let latency = duration(
-                &f("delay"),
-                d,
-                (Duration::from_micros(1), "1us"),
-                (MAX_DELAY, "10s"),
-            )?;
-            let jitter = match &self.jitter {
-                None => Duration::ZERO,
-                Some(j) => duration(
-                    &f("jitter"),
-                    j,
-                    (Duration::ZERO, "0s"),
-                    (latency, "the delay"),
-                )?,
-            };
-            Action::Delay { latency, jitter }
-        };
+        let action = self.action(at, proto)?;
         let flows_ppm = match &self.flows {
             None => 1_000_000,
             Some(v) => {
@@ -551,8 +490,10 @@ mod tests {
             },
             "range is backwards; write 8000-9000",
         );
-        bad(|s| s.blackhole = true, "give exactly one of");
-        bad(|s| s.loss = None, "give exactly one of");
+        bad(
+            |s| s.loss = None,
+            "action: give one of loss (e.g. 5%), blackhole",
+        );
         bad(
             |s| {
                 s.loss = None;

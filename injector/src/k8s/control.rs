@@ -93,6 +93,12 @@ pub struct NodeFault {
     pub passed: u64,
     pub dropped: u64,
     pub delayed: u64,
+    #[serde(default)]
+    pub rejected: u64,
+    #[serde(default)]
+    pub duplicated: u64,
+    #[serde(default)]
+    pub corrupted: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -17,8 +17,9 @@ pub const DURATION_PATTERN: &str = r"^ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+
 pub const PORT_PATTERN: &str =
     r"^([0-9]{1,5}(-[0-9]{1,5})?|([a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*)$";
 
-/// A network fault between Kubernetes targets: packets from `from` to `to` lose, blackhole or
-/// wait, until one deadline on every node: the resource's creationTimestamp + `duration`.
+/// A network fault between Kubernetes targets: packets from `from` to `to` lose, blackhole,
+/// wait, are rejected, duplicated or corrupted, until one deadline on every node: the resource's
+/// creationTimestamp + `duration`.
 #[expect(
     clippy::duplicated_attributes,
     reason = "two printcolumns are both dates"
@@ -78,6 +79,24 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub jitter: Option<String>,
+    /// Answer the sender at once instead of delivering: a TCP reset for TCP, ICMP port
+    /// unreachable for the rest (see rejectWith).
+    #[serde(default)]
+    pub reject: bool,
+    /// The answer: tcp-reset (proto tcp only), icmp-port, icmp-host or icmp-admin; default by
+    /// protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["tcp-reset", "icmp-port", "icmp-host", "icmp-admin"]))]
+    pub reject_with: Option<String>,
+    /// Send this share of packets twice: 5%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(PERCENT_PATTERN))]
+    pub duplicate: Option<String>,
+    /// Flip one random payload bit in this share of packets, checksums left as they were (the
+    /// receiver discards them): 1%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(PERCENT_PATTERN))]
+    pub corrupt: Option<String>,
     /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PERCENT_PATTERN))]

@@ -34,6 +34,7 @@ fn resource_field(fault_field: &str) -> String {
         "for" => "duration",
         "both_ways" => "bothWays",
         "dry_run" => "dryRun",
+        "reject_with" => "rejectWith",
         "action" => return "spec".into(),
         other => other,
     };
@@ -67,6 +68,10 @@ impl NetworkFaultSpec {
             blackhole: self.blackhole,
             delay: self.delay.clone(),
             jitter: self.jitter.clone(),
+            reject: self.reject,
+            reject_with: self.reject_with.clone(),
+            duplicate: self.duplicate.clone(),
+            corrupt: self.corrupt.clone(),
             flows: self.flows.clone(),
             seed: self.seed,
             lifetime: lifetime.to_string(),

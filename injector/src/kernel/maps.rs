@@ -367,7 +367,10 @@ impl Maps {
         let any = img.masks.iter().any(|m| !m.is_empty());
         Ok(Prepared {
             generation: g,
-            word: u64::from(g) | if any { ctrl::GEN_ANY } else { 0 } | trie_bits,
+            word: u64::from(g)
+                | if any { ctrl::GEN_ANY } else { 0 }
+                | if img.clones { ctrl::GEN_CLONES } else { 0 }
+                | trie_bits,
         })
     }
 

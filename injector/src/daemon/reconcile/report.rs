@@ -45,6 +45,9 @@ pub fn node_report(c: &Core, refused: &BTreeMap<String, String>, now: SystemTime
                 f.passed += n.packets(Outcome::Passed);
                 f.dropped += n.packets(Outcome::Dropped);
                 f.delayed += n.packets(Outcome::Delayed);
+                f.rejected += n.packets(Outcome::Rejected);
+                f.duplicated += n.packets(Outcome::Duplicated);
+                f.corrupted += n.packets(Outcome::Corrupted);
             }
         }
     }

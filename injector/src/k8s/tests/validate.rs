@@ -26,6 +26,9 @@ fn good_specs_pass() {
         "{to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16]}, proto: tcp, blackhole: true}",
         "{from: {any: true, except: [10.42.1.0/24]}, to: {pods: {}, mode: percent, value: 30}, loss: 1%}",
         "{to: {pods: {namespaceSelector: {matchLabels: {team: x}}}, mode: fixed, value: 2}, blackhole: true}",
+        "{to: {pods: {matchLabels: {app: db}}}, proto: tcp, reject: true, rejectWith: tcp-reset}",
+        "{to: {pods: {matchLabels: {app: db}}}, duplicate: 5%}",
+        "{to: {pods: {matchLabels: {app: db}}}, corrupt: 1%}",
     ] {
         let nf = fault("shop", "f", s);
         assert_eq!(nf.spec.validate(), Ok(()), "{s}");
@@ -42,9 +45,19 @@ fn what_the_schema_cannot_say_is_refused_naming_the_field() {
         "{to: {cidrs: [10.0.0.1]}, loss: 0%}",
         "spec.loss: '0%': must be more than 0%",
     );
+    check("{to: {cidrs: [10.0.0.1]}}", "spec: give one of loss");
     check(
-        "{to: {cidrs: [10.0.0.1]}}",
-        "spec: give exactly one of loss",
+        "{to: {cidrs: [10.0.0.1]}, loss: 5%, delay: 10ms}",
+        "spec.delay: a fault has one action and loss is given too; for loss and delay together \
+         use two faults",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, proto: udp, reject: true, rejectWith: tcp-reset}",
+        "spec.rejectWith: tcp-reset answers only TCP",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, duplicate: 0%}",
+        "spec.duplicate: '0%': must be more than 0%",
     );
     check(
         "{to: {cidrs: [10.0.0.1]}, blackhole: true, duration: 25h}",
