@@ -190,6 +190,18 @@ pub struct AddArgs {
     /// Drop every packet, silently.
     #[arg(long)]
     pub blackhole: bool,
+    /// Fail fast: a TCP reset or an ICMP unreachable back to the sender.
+    #[arg(long)]
+    pub reject: bool,
+    /// With --reject: tcp-reset, icmp-port, icmp-host or icmp-admin (default by protocol).
+    #[arg(long)]
+    pub reject_with: Option<String>,
+    /// Send this share of packets twice: 5%.
+    #[arg(long)]
+    pub duplicate: Option<String>,
+    /// Flip one payload bit of this share of packets (checksum left): 1%.
+    #[arg(long)]
+    pub corrupt: Option<String>,
     /// Hold packets this long: 100ms (at most 10s).
     #[arg(long)]
     pub delay: Option<String>,

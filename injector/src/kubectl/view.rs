@@ -3,11 +3,11 @@
 
 use std::time::SystemTime;
 
-use injector_common::Outcome;
+use injector_common::{Action, Outcome};
 use serde::Serialize;
 
 use crate::{
-    cli::output::{columns, duration, shown_outcomes},
+    cli::output::{columns, duration},
     fault::spec::FaultSpec,
     k8s::{
         InjectorNode, NetworkFault,
@@ -23,6 +23,9 @@ pub struct Counters {
     pub passed: u64,
     pub dropped: u64,
     pub delayed: u64,
+    pub rejected: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
 }
 
 impl Counters {
@@ -32,15 +35,37 @@ impl Counters {
             Outcome::Passed => self.passed,
             Outcome::Dropped => self.dropped,
             Outcome::Delayed => self.delayed,
+            Outcome::Rejected => self.rejected,
+            Outcome::Duplicated => self.duplicated,
+            Outcome::Corrupted => self.corrupted,
         }
     }
 
     fn add(&mut self, o: &Counters) {
-        self.matched += o.matched;
-        self.passed += o.passed;
-        self.dropped += o.dropped;
-        self.delayed += o.delayed;
+        for (a, b) in [
+            (&mut self.matched, o.matched),
+            (&mut self.passed, o.passed),
+            (&mut self.dropped, o.dropped),
+            (&mut self.delayed, o.delayed),
+            (&mut self.rejected, o.rejected),
+            (&mut self.duplicated, o.duplicated),
+            (&mut self.corrupted, o.corrupted),
+        ] {
+            *a += b;
+        }
     }
+}
+
+/// The outcome columns: matched, then the outcome of each action the listed faults use.
+fn shown_outcomes(views: &[&FaultView]) -> Vec<Outcome> {
+    let mut v = vec![Outcome::Matched];
+    for a in Action::ALL {
+        let used = views.iter().any(|f| f.action.starts_with(a.name()));
+        if used && !v.contains(&a.outcome()) {
+            v.push(a.outcome());
+        }
+    }
+    v
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -87,6 +112,10 @@ pub fn action_text(nf: &NetworkFault) -> String {
         blackhole: s.blackhole,
         delay: s.delay.clone(),
         jitter: s.jitter.clone(),
+        reject: s.reject,
+        reject_with: s.reject_with.clone(),
+        duplicate: s.duplicate.clone(),
+        corrupt: s.corrupt.clone(),
         dry_run: s.dry_run,
         ..FaultSpec::default()
     }
@@ -183,6 +212,9 @@ pub fn view(nf: &NetworkFault, nodes: &[InjectorNode], now: SystemTime) -> Fault
                 passed: f.passed,
                 dropped: f.dropped,
                 delayed: f.delayed,
+                rejected: f.rejected,
+                duplicated: f.duplicated,
+                corrupted: f.corrupted,
             };
             counters.add(&c);
             per_node.push(NodeCounters {
@@ -239,7 +271,7 @@ fn left_text(v: &FaultView) -> String {
 
 /// `ls`: a row per fault (`wide`: per fault and node, with the match); NAMESPACE with `-A`.
 pub fn ls_table(views: &[FaultView], all_namespaces: bool, wide: bool) -> String {
-    let outcomes = shown_outcomes();
+    let outcomes = shown_outcomes(&views.iter().collect::<Vec<_>>());
     let mut head: Vec<String> = vec![];
     if all_namespaces {
         head.push("NAMESPACE".into());
@@ -381,7 +413,7 @@ fn counters_table(v: &FaultView) -> String {
     if v.per_node.is_empty() {
         return "Counters: no node reports this fault (yet)\n".into();
     }
-    let outcomes = shown_outcomes();
+    let outcomes = shown_outcomes(&[v]);
     let mut head = vec!["NODE".to_string(), "PARTS".into()];
     head.extend(outcomes.iter().map(|o| o.column().to_string()));
     let mut rows = vec![head];
