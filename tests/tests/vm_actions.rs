@@ -53,7 +53,8 @@ fn reject_refuses_and_a_delayed_duplicate_arrives_twice_late() {
         "rejected cross-node"
     );
     // Pings a -> b: each request duplicated and delayed, so each is answered twice (ping marks
-    // the second DUP!), both after at least 50 ms.
+    // the second DUP!), both after at least 50 ms. Ping ends at its 10th first reply, before the
+    // last duplicate comes.
     let out = cmd::output(
         "ip",
         &[
@@ -86,7 +87,10 @@ fn reject_refuses_and_a_delayed_duplicate_arrives_twice_late() {
         .collect();
     let dups = text.lines().filter(|l| l.contains("DUP!")).count();
     eprintln!("{text}");
-    assert_eq!((times.len(), dups), (20, 10), "each reply twice:\n{text}");
+    assert!(
+        dups >= 9 && times.len() == 10 + dups,
+        "each reply twice:\n{text}"
+    );
     assert!(
         times.iter().all(|t| *t >= 50.0),
         "every copy held 50 ms: {times:?}"
