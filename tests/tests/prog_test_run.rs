@@ -34,22 +34,26 @@ const OVERLAY: &str = programs::TC_OVERLAY_EGRESS;
 struct Bpf {
     ebpf: Ebpf,
     maps: Maps,
-    dir: PathBuf,
+    /// Dropped last, after the programs and maps.
+    _dir: PinDir,
     names: Vec<String>,
 }
 
-impl Drop for Bpf {
+/// The run's pin directory, removed on drop: also when loading panics half-way.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
 fn load(json: &str) -> Bpf {
     require_root();
-    let dir = PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("ptr")));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("ptr"))));
+    std::fs::create_dir_all(&dir.0).unwrap();
     let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&dir)
+        .default_map_pin_directory(&dir.0)
         .load(injector::EBPF_OBJECT)
         .unwrap();
     for p in [VETH, OVERLAY, programs::TC_OBSERVE] {
@@ -69,7 +73,7 @@ fn load(json: &str) -> Bpf {
     let mut b = Bpf {
         ebpf,
         maps,
-        dir,
+        _dir: dir,
         names: vec![],
     };
     b.install(json);
