@@ -302,3 +302,30 @@ fn each_reply_kind_gives_its_error() {
         );
     }
 }
+
+/// From the node itself (its own stack, not a pod): to a pod on the node the reply goes back in
+/// through the pod's veth and up the bridge to the host; to a pod on another node it comes in
+/// through flannel.1 and is delivered locally.
+#[test]
+fn the_node_itself_is_refused_too() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("rn"), 2).unwrap();
+    let (local, remote) = (l.pod(1, 1), l.pod(2, 1));
+    let _s1 = Server::start(&local.netns, 7000).unwrap();
+    let _s2 = Server::start(&remote.netns, 7000).unwrap();
+    let faults = format!(
+        r#"[{{"name":"rej","to":["{}","{}"],"dport":["7000"],"proto":"tcp","reject":true,"for":"5m"}}]"#,
+        local.ip, remote.ip
+    );
+    let (d1, _d2) = daemons(&l, &[], &faults);
+    for (p, hook) in [(local, "veth_egress"), (remote, "overlay_egress")] {
+        assert_eq!(
+            connect(&l.node(1).netns, SocketAddr::new(p.ip.into(), 7000)).unwrap(),
+            Err(ErrorKind::ConnectionRefused),
+            "node1 -> {}",
+            p.name
+        );
+        let s = d1.local(&["stats"]).unwrap();
+        assert_eq!(stats::fault(&s, "rej", hook, "rejected"), 1, "{s}");
+    }
+}
