@@ -193,24 +193,7 @@ impl FaultSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec() -> FaultSpec {
-        FaultSpec {
-            name: "db".into(),
-            to: vec!["10.42.2.7".into()],
-            loss: Some("5%".into()),
-            lifetime: "5m".into(),
-            ..Default::default()
-        }
-    }
-
-    fn bad(mut edit: impl FnMut(&mut FaultSpec), want: &str) {
-        let mut s = spec();
-        edit(&mut s);
-        let e = s.validate("faults[0].").unwrap_err().to_string();
-        assert!(e.contains(want), "want '{want}' in '{e}'");
-        assert!(e.starts_with("faults[0]."), "{e}");
-    }
+    use crate::fault::spec::tests::bad;
 
     #[test]
     fn one_action_a_fault_and_each_action_checked() {

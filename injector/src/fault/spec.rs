@@ -395,7 +395,7 @@ pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -418,7 +418,8 @@ mod tests {
         );
     }
 
-    fn spec() -> FaultSpec {
+    /// A valid fault to edit into bad ones (also action.rs's tests).
+    pub(crate) fn spec() -> FaultSpec {
         FaultSpec {
             name: "db".into(),
             to: vec!["10.42.2.7".into()],
@@ -428,7 +429,8 @@ mod tests {
         }
     }
 
-    fn bad(mut edit: impl FnMut(&mut FaultSpec), want: &str) {
+    /// `edit` makes [`spec`] invalid with a message containing `want`, prefixed with its path.
+    pub(crate) fn bad(mut edit: impl FnMut(&mut FaultSpec), want: &str) {
         let mut s = spec();
         edit(&mut s);
         let e = s.validate("faults[0].").unwrap_err().to_string();
