@@ -11,10 +11,7 @@ use super::{
     ramp::RampSpec,
     rules::{Rule, RuleSpec},
 };
-use crate::{
-    fault::spec::{FaultSpec, FieldError},
-    parse,
-};
+use crate::fault::spec::{FaultSpec, FieldError};
 
 /// The file as written. Unknown fields are refused at every level.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -123,16 +120,7 @@ pub(crate) fn typed<T: DeserializeOwned>(at: &str, v: Value) -> Result<T, FieldE
     })
 }
 
-/// A duration field bounded by `min..=max`.
-pub(crate) fn duration(
-    field: &str,
-    v: &str,
-    min: (Duration, &'static str),
-    max: (Duration, &'static str),
-) -> Result<Duration, FieldError> {
-    parse::duration("", v, min, max)
-        .map_err(|e| ferr(field, e.to_string().trim_start_matches(": ").to_string()))
-}
+pub(crate) use crate::fault::spec::duration;
 
 /// `1.5s` -> `1500ms`: the `for` the daemon is sent (millisecond resolution).
 pub fn as_for(d: Duration) -> String {

@@ -206,7 +206,8 @@ pub fn port_range(field: &str, v: &str) -> Result<PortRange, FieldError> {
     Ok(PortRange { lo, hi })
 }
 
-pub(super) fn duration(
+/// A duration field bounded by `min..=max`, the error naming `field` (also the experiment file's).
+pub(crate) fn duration(
     field: &str,
     v: &str,
     min: (Duration, &'static str),
