@@ -6,11 +6,12 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
-    /// Drop with probability `threshold / 2^32`.
+    /// Drop with probability `threshold / 2^32`, or by the Gilbert-Elliott model (`flag::GE`).
     Drop = 1,
     /// Drop everything, silently (`threshold = 2^32`).
     Blackhole = 2,
-    /// Hold until now + delay +- jitter (EDT: needs fq on the egress device).
+    /// Hold until now + delay +- jitter (EDT: needs fq on the egress device); a `reorder`
+    /// share is sent at once instead, and a loss (`threshold`, or bursty) may drop first.
     Delay = 3,
     /// Answer the sender at once instead of delivering: a TCP reset or an ICMP/ICMPv6
     /// destination unreachable (the kind in `FaultCfg::flags`, see `crate::Reply`).
@@ -114,10 +115,13 @@ pub enum Outcome {
     /// sender's `CHECKSUM_PARTIAL` skb, which a local receiver trusts), dropped in its place:
     /// what the receiver would have done.
     Corrupted = 6,
+    /// A delay fault's packet sent at once, without the delay (`reorder`): it overtakes the
+    /// delayed ones.
+    Reordered = 7,
 }
 
 impl Outcome {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// Room in [`FaultCounters`]: outcomes can be added without changing the map's value size.
     pub const SLOTS: usize = 8;
     pub const ALL: [Outcome; Outcome::COUNT] = [
@@ -128,6 +132,7 @@ impl Outcome {
         Outcome::Rejected,
         Outcome::Duplicated,
         Outcome::Corrupted,
+        Outcome::Reordered,
     ];
 
     /// Label value (`injector_packets_total{action=...}`) and JSON key.
@@ -140,6 +145,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Duplicated => "duplicated",
             Outcome::Corrupted => "corrupted",
+            Outcome::Reordered => "reordered",
         }
     }
 
@@ -153,6 +159,7 @@ impl Outcome {
             Outcome::Rejected => "REJECTED",
             Outcome::Duplicated => "DUPLICATED",
             Outcome::Corrupted => "CORRUPTED",
+            Outcome::Reordered => "REORDERED",
         }
     }
 

@@ -250,6 +250,8 @@ pub mod flag {
     /// Bits 8-11: a reject fault's [`Reply`](crate::Reply).
     pub const REPLY_SHIFT: u32 = 8;
     pub const REPLY_MASK: u32 = 0xf << REPLY_SHIFT;
+    /// The loss follows the Gilbert-Elliott model in [`FaultCfg::ge`](crate::FaultCfg::ge).
+    pub const GE: u32 = 1 << 12;
 }
 
 /// What a reject fault answers with (`--reject-with`), in [`FaultCfg::flags`]. ICMP codes are
@@ -350,6 +352,70 @@ pub struct FaultCfg {
     pub action: u32,
     /// [`flag`] bits.
     pub flags: u32,
+    /// Delay faults: the share of packets sent at once, without the delay, as a threshold (as
+    /// netem's reorder: later packets overtake the delayed ones). 0: none.
+    pub reorder: u64,
+    /// Pulse: the fault acts in the first `pulse_on_ns` of every `pulse_period_ns` from
+    /// `start_ns` ([`FaultCfg::pulse_on`]); period 0: always.
+    pub pulse_on_ns: u64,
+    pub pulse_period_ns: u64,
+    /// Bursty loss ([`flag::GE`]): the Gilbert-Elliott model's parameters; else `threshold` is
+    /// the loss (drop and blackhole; a delay fault's loss, 0 without).
+    pub ge: Ge,
+}
+
+impl FaultCfg {
+    /// Whether the fault's pulse is in an on-window at `now` (always, without a pulse): the
+    /// first `pulse_on_ns` of each `pulse_period_ns` counted from `start_ns`.
+    #[inline(always)]
+    pub fn pulse_on(&self, now: u64) -> bool {
+        self.pulse_period_ns == 0
+            || now.wrapping_sub(self.start_ns) % self.pulse_period_ns < self.pulse_on_ns
+    }
+}
+
+/// A Gilbert-Elliott loss model, as thresholds against a 32-bit random number (`1 << 32`:
+/// always, 0: never), per packet: a packet is lost with the loss of the state it finds (good or
+/// bad), then the state changes with the state's transition chance. The parameters are netem's
+/// gemodel's: `p` = P(good -> bad), `r` = P(bad -> good), and the losses `1 - h` (bad state) and
+/// `1 - k` (good state). State per fault per CPU (the programs' `GE_STATE` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ge {
+    pub p: u64,
+    pub r: u64,
+    /// Loss in the bad state: `1 - h`.
+    pub loss_bad: u64,
+    /// Loss in the good state: `1 - k`.
+    pub loss_good: u64,
+}
+
+impl Ge {
+    /// One packet: whether it is lost in state `bad`, and the state after it, from two random
+    /// numbers (loss, transition).
+    #[inline(always)]
+    pub fn step(&self, bad: bool, r_loss: u32, r_move: u32) -> (bool, bool) {
+        let (loss, change) = if bad {
+            (self.loss_bad, self.r)
+        } else {
+            (self.loss_good, self.p)
+        };
+        (
+            u64::from(r_loss) < loss,
+            bad != (u64::from(r_move) < change),
+        )
+    }
+}
+
+/// The Gilbert-Elliott state of one fault on one CPU (the programs' per-CPU `GE_STATE`, indexed
+/// by slot). It belongs to the fault that started at `start_ns`: a new fault in the slot finds
+/// another start and begins in the good state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeState {
+    pub start_ns: u64,
+    /// 1: bad.
+    pub bad: u64,
 }
 
 /// Hooks that judge faults; the second index of [`maps::COUNTERS`].
@@ -446,7 +512,8 @@ impl HookStats {
 
 const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
-const _: () = assert!(core::mem::size_of::<FaultCfg>() == 56);
+const _: () = assert!(core::mem::size_of::<FaultCfg>() == 112);
+const _: () = assert!(core::mem::size_of::<GeState>() == 16);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
 const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
 
@@ -469,6 +536,7 @@ mod user {
     unsafe impl aya::Pod for super::RuleSet {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::FaultCfg {}
+    unsafe impl aya::Pod for super::GeState {}
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::HookStats {}
 }
@@ -514,6 +582,43 @@ mod tests {
         assert_eq!(Reply::Auto.for_proto(17), Reply::IcmpPort);
         assert_eq!(Reply::TcpReset.for_proto(17), Reply::IcmpPort);
         assert_eq!(Reply::IcmpAdmin.for_proto(6), Reply::IcmpAdmin);
+    }
+
+    #[test]
+    fn a_pulse_is_on_in_the_first_part_of_each_period_from_the_start() {
+        let mut c = FaultCfg {
+            start_ns: 1_000,
+            ..Default::default()
+        };
+        assert!(c.pulse_on(0) && c.pulse_on(u64::MAX), "no pulse: always");
+        c.pulse_on_ns = 10;
+        c.pulse_period_ns = 30;
+        let on: std::vec::Vec<u64> = (1_000..1_070).filter(|t| c.pulse_on(*t)).collect();
+        let want: std::vec::Vec<u64> = (1_000..1_010)
+            .chain(1_030..1_040)
+            .chain(1_060..1_070)
+            .collect();
+        assert_eq!(on, want);
+    }
+
+    #[test]
+    fn a_ge_step_loses_by_the_state_it_finds_then_moves() {
+        let always = 1 << 32;
+        let g = Ge {
+            p: 0,
+            r: always,
+            loss_bad: always,
+            loss_good: 0,
+        };
+        assert_eq!(g.step(false, 0, 0), (false, false), "p = 0: stays good");
+        assert_eq!(
+            g.step(true, u32::MAX, u32::MAX),
+            (true, false),
+            "r = 1: one bad packet"
+        );
+        let g = Ge { p: 1 << 31, ..g };
+        assert_eq!(g.step(false, 0, (1 << 31) - 1), (false, true));
+        assert_eq!(g.step(false, 0, 1 << 31), (false, false));
     }
 
     #[test]

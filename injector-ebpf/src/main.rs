@@ -16,6 +16,7 @@ mod classify;
 mod clone;
 mod corrupt;
 mod csum;
+mod loss;
 mod maps;
 mod parse;
 mod reject;

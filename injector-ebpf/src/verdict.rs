@@ -15,7 +15,7 @@ use injector_common::{
 
 use crate::{
     classify::candidates,
-    corrupt,
+    corrupt, loss,
     maps::{COUNTERS, CTRL, FAULTS, RULES, STATS},
     parse::{Bytes, Flow, Layout, parse},
     reject::{self, Plan},
@@ -207,6 +207,7 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
         c.count(Outcome::Matched, bytes);
         let selected = now >= cfg.start_ns
             && cfg.flags & flag::DRY_RUN == 0
+            && cfg.pulse_on(now)
             && (cfg.flow_ppm >= 1_000_000 || flow_ppm(&flow, cfg.seed) < cfg.flow_ppm);
         if !selected {
             c.count(Outcome::Passed, bytes);
@@ -214,13 +215,23 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
         }
         match act {
             Action::Drop | Action::Blackhole => {
-                if u64::from(rand()) < cfg.threshold {
+                if loss::lost(cfg, slot) {
                     c.count(act.outcome(), bytes);
                     return Verdict::Drop;
                 }
                 c.count(Outcome::Passed, bytes);
             }
             Action::Delay => {
+                // A delay fault's loss first (none: threshold 0), as netem: lost, or delayed, or
+                // (a reorder share) sent at once.
+                if loss::lost(cfg, slot) {
+                    c.count(Outcome::Dropped, bytes);
+                    return Verdict::Drop;
+                }
+                if u64::from(rand()) < cfg.reorder {
+                    c.count(Outcome::Reordered, bytes);
+                    continue;
+                }
                 // Uniform in [delay - jitter, delay + jitter]; 64 random bits keep the bias negligible.
                 let j = if cfg.jitter_ns == 0 {
                     0

@@ -1,7 +1,9 @@
 //! Printing what the daemon returns: `-o json` and `-o yaml` as they come, `-o table` laid out for
 //! people (faults with their match, action, remaining time and counters summed over hooks).
 
-use injector_common::{Action, Outcome};
+use injector_common::Outcome;
+
+use crate::fault::action::outcome_columns;
 use serde::Serialize;
 
 use super::args::Output;
@@ -67,17 +69,9 @@ pub fn matcher(spec: &FaultSpec) -> String {
     m
 }
 
-/// The outcomes tables show, from the action table: matched, then what each action the listed
-/// faults have does (six actions would be too wide a table to show them all).
+/// The outcomes tables show: matched, then what the listed faults' actions do.
 pub fn shown_outcomes(faults: &[FaultView]) -> Vec<Outcome> {
-    let mut v = vec![Outcome::Matched];
-    for a in Action::ALL {
-        let used = faults.iter().any(|f| f.spec.action_kind() == Some(a));
-        if used && !v.contains(&a.outcome()) {
-            v.push(a.outcome());
-        }
-    }
-    v
+    outcome_columns(faults.iter().map(|f| &f.spec))
 }
 
 pub fn duration(secs: f64) -> String {

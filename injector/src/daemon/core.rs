@@ -57,7 +57,9 @@ impl Core {
             self.faults
                 .iter()
                 .filter_map(|e| match e.fault.action {
-                    Action::Delay { latency, jitter } => Some(latency + jitter),
+                    Action::Delay {
+                        latency, jitter, ..
+                    } => Some(latency + jitter),
                     _ => None,
                 })
                 .max()

@@ -1,23 +1,31 @@
-//! A fault's action: which of the action fields of a [`FaultSpec`] is given (one a fault), its
-//! validated form ([`Action`], an entry of the action table), and its text in tables.
+//! A fault's action: which of the action fields of a [`FaultSpec`] are given (one a fault, or
+//! loss with delay), its validated form ([`Action`], an entry of the action table) with its
+//! modifiers (burst, reorder), and its text in tables.
 
 use std::time::Duration;
 
-use injector_common::Reply;
+use injector_common::{Outcome, Reply};
 
-use super::spec::{FaultSpec, FieldError, Proto, duration, err, percent};
+use super::{
+    loss::{self, Loss},
+    spec::{FaultSpec, FieldError, Proto, duration, err, percent},
+};
 
 /// Longest delay a fault may add; fq's horizon is sized above it.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Action {
-    /// Drop with this probability (0, 1].
-    Drop(f64),
+    /// Drop: independently or in bursts.
+    Drop(Loss),
     Blackhole,
     Delay {
         latency: Duration,
         jitter: Duration,
+        /// The share sent at once, without the delay (netem's reorder); 0: none.
+        reorder: f64,
+        /// Lost first, as netem's loss with delay; `None`: none.
+        loss: Option<Loss>,
     },
     /// Answer the sender instead of delivering.
     Reject(Reply),
@@ -40,6 +48,17 @@ impl Action {
             Action::Corrupt(_) => K::Corrupt,
         }
     }
+}
+
+/// The outcome columns tables show for `specs`: matched, then what their actions (and
+/// modifiers) can do, in the action table's order (six actions would be too wide a table to
+/// show them all).
+pub fn outcome_columns<'a>(specs: impl IntoIterator<Item = &'a FaultSpec>) -> Vec<Outcome> {
+    let mut v: Vec<Outcome> = specs.into_iter().flat_map(FaultSpec::outcomes).collect();
+    v.push(Outcome::Matched);
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// `reject_with`: the reply, `Auto` (by protocol) when not given. A TCP reset answers only TCP.
@@ -67,12 +86,22 @@ fn reject_with(field: &str, v: Option<&str>, proto: Proto) -> Result<Reply, Fiel
     Ok(r)
 }
 
+/// The action fields that combine in one fault, in table order: a loss with a delay (lost
+/// first, the rest delayed; netem's loss and delay). Every other pair is two faults with the
+/// same match (the kernel applies both; a drop or reject ends a packet).
+const COMBINE: [&str; 2] = ["loss", "delay"];
+
 impl FaultSpec {
-    /// The action fields given, with the action-table entry each one is, in table order.
+    /// The action fields given, with the action-table entry each one is, in table order
+    /// (`loss_model` is a loss).
     fn given_actions(&self) -> Vec<(&'static str, injector_common::Action)> {
         use injector_common::Action as K;
         [
-            ("loss", self.loss.is_some(), K::Drop),
+            (
+                "loss",
+                self.loss.is_some() || self.loss_model.is_some(),
+                K::Drop,
+            ),
             ("blackhole", self.blackhole, K::Blackhole),
             ("delay", self.delay.is_some(), K::Delay),
             ("reject", self.reject, K::Reject),
@@ -85,19 +114,54 @@ impl FaultSpec {
         .collect()
     }
 
-    /// The action-table entry of the (first) action given, if any.
+    /// The action-table entry of the action given, if any (a loss with a delay is a delay).
     pub fn action_kind(&self) -> Option<injector_common::Action> {
-        self.given_actions().first().map(|(_, k)| *k)
+        let g = self.given_actions();
+        g.last()
+            .filter(|(f, _)| *f == "delay")
+            .or(g.first())
+            .map(|(_, k)| *k)
     }
 
-    /// The action as tables show it, in the user's words: `delay 100ms±10ms`, `loss 5%`,
-    /// `blackhole`, `reject`, `reject icmp-host`, `duplicate 5%`, `corrupt 1%`, with `(dry run)`.
+    /// What a packet of this fault can count as besides matched and passed, from the action
+    /// table, plus dropped for a delay's loss and reordered for its reorder share: the columns
+    /// tables show for it.
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        let mut v: Vec<Outcome> = self
+            .given_actions()
+            .iter()
+            .map(|(_, k)| k.outcome())
+            .collect();
+        if self.reorder.is_some() {
+            v.push(Outcome::Reordered);
+        }
+        v
+    }
+
+    /// The action as tables show it, in the user's words: `delay 100ms±10ms`, `loss 5%`, `loss
+    /// 5% burst 4`, `loss ge:1%,25%`, `blackhole`, `reject`, `reject icmp-host`, `duplicate
+    /// 5%`, `corrupt 1%`, `loss 1% + delay 50ms reorder 25%`, with `pulse 10s/30s` and `(dry
+    /// run)`.
     pub fn action_text(&self) -> String {
-        let mut a = match (&self.loss, &self.delay, &self.jitter) {
-            (Some(l), _, _) => format!("loss {l}"),
-            (None, Some(d), Some(j)) => format!("delay {d}±{j}"),
-            (None, Some(d), None) => format!("delay {d}"),
-            (None, None, _) => match (self.reject, &self.duplicate, &self.corrupt) {
+        let loss = loss::text(
+            self.loss.as_deref(),
+            self.burst.as_deref(),
+            self.loss_model.as_deref(),
+        );
+        let delay = self.delay.as_ref().map(|d| {
+            let mut t = match &self.jitter {
+                Some(j) => format!("delay {d}±{j}"),
+                None => format!("delay {d}"),
+            };
+            if let Some(r) = &self.reorder {
+                t += &format!(" reorder {r}");
+            }
+            t
+        });
+        let mut a = match (loss, delay) {
+            (Some(l), Some(d)) => format!("{l} + {d}"),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => match (self.reject, &self.duplicate, &self.corrupt) {
                 (true, _, _) => match &self.reject_with {
                     Some(w) => format!("reject {w}"),
                     None => "reject".to_string(),
@@ -107,36 +171,58 @@ impl FaultSpec {
                 (false, None, None) => "blackhole".to_string(),
             },
         };
+        if let Some(p) = &self.pulse {
+            a += &format!(" pulse {p}");
+        }
         if self.dry_run {
             a += " (dry run)";
         }
         a
     }
 
-    /// Validates the action fields (`at` prefixes field names): exactly one action, each with
-    /// its parameters. Two actions are refused naming both and saying how to have them: two
-    /// faults with the same match (the kernel applies both; a drop or reject ends a packet).
+    /// Validates the action fields (`at` prefixes field names): one action, or loss with
+    /// delay ([`COMBINE`]), each with its parameters and modifiers. Other pairs are refused
+    /// naming both and saying how to have them: two faults with the same match (the kernel
+    /// applies both; a drop or reject ends a packet).
     pub(super) fn action(&self, at: &str, proto: Proto) -> Result<Action, FieldError> {
         let f = |name: &str| format!("{at}{name}");
-        match self.given_actions()[..] {
-            [] => {
-                return Err(err(
-                    &f("action"),
-                    "give one of loss (e.g. 5%), blackhole, delay (e.g. 100ms), reject, \
-                     duplicate (e.g. 5%) or corrupt (e.g. 1%)",
-                ));
-            }
-            [_] => {}
-            [(a, _), (b, _), ..] => {
-                return Err(err(
-                    &f(b),
-                    format!(
-                        "a fault has one action and {a} is given too; for {a} and {b} together \
-                         use two faults with the same match, one with {a} and one with {b}"
-                    ),
-                ));
-            }
+        let given = self.given_actions();
+        let Some(&(a, _)) = given.first() else {
+            return Err(err(
+                &f("action"),
+                "give one of loss (e.g. 5%), blackhole, delay (e.g. 100ms), reject, \
+                 duplicate (e.g. 5%) or corrupt (e.g. 1%); loss and delay combine",
+            ));
+        };
+        if let Some(&(b, _)) = given[1..]
+            .iter()
+            .find(|(b, _)| !(COMBINE.contains(&a) && COMBINE.contains(b)))
+        {
+            return Err(err(
+                &f(b),
+                format!(
+                    "a fault has one action (or loss with delay) and {a} is given too; for {a} \
+                     and {b} together use two faults with the same match, one with {a} and one \
+                     with {b}"
+                ),
+            ));
         }
+        if self.reorder.is_some() && self.delay.is_none() {
+            return Err(err(
+                &f("reorder"),
+                format!(
+                    "'{}': sends that share without the delay, so it needs one: add delay \
+                     (e.g. delay 50ms with reorder {0})",
+                    self.reorder.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        let loss = loss::validate(
+            &f,
+            self.loss.as_deref(),
+            self.burst.as_deref(),
+            self.loss_model.as_deref(),
+        )?;
         if self.jitter.is_some() && self.delay.is_none() {
             return Err(err(&f("jitter"), "jitter needs a delay"));
         }
@@ -154,8 +240,8 @@ impl FaultSpec {
             }
             Ok(p)
         };
-        Ok(if let Some(l) = &self.loss {
-            Action::Drop(share("loss", l)?)
+        Ok(if let (Some(l), None) = (loss, &self.delay) {
+            Action::Drop(l)
         } else if self.blackhole {
             Action::Blackhole
         } else if self.reject {
@@ -185,7 +271,16 @@ impl FaultSpec {
                     (latency, "the delay"),
                 )?,
             };
-            Action::Delay { latency, jitter }
+            let reorder = match &self.reorder {
+                None => 0.0,
+                Some(r) => percent(&f("reorder"), r)?,
+            };
+            Action::Delay {
+                latency,
+                jitter,
+                reorder,
+                loss,
+            }
         })
     }
 }
@@ -199,17 +294,38 @@ mod tests {
     fn one_action_a_fault_and_each_action_checked() {
         bad(
             |s| s.blackhole = true,
-            "faults[0].blackhole: a fault has one action and loss is given too; for loss and \
-             blackhole together use two faults with the same match",
+            "faults[0].blackhole: a fault has one action (or loss with delay) and loss is given \
+             too; for loss and blackhole together use two faults with the same match, one with \
+             loss and one with blackhole",
         );
         bad(
             |s| s.loss = None,
             "action: give one of loss (e.g. 5%), blackhole",
         );
         bad(
-            |s| s.delay = Some("10ms".into()),
-            "faults[0].delay: a fault has one action and loss is given too; for loss and delay \
-             together use two faults",
+            |s| {
+                s.delay = Some("10ms".into());
+                s.corrupt = Some("1%".into());
+            },
+            "faults[0].corrupt: a fault has one action (or loss with delay) and loss is given \
+             too; for loss and corrupt together use two faults",
+        );
+        bad(
+            |s| s.reorder = Some("25%".into()),
+            "faults[0].reorder: '25%': sends that share without the delay, so it needs one: add \
+             delay (e.g. delay 50ms with reorder 25%)",
+        );
+        bad(
+            |s| {
+                s.loss = None;
+                s.blackhole = true;
+                s.burst = Some("4".into());
+            },
+            "faults[0].burst: '4': a mean burst length is for loss",
+        );
+        bad(
+            |s| s.pulse = Some("10s".into()),
+            "faults[0].pulse: '10s': write ON/PERIOD",
         );
         bad(
             |s| {
@@ -217,7 +333,8 @@ mod tests {
                 s.duplicate = Some("5%".into());
                 s.corrupt = Some("1%".into());
             },
-            "faults[0].corrupt: a fault has one action and duplicate is given too",
+            "faults[0].corrupt: a fault has one action (or loss with delay) and duplicate is \
+             given too",
         );
         bad(
             |s| {
@@ -252,6 +369,60 @@ mod tests {
         bad(
             |s| s.reject_with = Some("icmp-port".into()),
             "reject_with: a reply is for reject only",
+        );
+    }
+
+    #[test]
+    fn loss_with_delay_is_one_fault_and_modifiers_read_back_in_tables() {
+        let v = |j: &str| {
+            let s: FaultSpec = serde_json::from_str(j).unwrap();
+            let f = s.validate("").unwrap();
+            (f.action, s.action_text(), s.action_kind(), s.outcomes())
+        };
+        let (a, text, kind, outcomes) = v(
+            r#"{"name":"x","loss":"1%","delay":"50ms","jitter":"5ms","reorder":"25%","pulse":"10s/30s","for":"1m"}"#,
+        );
+        assert_eq!(
+            a,
+            Action::Delay {
+                latency: Duration::from_millis(50),
+                jitter: Duration::from_millis(5),
+                reorder: 0.25,
+                loss: Some(Loss::Random(0.01)),
+            }
+        );
+        assert_eq!(text, "loss 1% + delay 50ms±5ms reorder 25% pulse 10s/30s");
+        assert_eq!(kind, Some(injector_common::Action::Delay));
+        assert_eq!(
+            outcomes,
+            [Outcome::Dropped, Outcome::Delayed, Outcome::Reordered]
+        );
+        let (a, text, _, _) = v(r#"{"name":"x","loss":"5%","burst":"4","for":"1m"}"#);
+        assert!(
+            matches!(a, Action::Drop(Loss::Bursty(g)) if g.r == 0.25),
+            "{a:?}"
+        );
+        assert_eq!(text, "loss 5% burst 4");
+        let (a, text, kind, _) = v(r#"{"name":"x","loss_model":"ge:1%,25%","for":"1m"}"#);
+        assert!(matches!(a, Action::Drop(Loss::Bursty(_))));
+        assert_eq!(
+            (text.as_str(), kind),
+            ("loss ge:1%,25%", Some(injector_common::Action::Drop))
+        );
+        let (_, text, _, _) = v(r#"{"name":"x","reject":true,"pulse":"1s/2s","for":"1m"}"#);
+        assert_eq!(text, "reject pulse 1s/2s");
+        let specs: Vec<FaultSpec> = serde_json::from_str(
+            r#"[{"name":"a","blackhole":true,"for":"1m"},{"name":"b","delay":"1ms","reorder":"5%","for":"1m"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            outcome_columns(&specs),
+            [
+                Outcome::Matched,
+                Outcome::Dropped,
+                Outcome::Delayed,
+                Outcome::Reordered
+            ]
         );
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, flag, mask};
 
-use super::spec::{Action, Fault, PortRange, Proto};
+use super::spec::{Action, Fault, Loss, PortRange, Proto};
 use crate::parse::Cidr;
 
 /// A prefix of a `width`-bit key: the top `len` bits of `bits` (right-aligned in `width`).
@@ -178,6 +178,54 @@ pub fn drop_threshold(p: f64) -> u64 {
     ((p * 4_294_967_296.0).round() as u64).min(1 << 32)
 }
 
+/// Each action's compile rule: the [`FaultCfg`] fields it sets, with its modifiers (a loss's
+/// model, a delay's reorder share, the pulse).
+fn fault_cfg(f: &Fault, start_ns: u64, deadline_ns: u64) -> FaultCfg {
+    let mut cfg = FaultCfg {
+        deadline_ns,
+        start_ns,
+        flow_ppm: f.flows_ppm,
+        seed: f.seed,
+        action: f.action.kind() as u32,
+        flags: if f.dry_run { flag::DRY_RUN } else { 0 },
+        ..Default::default()
+    };
+    let set_loss = |cfg: &mut FaultCfg, l: Loss| match l {
+        Loss::Random(p) => cfg.threshold = drop_threshold(p),
+        Loss::Bursty(g) => {
+            cfg.flags |= flag::GE;
+            cfg.ge = g.kernel();
+        }
+    };
+    match f.action {
+        Action::Drop(l) => set_loss(&mut cfg, l),
+        Action::Duplicate(p) | Action::Corrupt(p) => cfg.threshold = drop_threshold(p),
+        Action::Blackhole => cfg.threshold = 1 << 32,
+        Action::Delay {
+            latency,
+            jitter,
+            reorder,
+            loss,
+        } => {
+            cfg.delay_ns = latency.as_nanos() as u64;
+            cfg.jitter_ns = jitter.as_nanos() as u64;
+            cfg.reorder = drop_threshold(reorder);
+            if let Some(l) = loss {
+                set_loss(&mut cfg, l);
+            }
+        }
+        Action::Reject(r) => {
+            cfg.threshold = 1 << 32;
+            cfg.flags |= r.flags();
+        }
+    }
+    if let Some(p) = f.pulse {
+        cfg.pulse_on_ns = p.on.as_nanos() as u64;
+        cfg.pulse_period_ns = p.period.as_nanos() as u64;
+    }
+    cfg
+}
+
 /// A fault placed in the kernel: its slot and its lifetime (CLOCK_MONOTONIC ns).
 #[derive(Clone, Copy, Debug)]
 pub struct Planned<'a> {
@@ -288,30 +336,8 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             img.rules[rule as usize] = Rule { slot, _pad: 0 };
             rule += 1;
         }
-        // Each action's compile rule: the FaultCfg fields it sets.
-        let (drop_thr, delay_ns, jitter_ns, reply) = match f.action {
-            Action::Drop(p) | Action::Duplicate(p) | Action::Corrupt(p) => {
-                (drop_threshold(p), 0, 0, 0)
-            }
-            Action::Blackhole => (1 << 32, 0, 0, 0),
-            Action::Delay { latency, jitter } => {
-                (0, latency.as_nanos() as u64, jitter.as_nanos() as u64, 0)
-            }
-            Action::Reject(r) => (1 << 32, 0, 0, r.flags()),
-        };
+        img.faults[slot as usize] = fault_cfg(f, start_ns, deadline_ns);
         img.clones |= f.action.kind().clones();
-        let act = f.action.kind() as u32;
-        img.faults[slot as usize] = FaultCfg {
-            deadline_ns,
-            start_ns,
-            delay_ns,
-            jitter_ns,
-            threshold: drop_thr,
-            flow_ppm: f.flows_ppm,
-            seed: f.seed,
-            action: act,
-            flags: if f.dry_run { flag::DRY_RUN } else { 0 } | reply,
-        };
     }
     img.src_v4 = fold(32, &s4.0, &s4.1);
     img.dst_v4 = fold(32, &d4.0, &d4.1);
@@ -609,6 +635,37 @@ mod tests {
         assert!(img.clones, "duplicate sends clones");
         let img = compile(&plan_at(&fs[..1], &[0], 0)).unwrap();
         assert!(!img.clones, "reject alone sends none");
+    }
+
+    #[test]
+    fn loss_models_reorder_and_pulse_compile_to_their_fields() {
+        use injector_common::Action as K;
+        let fs = [
+            fault(r#"{"name":"b","to":["10.42.2.9"],"loss":"20%","burst":"4","for":"1m"}"#),
+            fault(
+                r#"{"name":"ld","to":["10.42.2.9"],"loss":"10%","delay":"50ms","reorder":"25%","pulse":"10s/30s","for":"1m"}"#,
+            ),
+            fault(r#"{"name":"g","to":["10.42.2.9"],"loss_model":"ge:0%,100%,0%,50%","for":"1m"}"#),
+        ];
+        let img = compile(&plan_at(&fs, &[0, 1, 2], 7)).unwrap();
+        let [b, ld, g] = [0, 1, 2].map(|i| img.faults[i]);
+        assert_eq!((b.action, b.flags & flag::GE), (K::Drop as u32, flag::GE));
+        // r = 1/4, p = 0.2 / (4 * 0.8) = 1/16.
+        assert_eq!(
+            (b.ge.p, b.ge.r, b.ge.loss_bad, b.ge.loss_good),
+            (1 << 28, 1 << 30, 1 << 32, 0)
+        );
+        assert_eq!(b.pulse_period_ns, 0, "no pulse: always on");
+        assert_eq!(
+            (ld.action, ld.threshold, ld.flags & flag::GE),
+            (K::Delay as u32, 429_496_730, 0)
+        );
+        assert_eq!((ld.delay_ns, ld.reorder), (50_000_000, 1 << 30));
+        assert_eq!(
+            (ld.start_ns, ld.pulse_on_ns, ld.pulse_period_ns),
+            (7, 10_000_000_000, 30_000_000_000)
+        );
+        assert_eq!((g.ge.p, g.ge.r, g.ge.loss_good), (0, 1 << 32, 1 << 31));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Faults: what the user writes ([`spec`], its action in [`action`]) and how it becomes map
-//! entries ([`compile`]).
+//! Faults: what the user writes ([`spec`], its action in [`action`], the loss models in
+//! [`loss`], on/off windows in [`pulse`]) and how it becomes map entries ([`compile`]).
 
 pub mod action;
 pub mod compile;
+pub mod loss;
+pub mod pulse;
 pub mod spec;

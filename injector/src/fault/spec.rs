@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::action::{Action, MAX_DELAY};
+pub use super::{
+    action::{Action, MAX_DELAY},
+    loss::{Ge, Loss},
+    pulse::Pulse,
+};
 use crate::parse::{self, Cidr};
 
 /// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
-/// "loss": "5%", "for": "5m"}`. Exactly one action: `loss`, `blackhole`, `delay`, `reject`,
-/// `duplicate` or `corrupt` (two faults with the same match combine them). The same
+/// "loss": "5%", "for": "5m"}`. One action: `loss`, `blackhole`, `delay`, `reject`,
+/// `duplicate` or `corrupt`, or `loss` with `delay` (two faults with the same match combine the
+/// others); modifiers: `burst`/`loss_model` (loss), `reorder` (delay), `pulse` (any). The same
 /// struct is `injector fault add`'s flags (`--to`, `--loss`, ...), so files, the API and the
 /// command line share one definition; each field's doc is its `--help` line.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -52,10 +57,21 @@ pub struct FaultSpec {
     #[serde(default)]
     #[arg(long)]
     pub both_ways: bool,
-    /// Drop this share of packets: 5%, 0.01%.
+    /// Drop this share of packets: 5%, 0.01%. With --delay: lost first, the rest delayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub loss: Option<String>,
+    /// Losses come in bursts of this mean length (packets, >= 1): a Gilbert-Elliott model with
+    /// the mean loss of --loss: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub burst: Option<String>,
+    /// Instead of --loss: the Gilbert-Elliott model itself, ge:p,r[,h[,k]] in percent as netem's
+    /// gemodel (p = P(good->bad), r = P(bad->good), h/k = P(delivered) in bad/good; defaults
+    /// 0%, 100%): ge:1%,25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub loss_model: Option<String>,
     /// Drop every packet, silently.
     #[serde(default)]
     #[arg(long)]
@@ -68,6 +84,11 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub jitter: Option<String>,
+    /// Send this share of a delay's packets at once, without the delay, so later packets
+    /// overtake the delayed ones (netem's reorder): 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub reorder: Option<String>,
     /// Answer the sender at once instead of delivering: a TCP reset for TCP, ICMP port
     /// unreachable for the rest (see --reject-with).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -86,6 +107,11 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub corrupt: Option<String>,
+    /// Act only ON of every PERIOD from the fault's start, with any action (the kernel keeps
+    /// the beat, also with the daemon gone): 10s/30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub pulse: Option<String>,
     /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
@@ -134,6 +160,8 @@ pub struct Fault {
     pub dport: Vec<PortRange>,
     pub both_ways: bool,
     pub action: Action,
+    /// Acts only in on-windows; `None`: always.
+    pub pulse: Option<Pulse>,
     /// Share of flows hit, in parts per million.
     pub flows_ppm: u32,
     pub seed: u32,
@@ -335,6 +363,11 @@ impl FaultSpec {
             ));
         }
         let action = self.action(at, proto)?;
+        let pulse = self
+            .pulse
+            .as_deref()
+            .map(|p| super::pulse::parse(&f("pulse"), p))
+            .transpose()?;
         let flows_ppm = match &self.flows {
             None => 1_000_000,
             Some(v) => {
@@ -367,6 +400,7 @@ impl FaultSpec {
             dport,
             both_ways: self.both_ways,
             action,
+            pulse,
             flows_ppm,
             seed: self.seed,
             lifetime,
@@ -442,7 +476,7 @@ pub(crate) mod tests {
     #[test]
     fn a_good_fault_validates() {
         let f = spec().validate("").unwrap();
-        assert_eq!(f.action, Action::Drop(0.05));
+        assert_eq!(f.action, Action::Drop(Loss::Random(0.05)));
         assert_eq!(f.flows_ppm, 1_000_000);
         assert_eq!(f.lifetime, Duration::from_secs(300));
         assert_eq!(f.to[0].len, 32);
@@ -550,7 +584,9 @@ pub(crate) mod tests {
             f.action,
             Action::Delay {
                 latency: Duration::from_millis(100),
-                jitter: Duration::from_millis(10)
+                jitter: Duration::from_millis(10),
+                reorder: 0.0,
+                loss: None,
             }
         );
         assert!(f.both_ways);

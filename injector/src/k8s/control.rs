@@ -99,6 +99,8 @@ pub struct NodeFault {
     pub duplicated: u64,
     #[serde(default)]
     pub corrupted: u64,
+    #[serde(default)]
+    pub reordered: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 /// [`crate::fault::spec::percent`] parses; `0%` for loss is refused there.
 pub const PERCENT_PATTERN: &str = r"^ *(100(\.0+)?|[0-9]{1,2}(\.[0-9]+)?|\.[0-9]+) *%$";
 /// A duration as [`crate::parse::duration`] reads it: `250ms`, `30s`, `5m`, `1h30m`, `1.5s`.
+/// `ge:p,r[,h[,k]]`, percentages.
+pub const LOSS_MODEL_PATTERN: &str = r"^ *ge:[0-9. %,]+$";
+/// `ON/PERIOD`: two durations.
+pub const PULSE_PATTERN: &str =
+    r"^ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ */ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ *$";
+/// A mean burst length in packets.
+pub const BURST_PATTERN: &str = r"^ *[0-9]+(\.[0-9]+)? *$";
 pub const DURATION_PATTERN: &str = r"^ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ *$";
 /// A port, a range (`8000-8080`) or, for a Service, a port's name (`http`: a letter at least,
 /// no '-' at either end).
@@ -68,6 +75,16 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PERCENT_PATTERN))]
     pub loss: Option<String>,
+    /// Losses come in bursts of this mean length (packets, >= 1): a Gilbert-Elliott model with
+    /// the mean loss of `loss`: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(BURST_PATTERN))]
+    pub burst: Option<String>,
+    /// Instead of `loss`: the Gilbert-Elliott model itself, ge:p,r[,h[,k]] in percent as netem's
+    /// gemodel (p = P(good->bad), r = P(bad->good), h/k = P(delivered) in bad/good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(LOSS_MODEL_PATTERN))]
+    pub loss_model: Option<String>,
     /// Drop every packet, silently.
     #[serde(default)]
     pub blackhole: bool,
@@ -79,6 +96,10 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub jitter: Option<String>,
+    /// Send this share of a delay's packets at once, without the delay (netem's reorder): 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(PERCENT_PATTERN))]
+    pub reorder: Option<String>,
     /// Answer the sender at once instead of delivering: a TCP reset for TCP, ICMP port
     /// unreachable for the rest (see rejectWith).
     #[serde(default)]
@@ -97,6 +118,10 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PERCENT_PATTERN))]
     pub corrupt: Option<String>,
+    /// Act only ON of every PERIOD from the fault's start, with any action: 10s/30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(PULSE_PATTERN))]
+    pub pulse: Option<String>,
     /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PERCENT_PATTERN))]

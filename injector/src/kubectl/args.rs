@@ -184,9 +184,15 @@ pub struct AddArgs {
     /// Also the reverse direction (to -> from, ports swapped).
     #[arg(long)]
     pub both_ways: bool,
-    /// Drop this share of packets: 5%, 0.01%.
+    /// Drop this share of packets: 5%, 0.01%. With --delay: lost first, the rest delayed.
     #[arg(long)]
     pub loss: Option<String>,
+    /// Losses in bursts of this mean length (packets, >= 1), Gilbert-Elliott: 4.
+    #[arg(long)]
+    pub burst: Option<String>,
+    /// Instead of --loss: ge:p,r[,h[,k]] in percent (netem's gemodel): ge:1%,25%.
+    #[arg(long)]
+    pub loss_model: Option<String>,
     /// Drop every packet, silently.
     #[arg(long)]
     pub blackhole: bool,
@@ -208,6 +214,12 @@ pub struct AddArgs {
     /// Uniform +- jitter around the delay, at most the delay: 10ms.
     #[arg(long)]
     pub jitter: Option<String>,
+    /// Send this share of a delay's packets without the delay, so later ones overtake: 25%.
+    #[arg(long)]
+    pub reorder: Option<String>,
+    /// Act only ON of every PERIOD from the fault's start: 10s/30s.
+    #[arg(long)]
+    pub pulse: Option<String>,
     /// Hit only this share of flows (connections), chosen by a seeded hash: 20%.
     #[arg(long)]
     pub flows: Option<String>,

@@ -135,7 +135,14 @@ pub fn flag_of(field: &str) -> String {
         "duration" => "--for".into(),
         "bothWays" => "--both-ways".into(),
         "dryRun" => "--dry-run".into(),
-        other => format!("--{other}"),
+        // rejectWith -> --reject-with, lossModel -> --loss-model
+        other => other.chars().fold("--".to_string(), |mut s, c| {
+            if c.is_ascii_uppercase() {
+                s.push('-');
+            }
+            s.push(c.to_ascii_lowercase());
+            s
+        }),
     }
 }
 
@@ -192,6 +199,8 @@ pub fn build(a: &AddArgs, namespace: &str) -> Result<NetworkFault, String> {
         proto: a.proto.as_ref().map(|p| p.trim().to_ascii_lowercase()),
         both_ways: a.both_ways,
         loss: a.loss.clone(),
+        burst: a.burst.clone(),
+        loss_model: a.loss_model.clone(),
         blackhole: a.blackhole,
         reject: a.reject,
         reject_with: a.reject_with.clone(),
@@ -199,6 +208,8 @@ pub fn build(a: &AddArgs, namespace: &str) -> Result<NetworkFault, String> {
         corrupt: a.corrupt.clone(),
         delay: a.delay.clone(),
         jitter: a.jitter.clone(),
+        reorder: a.reorder.clone(),
+        pulse: a.pulse.clone(),
         flows: a.flows.clone(),
         seed: a.seed,
         duration: a.lifetime.clone(),

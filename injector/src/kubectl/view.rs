@@ -3,7 +3,9 @@
 
 use std::time::SystemTime;
 
-use injector_common::{Action, Outcome};
+use injector_common::Outcome;
+
+use crate::fault::action::outcome_columns;
 use serde::Serialize;
 
 use crate::{
@@ -26,6 +28,7 @@ pub struct Counters {
     pub rejected: u64,
     pub duplicated: u64,
     pub corrupted: u64,
+    pub reordered: u64,
 }
 
 impl Counters {
@@ -38,6 +41,7 @@ impl Counters {
             Outcome::Rejected => self.rejected,
             Outcome::Duplicated => self.duplicated,
             Outcome::Corrupted => self.corrupted,
+            Outcome::Reordered => self.reordered,
         }
     }
 
@@ -50,22 +54,17 @@ impl Counters {
             (&mut self.rejected, o.rejected),
             (&mut self.duplicated, o.duplicated),
             (&mut self.corrupted, o.corrupted),
+            (&mut self.reordered, o.reordered),
         ] {
             *a += b;
         }
     }
 }
 
-/// The outcome columns: matched, then the outcome of each action the listed faults use.
+/// The outcome columns: matched, then the outcomes of the listed faults' actions.
 fn shown_outcomes(views: &[&FaultView]) -> Vec<Outcome> {
-    let mut v = vec![Outcome::Matched];
-    for a in Action::ALL {
-        let used = views.iter().any(|f| f.action.starts_with(a.name()));
-        if used && !v.contains(&a.outcome()) {
-            v.push(a.outcome());
-        }
-    }
-    v
+    let specs: Vec<FaultSpec> = views.iter().map(|f| action_spec(&f.resource)).collect();
+    outcome_columns(&specs)
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -104,22 +103,30 @@ pub struct FaultView {
     pub resource: NetworkFault,
 }
 
-/// The action in the node CLI's words (`loss 10%`, `delay 100ms±10ms`, `blackhole`).
-pub fn action_text(nf: &NetworkFault) -> String {
+/// The resource's action fields as a node-level fault's (no match, no name).
+fn action_spec(nf: &NetworkFault) -> FaultSpec {
     let s = &nf.spec;
     FaultSpec {
         loss: s.loss.clone(),
+        burst: s.burst.clone(),
+        loss_model: s.loss_model.clone(),
         blackhole: s.blackhole,
         delay: s.delay.clone(),
         jitter: s.jitter.clone(),
+        reorder: s.reorder.clone(),
         reject: s.reject,
         reject_with: s.reject_with.clone(),
         duplicate: s.duplicate.clone(),
         corrupt: s.corrupt.clone(),
+        pulse: s.pulse.clone(),
         dry_run: s.dry_run,
         ..FaultSpec::default()
     }
-    .action_text()
+}
+
+/// The action in the node CLI's words (`loss 10%`, `delay 100ms±10ms`, `blackhole`).
+pub fn action_text(nf: &NetworkFault) -> String {
+    action_spec(nf).action_text()
 }
 
 fn selector_text(s: &LabelSelector) -> String {
@@ -215,6 +222,7 @@ pub fn view(nf: &NetworkFault, nodes: &[InjectorNode], now: SystemTime) -> Fault
                 rejected: f.rejected,
                 duplicated: f.duplicated,
                 corrupted: f.corrupted,
+                reordered: f.reordered,
             };
             counters.add(&c);
             per_node.push(NodeCounters {

@@ -48,6 +48,7 @@ pub fn node_report(c: &Core, refused: &BTreeMap<String, String>, now: SystemTime
                 f.rejected += n.packets(Outcome::Rejected);
                 f.duplicated += n.packets(Outcome::Duplicated);
                 f.corrupted += n.packets(Outcome::Corrupted);
+                f.reordered += n.packets(Outcome::Reordered);
             }
         }
     }

@@ -29,6 +29,9 @@ fn good_specs_pass() {
         "{to: {pods: {matchLabels: {app: db}}}, proto: tcp, reject: true, rejectWith: tcp-reset}",
         "{to: {pods: {matchLabels: {app: db}}}, duplicate: 5%}",
         "{to: {pods: {matchLabels: {app: db}}}, corrupt: 1%}",
+        "{to: {pods: {matchLabels: {app: db}}}, loss: 5%, burst: '4', pulse: 10s/30s}",
+        "{to: {pods: {matchLabels: {app: db}}}, lossModel: 'ge:1%,25%'}",
+        "{to: {pods: {matchLabels: {app: db}}}, loss: 1%, delay: 50ms, reorder: 25%}",
     ] {
         let nf = fault("shop", "f", s);
         assert_eq!(nf.spec.validate(), Ok(()), "{s}");
@@ -47,9 +50,25 @@ fn what_the_schema_cannot_say_is_refused_naming_the_field() {
     );
     check("{to: {cidrs: [10.0.0.1]}}", "spec: give one of loss");
     check(
-        "{to: {cidrs: [10.0.0.1]}, loss: 5%, delay: 10ms}",
-        "spec.delay: a fault has one action and loss is given too; for loss and delay together \
-         use two faults",
+        "{to: {cidrs: [10.0.0.1]}, loss: 5%, duplicate: 10%}",
+        "spec.duplicate: a fault has one action (or loss with delay) and loss is given too; for \
+         loss and duplicate together use two faults",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, loss: 5%, burst: '0.5'}",
+        "spec.burst: '0.5': the mean burst length is a number of packets, at least 1",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, lossModel: 'ge:1%'}",
+        "spec.lossModel: 'ge:1%': write ge:p,r[,h[,k]]",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, loss: 5%, reorder: 25%}",
+        "spec.reorder: '25%': sends that share without the delay, so it needs one",
+    );
+    check(
+        "{to: {cidrs: [10.0.0.1]}, blackhole: true, pulse: 30s/10s}",
+        "spec.pulse: '30s/10s': the on-time must be shorter than the period",
     );
     check(
         "{to: {cidrs: [10.0.0.1]}, proto: udp, reject: true, rejectWith: tcp-reset}",
