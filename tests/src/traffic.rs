@@ -249,3 +249,17 @@ pub fn one_way(
     sent?;
     Ok(got)
 }
+
+/// A counter of /proc/net/snmp in `ns` (e.g. `Udp` `InCsumErrors`).
+pub fn snmp(ns: &str, proto: &str, field: &str) -> u64 {
+    let text = crate::cmd::in_ns(ns, "cat", &["/proc/net/snmp"]).unwrap();
+    let mut rows = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{proto}: ")));
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|f| f == field)
+        .unwrap_or_else(|| panic!("no {proto} {field} in {names}"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}

@@ -17,7 +17,7 @@ use injector_tests::{
     injector_bin,
     lab::{self, Lab, Pod},
     require_root, stats,
-    traffic::in_netns,
+    traffic::{in_netns, snmp},
 };
 
 const HOOKS: [&str; 3] = ["veth_egress", "overlay_egress", "xdp_veth"];
@@ -75,20 +75,6 @@ fn probes(a: &Pod, b: &Pod, n: u32) -> Vec<u32> {
     })
     .unwrap();
     receiver.join().expect("the receiver panicked")
-}
-
-/// A counter of /proc/net/snmp in `ns` (e.g. `Udp` `InCsumErrors`).
-fn snmp(ns: &str, proto: &str, field: &str) -> u64 {
-    let text = cmd::in_ns(ns, "cat", &["/proc/net/snmp"]).unwrap();
-    let mut rows = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{proto}: ")));
-    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
-    let i = names
-        .split_whitespace()
-        .position(|f| f == field)
-        .unwrap_or_else(|| panic!("no {proto} {field} in {names}"));
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 /// A 10% duplicate from `a` to `b`: 4000 probes, each arrives once or twice, the twice within
