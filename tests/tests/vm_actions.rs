@@ -1,7 +1,9 @@
-//! Reject, duplicate and delay together on Debian 12's 6.1 kernel (sch_fq, no TCX), in the VM:
-//! a connect to a rejected port is refused, and a duplicated packet that is also delayed arrives
-//! twice, both copies held by fq. Ignored on the host (no fq); run by `cargo xtask vm test`
-//! (part of `cargo xtask test`) in real time, so only minima are asserted.
+//! Reject, duplicate, reorder and delay on Debian 12's 6.1 kernel (sch_fq, no TCX), in the VM:
+//! a connect to a rejected port is refused, a duplicated packet that is also delayed arrives
+//! twice, both copies held by fq, and a delay's reorder share arrives at once, overtaking the
+//! delayed packets sent before it. Ignored on the host (no fq); run by `cargo xtask vm test`
+//! (part of `cargo xtask test`) in real time, so only minima are asserted: EDT never releases a
+//! packet early, so a probe faster than the delay was not delayed.
 
 use std::{
     io::ErrorKind,
@@ -14,8 +16,8 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab},
-    require_root,
-    traffic::in_netns,
+    require_root, stats,
+    traffic::{in_netns, one_way},
 };
 
 #[test]
@@ -94,5 +96,72 @@ fn reject_refuses_and_a_delayed_duplicate_arrives_twice_late() {
     assert!(
         times.iter().all(|t| *t >= 50.0),
         "every copy held 50 ms: {times:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs sch_fq: runs in the VM (cargo xtask vm test)"]
+fn a_reorder_share_arrives_at_once_and_overtakes_the_delayed() {
+    require_root();
+    assert!(
+        injector::kernel::features::fq(),
+        "this kernel has no sch_fq"
+    );
+    let l = Lab::up(&lab::run_prefix("vr"), 2).unwrap();
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let faults = format!(
+        r#"[{{"name":"reorder","from":["{}"],"to":["{}"],"proto":"udp","dport":["7300"],"delay":"50ms","reorder":"25%","for":"5m"}}]"#,
+        a.ip, b.ip
+    );
+    for d in [&d1, &d2] {
+        d.apply(&faults).unwrap();
+    }
+    // One flow: fq keeps a flow's packets in their departure-time order, so an undelayed packet
+    // leaves ahead of the delayed ones queued before it.
+    let (n, pps) = (1000u32, 200u32);
+    let lat = one_way(
+        &a.netns,
+        &b.netns,
+        SocketAddr::new(b.ip.into(), 7300),
+        n,
+        pps,
+        1,
+    )
+    .unwrap();
+    assert!(lat.iter().all(Option::is_some), "none lost");
+    let ms: Vec<f64> = lat.iter().map(|l| l.unwrap() as f64 / 1e6).collect();
+    let early = ms.iter().filter(|&&m| m < 50.0).count() as u64;
+    let s = d1.local(&["stats"]).unwrap();
+    let (reordered, delayed) = (
+        stats::fault(&s, "reorder", "veth_egress", "reordered"),
+        stats::fault(&s, "reorder", "veth_egress", "delayed"),
+    );
+    // Overtaken: a probe that arrived after the next one (sent 1/pps later) did.
+    let gap = 1000.0 / f64::from(pps);
+    let overtaken = ms.windows(2).filter(|w| w[1] + gap < w[0]).count();
+    let mut sorted = ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "reorder 25% of a 50 ms delay, {n} probes: {early} under 50 ms (counted reordered \
+         {reordered}, delayed {delayed}), {overtaken} overtook the probe before; latency p10 \
+         {:.1} ms, p50 {:.1} ms, min of the delayed {:.1} ms",
+        sorted[n as usize / 10],
+        sorted[n as usize / 2],
+        ms.iter()
+            .filter(|&&m| m >= 50.0)
+            .fold(f64::MAX, |a, &b| a.min(b)),
+    );
+    assert_eq!(reordered + delayed, u64::from(n), "each probe judged once");
+    stats::assert_binomial(early, u64::from(n), 0.25, "probes under 50 ms");
+    assert!(
+        early <= reordered,
+        "a probe under 50 ms was not delayed: {early} early, {reordered} reordered"
+    );
+    // Each reordered probe whose predecessor was delayed overtakes it: about n p (1 - p).
+    assert!(
+        overtaken as f64 > 0.5 * f64::from(n) * 0.25 * 0.75,
+        "{overtaken} probes overtaken"
     );
 }
