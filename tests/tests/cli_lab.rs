@@ -322,14 +322,38 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             add(&["--loss", "5%", "--blackhole"]),
             "",
-            "--blackhole: a fault has one action and loss is given too; for loss and blackhole \
-             together use two faults with the same match",
+            "--blackhole: a fault has one action (or loss with delay) and loss is given too; for \
+             loss and blackhole together use two faults with the same match",
             1,
         ),
         (
             add(&["--duplicate", "5%", "--corrupt", "1%"]),
             "",
-            "--corrupt: a fault has one action and duplicate is given too",
+            "--corrupt: a fault has one action (or loss with delay) and duplicate is given too",
+            1,
+        ),
+        (
+            add(&["--reorder", "25%", "--loss", "5%"]),
+            "",
+            "--reorder: '25%': sends that share without the delay, so it needs one: add delay",
+            1,
+        ),
+        (
+            add(&["--loss", "90%", "--burst", "2"]),
+            "",
+            "--burst: '2': with loss 90% the mean burst is at least loss / (1 - loss) = 9.000",
+            1,
+        ),
+        (
+            add(&["--loss-model", "ge:1%"]),
+            "",
+            "--loss-model: 'ge:1%': write ge:p,r[,h[,k]] in percent",
+            1,
+        ),
+        (
+            add(&["--blackhole", "--pulse", "30s"]),
+            "",
+            "--pulse: '30s': write ON/PERIOD, e.g. 10s/30s",
             1,
         ),
         (

@@ -21,6 +21,9 @@ Examples:
   injector fault add lossy --to 10.42.2.0/24 --loss 5% --flows 20% --seed 7 --both-ways
   injector fault add refuse-db --to 10.42.2.7 --proto tcp --dport 5432 --reject   # fast failure
   injector fault add dup --to 10.42.2.0/24 --duplicate 5%   # or --corrupt 1%; one action a fault
+  injector fault add bursty --to 10.42.2.7 --loss 5% --burst 4        # losses in bursts of 4 on average
+  injector fault add slow --to 10.42.2.7 --loss 1% --delay 50ms --reorder 25%   # loss and delay combine
+  injector fault add flap --to 10.42.2.7 --blackhole --pulse 10s/30s --for 10m  # 10 s of every 30 s
   injector apply -f faults.yaml            # several faults, YAML or JSON (`-f -`: stdin)
   injector fault ls -o table               # or -o json / -o yaml
   injector top                             # live counters and rates per fault

@@ -153,6 +153,9 @@ fn fields_map_to_flags() {
         ("spec.bothWays", "--both-ways"),
         ("spec.dryRun", "--dry-run"),
         ("spec.flows", "--flows"),
+        ("spec.rejectWith", "--reject-with"),
+        ("spec.lossModel", "--loss-model"),
+        ("spec.pulse", "--pulse"),
         ("spec", "--loss/--blackhole/--delay"),
         ("metadata.name", "NAME"),
     ] {
