@@ -10,13 +10,13 @@ mod support;
 use std::path::PathBuf;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{Program, TestRun, TestRunOptions},
 };
 use injector::{
     daemon::faultset::{AddOptions, FaultSet},
     fault::spec::FaultSpec,
-    kernel::{Maps, monotonic_ns},
+    kernel::{Maps, monotonic_ns, programs as progs},
 };
 use injector_common::{Hook, ctrl, programs};
 use injector_tests::{lab::run_prefix, require_root};
@@ -72,8 +72,9 @@ impl Loaded {
             run_prefix("parse")
         )));
         std::fs::create_dir_all(&dir.0).unwrap();
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&dir.0)
+        // With the EDT stamp where the kernel has it, as the daemon loads them (so this also
+        // runs on 5.10: `cargo xtask vm run --kernel 5.10 -- <this test> every_program`).
+        let mut ebpf = progs::loader(&dir.0, injector::kernel::features::edt_stamp())
             .load(injector::EBPF_OBJECT)
             .unwrap();
         for (name, prog) in ebpf.programs_mut() {
