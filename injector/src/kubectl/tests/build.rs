@@ -162,3 +162,38 @@ fn fields_map_to_flags() {
         assert_eq!(flag_of(field), flag, "{field}");
     }
 }
+
+#[test]
+fn bursty_loss_reorder_pulse_and_loss_with_delay_from_flags() {
+    let nf = add("b --to app=db --loss 5% --burst 4 --pulse 10s/30s").unwrap();
+    let s = &nf.spec;
+    assert_eq!(
+        (s.loss.as_deref(), s.burst.as_deref(), s.pulse.as_deref()),
+        (Some("5%"), Some("4"), Some("10s/30s"))
+    );
+    let nf = add("g --to app=db --loss-model ge:1%,25%").unwrap();
+    assert_eq!(nf.spec.loss_model.as_deref(), Some("ge:1%,25%"));
+    let nf = add("d --to app=db --loss 1% --delay 50ms --reorder 25%").unwrap();
+    assert_eq!(
+        crate::kubectl::view::action_text(&nf),
+        "loss 1% + delay 50ms reorder 25%"
+    );
+    for (args, want) in [
+        (
+            "x --to app=db --loss 5% --reorder 25%",
+            "--reorder: '25%': sends that share without the delay",
+        ),
+        (
+            "x --to app=db --loss-model ge:1%",
+            "--loss-model: 'ge:1%': write ge:p,r",
+        ),
+        ("x --to app=db --blackhole --pulse 10s", "--pulse: '10s'"),
+        (
+            "x --to app=db --loss 5% --duplicate 5%",
+            "--duplicate: a fault has one action (or loss with delay)",
+        ),
+    ] {
+        let e = add(args).unwrap_err();
+        assert!(e.starts_with(want), "{args}: want '{want}' in '{e}'");
+    }
+}
