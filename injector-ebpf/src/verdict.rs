@@ -50,7 +50,8 @@ pub struct Change {
 /// different parse paths) nor makes each combination of changes a state of its own in the
 /// judging loop. Measured: kept on the stack, the loop ran out of the 1M-instruction budget on
 /// 6.18 and needed 530k on 6.1; through the map 85k on 6.18, 155-220k on 6.1 (40-45k before
-/// these actions). Nothing else runs the program on this CPU in between; the clones we send
+/// these actions); with bursty loss, reorder and pulse 100-104k on 6.18, 187-252k on 6.1
+/// (docs/modifiers.md). Nothing else runs the program on this CPU in between; the clones we send
 /// come back synchronously but pass before judging.
 #[derive(Clone, Copy)]
 pub struct Stash {

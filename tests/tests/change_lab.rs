@@ -12,7 +12,6 @@ use std::{
 };
 
 use injector_tests::{
-    cmd,
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab, Pod},
