@@ -161,6 +161,11 @@ fn bursty(l: &Lab, a: &Pod, b: &Pod) {
          buffer overflowed {full} times)"
     );
     stats::assert_gilbert(&bursts, 0.05, 4.0, &format!("{} -> {}", a.name, b.name));
+    let table = d1.cli_ok(&["fault", "ls"], "").unwrap();
+    assert!(
+        table.contains("loss 5% burst 4") && table.contains("DROPPED"),
+        "{table}"
+    );
 }
 
 #[test]
