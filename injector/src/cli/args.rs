@@ -26,6 +26,7 @@ Examples:
   injector top                             # live counters and rates per fault
   injector abort                           # every fault off, one map write
   injector experiment run -f exp.yaml --daemon /run/n1.sock --daemon /run/n2.sock
+  injector experiment run -f k8s-exp.yaml --kubeconfig ~/.kube/config -n shop   # targets: kubernetes
   injector status --addr 10.0.0.5:7070 --token-file /etc/injector/token";
 
 #[derive(Parser)]
@@ -218,6 +219,9 @@ pub enum ExperimentCmd {
         /// The report's path: PATH.json and PATH.html are written.
         #[arg(long, default_value = "experiment-report")]
         report: PathBuf,
+        /// With `targets: kubernetes` in the file: the cluster, as kubectl finds it.
+        #[command(flatten)]
+        cluster: crate::kubectl::args::ConnArgs,
     },
     /// Render the HTML report again from its JSON.
     Report {

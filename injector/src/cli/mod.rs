@@ -183,15 +183,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 dry_run,
                 daemons,
                 report,
+                cluster,
             } => {
                 let eps = if daemons.is_empty() {
-                    vec![endpoint(&cli, conn)?]
+                    endpoint(&cli, conn).map(|e| vec![e])
                 } else {
-                    let eps: Result<Vec<_>, _> =
-                        daemons.iter().map(|d| daemon_endpoint(conn, d)).collect();
-                    eps?
+                    daemons.iter().map(|d| daemon_endpoint(conn, d)).collect()
                 };
-                experiment::run(file, &read_input(file)?, eps, *dry_run, report)
+                let at = experiment::Where {
+                    daemons: eps,
+                    daemons_given: !daemons.is_empty(),
+                    cluster: cluster.clone(),
+                };
+                experiment::run(file, &read_input(file)?, at, *dry_run, report)
             }
             ExperimentCmd::Report { file, out } => experiment::rerender(file, out.as_deref()),
         },

@@ -293,7 +293,7 @@ fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn dns_label(at: &str, v: &str) -> Result<(), FieldError> {
+pub(crate) fn dns_label(at: &str, v: &str) -> Result<(), FieldError> {
     let b = v.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod http;
+pub mod pod;
 pub mod prometheus;
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{duration, ferr};
+use super::file::{Targets, duration, ferr};
 use crate::fault::spec::FieldError;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,6 +28,10 @@ pub struct ProbeSpec {
     /// path (/proc/PID/ns/net); default: the runner's.
     #[serde(default)]
     pub netns: Option<String>,
+    /// With Kubernetes targets: run from inside this pod's netns, `namespace/name` (found through
+    /// the API server; the runner must be on the pod's node, see docs/experiments.md).
+    #[serde(default)]
+    pub pod: Option<String>,
     #[serde(default)]
     pub http: Option<http::HttpSpec>,
     #[serde(default)]
@@ -46,7 +51,10 @@ pub enum Kind {
 pub struct Probe {
     pub name: String,
     pub interval: Duration,
+    /// The netns it runs in (for a `pod` probe: set when the run starts, from the pod).
     pub netns: Option<String>,
+    /// `namespace/name` of the pod it runs in, if any.
+    pub pod: Option<String>,
     pub kind: Kind,
 }
 
@@ -103,7 +111,12 @@ impl Probe {
 }
 
 impl ProbeSpec {
-    pub fn validate(&self, at: &str, default_interval: Duration) -> Result<Probe, FieldError> {
+    pub fn validate(
+        &self,
+        at: &str,
+        default_interval: Duration,
+        targets: Targets,
+    ) -> Result<Probe, FieldError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 63
             && self
@@ -137,6 +150,15 @@ impl ProbeSpec {
                 ));
             }
         }
+        if let Some(p) = &self.pod {
+            pod::check(&format!("{at}.pod"), p, targets)?;
+            if self.netns.is_some() {
+                return Err(ferr(
+                    format!("{at}.pod"),
+                    "give pod or netns, not both (a pod's netns is found from the pod)",
+                ));
+            }
+        }
         let kind = match (&self.http, &self.prometheus, &self.command) {
             (Some(h), None, None) => Kind::Http(h.validate(&format!("{at}.http"))?),
             (None, Some(p), None) => Kind::Prometheus(p.validate(&format!("{at}.prometheus"))?),
@@ -149,6 +171,7 @@ impl ProbeSpec {
             name: self.name.clone(),
             interval,
             netns: self.netns.clone(),
+            pod: self.pod.clone(),
             kind,
         })
     }
