@@ -70,6 +70,10 @@ pub enum Targets {
 }
 
 /// One fault of a step: node-level, or a NetworkFault.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a step holds a few faults; boxing buys nothing"
+)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum StepFault {
