@@ -5,8 +5,9 @@
 //! from inside pod `shop/client` (node1): a hypothesis that holds under 1% loss on the pods
 //! labelled app=web, a ramp to a blackhole aborted with every NetworkFault gone and traffic back
 //! on both nodes (times measured), the runner SIGKILLed mid-step (the kernel deadline ends its
-//! faults; the resources stay listable by the run's label), and bad files refused with nothing
-//! created (the API listed), including one the API server's dry run refuses.
+//! faults; the resources stay listable by the run's label), Ctrl-C deleting every NetworkFault of
+//! the run, and bad files refused with nothing created (the API listed), including one the API
+//! server's dry run refuses.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -304,6 +305,56 @@ fn a_ramp_to_a_blackhole_is_aborted_with_every_network_fault_gone_on_both_nodes(
     assert_eq!(s.held(&run), [vec![], vec![]] as [Vec<Value>; 2]);
     assert!(answers(&s.pod(1, 1).netns, s.web()), "node1 -> web again");
     assert!(answers(&s.pod(2, 2).netns, s.web()), "node2 -> web again");
+    let html = std::fs::read_to_string(path.with_extension("html")).unwrap();
+    assert!(html.contains("Hypothesis rejected at step 2") && html.contains("id=\"abort-nodes\""));
+    assert!(html.contains(&format!("injector.dev/experiment-run={run}")));
+}
+
+#[test]
+fn ctrl_c_deletes_every_network_fault_of_the_run() {
+    let s = setup("xki");
+    let yaml = format!(
+        "{}steps:\n  - duration: 30s\n    faults: [{{name: web, {TO_WEB}, blackhole: true}}, {{name: db, to: {{pods: {{matchLabels: {{app: db}}}}}}, proto: icmp, loss: 50%}}]\nabort_when: [{{probe: front, failures_in_a_row: 1000}}]\n",
+        s.head("interrupt", "x")
+    );
+    let (mut c, path) = s.command("interrupt", &yaml, &[]);
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    s.k.until(
+        "both NetworkFaults on both nodes",
+        Duration::from_secs(30),
+        || {
+            let nfs = s.network_faults(None);
+            ensure!(nfs.len() == 2, "{} NetworkFaults", nfs.len());
+            let run = nfs[0]["metadata"]["labels"][RUN_LABEL]
+                .as_str()
+                .unwrap_or_default();
+            let h = s.held(run);
+            ensure!(h.iter().all(|n| n.len() == 2), "{h:?}");
+            Ok(())
+        },
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(1));
+    let r = report(&path);
+    assert_eq!(r["verdict"]["result"], "interrupted", "{}", r["verdict"]);
+    let run = run_id(&r);
+    assert!(s.network_faults(Some(&run)).is_empty());
+    s.k.until(
+        "no fault of the run on either node",
+        Duration::from_secs(10),
+        || {
+            let h = s.held(&run);
+            ensure!(h.iter().all(Vec::is_empty), "{h:?}");
+            Ok(())
+        },
+    );
+    assert!(answers(&s.pod(1, 1).netns, s.web()));
 }
 
 #[test]
