@@ -6,12 +6,13 @@
 //! labelled app=web, a ramp to a blackhole aborted with every NetworkFault gone and traffic back
 //! on both nodes (times measured), the runner SIGKILLed mid-step (the kernel deadline ends its
 //! faults; the resources stay listable by the run's label), Ctrl-C deleting every NetworkFault of
-//! the run, and bad files refused with nothing created (the API listed), including one the API
+//! the run, a ramp of the blast radius (one pod, then all, the same on both nodes), and bad files refused with nothing created (the API listed), including one the API
 //! server's dry run refuses.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead as _, BufReader},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -21,7 +22,7 @@ use anyhow::ensure;
 use injector_tests::{
     cluster::{ADMIN, ClusterOptions, Identity, PodMeta},
     injector_bin,
-    k8s::Deployed,
+    k8s::{Deployed, all_addrs, pod_ips},
     lab::{self, Pod},
     poll::until,
     require_root,
@@ -511,4 +512,65 @@ fn bad_files_are_refused_with_the_field_path_and_nothing_is_created() {
     assert_eq!(r["probes"][0]["samples"][0]["ok"], true);
     assert!(s.network_faults(None).is_empty());
     assert_eq!(s.held(&run_id(&r)), [vec![], vec![]] as [Vec<Value>; 2]);
+}
+
+#[test]
+fn a_blast_radius_ramp_widens_from_one_pod_to_all_on_every_node() {
+    let s = setup("xkp");
+    let yaml = format!(
+        "{}ramp:\n  duration: 6s\n  fault: {{name: some, to: {{pods: {{matchExpressions: [{{key: app, operator: In, values: [web, db]}}]}}}}, proto: icmp, loss: 1%}}\n  pods: [one, all]\nrecovery: 10s\n",
+        s.head(
+            "radius",
+            "the web pods answer while ICMP to more and more pods is lost"
+        )
+    );
+    let (mut c, path) = s.command("radius", &yaml, &[]);
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (web, db) = (pod_ips(s.pod(2, 1)), pod_ips(s.pod(2, 2)));
+    // Per node, the addresses the run's parts send to (both nodes the same, or an error).
+    let targets = || -> anyhow::Result<BTreeSet<IpAddr>> {
+        let nfs = s.network_faults(None);
+        ensure!(nfs.len() == 1, "{} NetworkFaults", nfs.len());
+        let run = nfs[0]["metadata"]["labels"][RUN_LABEL]
+            .as_str()
+            .unwrap_or_default();
+        let per: Vec<BTreeSet<IpAddr>> = s.held(run).iter().map(|f| all_addrs(f, "to")).collect();
+        ensure!(per[0] == per[1], "the nodes differ: {per:?}");
+        Ok(per[0].clone())
+    };
+    let one = s.k.until(
+        "step 1: one of the two pods, on both nodes",
+        Duration::from_secs(30),
+        || {
+            let t = targets()?;
+            ensure!(t == web || t == db, "{t:?}");
+            Ok(t)
+        },
+    );
+    s.k.until(
+        "step 2: both pods, on both nodes",
+        Duration::from_secs(30),
+        || {
+            let t = targets()?;
+            ensure!(t == web.union(&db).cloned().collect(), "{t:?}");
+            Ok(())
+        },
+    );
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    let r = report(&path);
+    assert_eq!(r["verdict"]["result"], "held", "{}", r["verdict"]);
+    let names: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["to pods one", "to pods all"]);
+    eprintln!("step 1 chose {one:?} on both nodes; step 2 all of web {web:?} and db {db:?}");
+    assert!(s.network_faults(None).is_empty());
 }
