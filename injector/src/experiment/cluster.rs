@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     cli::Failure,
-    k8s::{InjectorNode, NetworkFault},
+    k8s::{InjectorNode, NetworkFault, validate},
     kubectl::{args::ConnArgs, conn::Conn},
 };
 
@@ -64,14 +64,9 @@ pub fn run_id() -> String {
     format!("{:08x}", h as u32)
 }
 
+/// `v` when it is a label value (the resource's own check), else nothing.
 fn label_value(v: &str) -> Option<String> {
-    let ok = !v.is_empty()
-        && v.len() <= 63
-        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && v.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    ok.then(|| v.to_string())
+    (!v.is_empty() && validate::label_value("", v).is_ok()).then(|| v.to_string())
 }
 
 impl Cluster {

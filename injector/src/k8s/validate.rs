@@ -281,7 +281,7 @@ fn label_key(at: &str, k: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
+pub(crate) fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
     if !v.is_empty() && !name_part(v) {
         return Err(fe(
             at,
