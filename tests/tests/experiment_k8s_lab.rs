@@ -264,6 +264,24 @@ fn a_hypothesis_that_holds_under_one_percent_loss_on_pods_chosen_by_label() {
         nodes.iter().all(|n| n["removed_s"].is_number()),
         "{nodes:?}"
     );
+    // `experiment report` renders the same page from the JSON (NetworkFaults read back).
+    let again = s.dir.join("held-again.html");
+    let out = Command::new(injector_bin())
+        .args(["experiment", "report"])
+        .arg(path.with_extension("json"))
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        std::fs::read_to_string(path.with_extension("html")).unwrap()
+    );
 }
 
 #[test]

@@ -108,6 +108,16 @@ impl Cluster {
         format!("{name}-{}", self.run)
     }
 
+    /// The namespaces the faults of `steps` go to.
+    pub fn namespaces(&self, steps: &[Step]) -> BTreeSet<String> {
+        steps
+            .iter()
+            .flat_map(|s| &s.faults)
+            .filter_map(|f| kube(f).ok())
+            .map(|f| self.namespace(f))
+            .collect()
+    }
+
     fn namespace(&self, f: &KubeFault) -> String {
         f.namespace
             .clone()

@@ -55,10 +55,20 @@ pub fn run(
             }
             let id = cluster::run_id();
             let k = cluster::Cluster::connect(c, &exp.name, id.clone())?;
+            let rm: Vec<String> = k
+                .namespaces(&exp.steps)
+                .iter()
+                .map(|ns| {
+                    format!(
+                        "kubectl delete networkfaults -n {ns} -l {}={id}",
+                        cluster::RUN_LABEL
+                    )
+                })
+                .collect();
             println!(
-                "run {id}: NetworkFaults <fault>-{id}, label {}={id} (kubectl delete networkfaults -A -l {}={id} removes what a killed run left)",
+                "run {id}: NetworkFaults <fault>-{id}, label {}={id} (what a killed run leaves: {})",
                 cluster::RUN_LABEL,
-                cluster::RUN_LABEL
+                rm.join("; ")
             );
             (Arc::new(k), Some(id))
         }
