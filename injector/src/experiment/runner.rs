@@ -1,5 +1,6 @@
-//! Runs an experiment: the steady state before, each step's faults on every daemon while the
-//! probes run, the abort at once when a rule holds, the removal, the recovery; fills the report.
+//! Runs an experiment: the steady state before, each step's faults on every daemon (or in the
+//! cluster) while the probes run, the abort at once when a rule holds, the removal, the
+//! recovery; fills the report.
 
 use std::{
     collections::BTreeMap,
@@ -114,12 +115,12 @@ impl Run<'_> {
     }
 }
 
-/// Runs `exp` against `daemons` (node daemons, or the cluster); with `dry_run`, only the checks
+/// Runs `exp` against `target` (node daemons, or the cluster); with `dry_run`, only the checks
 /// and the steady state before. Never returns with a fault of the experiment left where the
 /// target answers.
 pub fn run(
     exp: &Experiment,
-    daemons: Arc<dyn Backend>,
+    target: Arc<dyn Backend>,
     dry_run: bool,
     run: Option<String>,
 ) -> Report {
@@ -127,7 +128,7 @@ pub fn run(
     let mut r = Run {
         exp,
         t0: Instant::now(),
-        rep: Report::new(exp, daemons.labels(), unix_ms(), dry_run),
+        rep: Report::new(exp, target.labels(), unix_ms(), dry_run),
         live: Live {
             last: vec![None; exp.probes.len()],
             phase: "steady state before the faults".into(),
@@ -142,18 +143,18 @@ pub fn run(
     let names = exp.fault_names();
     r.view
         .event(&format!("experiment {}: {}", exp.name, exp.hypothesis));
-    if let Err(e) = daemons.check(&names) {
+    if let Err(e) = target.check(&names) {
         return r.finish(Conclusion::NotStarted, None, e);
     }
     // Every step's faults as the target takes them (the API server's dry run), before any starts.
-    if let Err(e) = daemons.validate(&exp.steps) {
+    if let Err(e) = target.validate(&exp.steps) {
         return r.finish(Conclusion::NotStarted, None, e);
     }
     // A probe from inside a pod runs in that pod's netns on this host.
     let mut probes: Vec<Probe> = exp.probes.clone();
     for (i, p) in probes.iter_mut().enumerate() {
         if let Some(pod) = &p.pod {
-            match daemons.pod_netns(pod) {
+            match target.pod_netns(pod) {
                 Ok(ns) => {
                     r.view
                         .event(&format!("probe {}: pod {pod}'s netns is {ns}", p.name));
@@ -225,7 +226,7 @@ pub fn run(
     // The steps.
     let stop_counters = Arc::new(AtomicBool::new(false));
     poll_counters(
-        daemons.clone(),
+        target.clone(),
         names.clone(),
         tx.clone(),
         stop_counters.clone(),
@@ -240,7 +241,7 @@ pub fn run(
         let start = Instant::now();
         let end = start + step.duration;
         r.rep.steps[k].start_s = Some(r.at(start));
-        let faults = match daemons.apply(&step.faults, step.duration + exp.margin) {
+        let faults = match target.apply(&step.faults, step.duration + exp.margin) {
             Ok(sent) => sent,
             Err(e) => {
                 failure = Some((k, format!("step {}: applying its faults: {e}", k + 1)));
@@ -255,7 +256,7 @@ pub fn run(
             .cloned()
             .collect();
         if !stale.is_empty() {
-            daemons.remove(&stale);
+            target.remove(&stale);
         }
         applied = now_names;
         r.view.event(&format!(
@@ -308,7 +309,7 @@ pub fn run(
     }
 
     // Remove every fault of the experiment, on every daemon, at once.
-    let (removed, errors) = daemons.remove(&names);
+    let (removed, errors) = target.remove(&names);
     let removed_s = r.at(removed);
     r.rep.recovery.removed_s = Some(removed_s);
     let current = abort
@@ -354,7 +355,7 @@ pub fn run(
     // restore above and the recovery go on meanwhile).
     let mut confirming = true;
     {
-        let (d, names, tx, limit) = (daemons.clone(), names.clone(), tx.clone(), exp.recovery);
+        let (d, names, tx, limit) = (target.clone(), names.clone(), tx.clone(), exp.recovery);
         std::thread::spawn(move || {
             let n = d.nodes_removed(&names, removed, limit);
             let _ = tx.send(Event::NodesRemoved(n));
