@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
@@ -371,13 +371,7 @@ impl DaemonArgs {
 
 /// The bearer token of `--api-token-file`: the file's text, trimmed, at least 16 characters.
 fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(f).with_context(|| {
-        format!(
-            "--api-token-file: cannot read {}; write a token of at least 16 characters there",
-            f.display()
-        )
-    })?;
-    let t = t.trim().to_string();
+    let t = crate::secret::read_token("--api-token-file", f).map_err(anyhow::Error::msg)?;
     if t.len() < 16 {
         bail!(
             "--api-token-file: the token in {} is {} characters; use at least 16",

@@ -67,12 +67,10 @@ fn tcp_or(conn: &ClientArgs, addr: Option<&str>, unix: Endpoint) -> Result<Endpo
                     "--addr: a TCP daemon needs --token-file FILE with its bearer token".into(),
                 )
             })?;
-            let token = std::fs::read_to_string(f).map_err(|e| {
-                Failure(1, format!("--token-file: cannot read {}: {e}", f.display()))
-            })?;
+            let token = crate::secret::read_token("--token-file", f).map_err(|e| Failure(1, e))?;
             Ok(Endpoint::Tcp {
                 addr: addr.to_string(),
-                token: token.trim().to_string(),
+                token,
             })
         }
     }
