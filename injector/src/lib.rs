@@ -14,6 +14,7 @@ pub mod kubectl;
 pub mod local;
 pub mod net;
 pub mod parse;
+pub mod secret;
 
 /// The eBPF object built from injector-ebpf by build.rs, embedded at compile time.
 pub static EBPF_OBJECT: &[u8] =

@@ -204,6 +204,51 @@ impl Daemon {
         crate::cmd::run(&self.bin.to_string_lossy(), &a)
     }
 
+    /// What the pinned maps say, read without the daemon (`injector local stats`): the faults of
+    /// the live generation by the names their records give (a kernel slot without a record shows
+    /// as `slotN`), each one's remaining seconds, sorted by name, and how many fault records are
+    /// stored.
+    pub fn kernel_faults(&self) -> (Vec<(String, f64)>, u64) {
+        let out = self.local(&["stats"]).unwrap();
+        let records = crate::stats::value(out.lines().next().unwrap(), "records");
+        let mut faults: Vec<(String, f64)> = out
+            .lines()
+            .filter(|l| l.starts_with("fault ") && l.contains(" hook=veth_egress "))
+            .map(|l| {
+                let name = l.split_whitespace().nth(1).unwrap().to_string();
+                let left = l
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("remaining_s="))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (name, left)
+            })
+            .collect();
+        faults.sort_by(|a, b| a.0.cmp(&b.0));
+        (faults, records)
+    }
+
+    /// The API's faults (`fault ls`): names and remaining seconds, sorted by name.
+    pub fn api_faults(&self) -> Vec<(String, f64)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["fault", "ls", "-o", "json"], "").unwrap())
+                .unwrap();
+        let mut out: Vec<(String, f64)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap().to_string(),
+                    f["remaining_s"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

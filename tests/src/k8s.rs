@@ -116,6 +116,17 @@ impl Deployed {
 
     /// As [`up`](Self::up), with the daemons of `bin` (e.g. a release build).
     pub fn up_with(prefix: &str, opts: ClusterOptions, bin: &std::path::Path) -> Result<Deployed> {
+        Self::up_daemons(prefix, opts, bin, &[])
+    }
+
+    /// As [`up_with`](Self::up_with), each daemon with `extra` arguments too (e.g.
+    /// `--report-interval 1s`).
+    pub fn up_daemons(
+        prefix: &str,
+        opts: ClusterOptions,
+        bin: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<Deployed> {
         let cluster = Cluster::up(prefix, opts)?;
         cluster.install_injector()?;
         let kc = cluster.kubeconfig(DAEMON);
@@ -125,7 +136,9 @@ impl Deployed {
             .nodes
             .iter()
             .map(|n| {
-                Daemon::start_with(bin, n, &["--node-name", &n.name, "--kubeconfig", kc])
+                let mut args = vec!["--node-name", &n.name, "--kubeconfig", kc];
+                args.extend_from_slice(extra);
+                Daemon::start_with(bin, n, &args)
                     .with_context(|| format!("starting the daemon of {}", n.name))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -75,6 +75,26 @@ fn host_veth_name(pod_netns: &str) -> String {
     format!("veth{h:08x}")
 }
 
+impl Pod {
+    /// Pod number `p` (1..=253) of node `n` in lab `prefix`: its names and addresses.
+    pub fn at(prefix: &str, n: u8, p: u8) -> Pod {
+        let pod_ns = format!("{prefix}-n{n}p{p}");
+        Pod {
+            name: format!("n{n}p{p}"),
+            host_veth: host_veth_name(&pod_ns),
+            netns: pod_ns,
+            ip: Ipv4Addr::new(10, 42, n, 1 + p),
+            ip6: Ipv6Addr::new(0xfd00, 0x42, u16::from(n), 0, 0, 0, 0, u16::from(1 + p)),
+            node: n,
+        }
+    }
+}
+
+/// Deletes a pod (as a CNI DEL would): its netns goes, and with it both ends of its veth.
+pub fn delete_pod(pod: &Pod) -> Result<()> {
+    ip("", &["netns", "del", &pod.netns]).map(drop)
+}
+
 fn sysctl(ns: &str, kv: &str) -> Result<()> {
     in_ns(ns, "sysctl", &["-qw", kv]).map(drop)
 }
@@ -90,28 +110,7 @@ impl Lab {
         let nodes = (1..=2u8)
             .map(|n| {
                 let netns = format!("{prefix}-node{n}");
-                let pods = (1..=pods_per_node)
-                    .map(|p| {
-                        let pod_ns = format!("{prefix}-n{n}p{p}");
-                        Pod {
-                            name: format!("n{n}p{p}"),
-                            host_veth: host_veth_name(&pod_ns),
-                            netns: pod_ns,
-                            ip: Ipv4Addr::new(10, 42, n, 1 + p),
-                            ip6: Ipv6Addr::new(
-                                0xfd00,
-                                0x42,
-                                u16::from(n),
-                                0,
-                                0,
-                                0,
-                                0,
-                                u16::from(1 + p),
-                            ),
-                            node: n,
-                        }
-                    })
-                    .collect();
+                let pods = (1..=pods_per_node).map(|p| Pod::at(prefix, n, p)).collect();
                 Node {
                     name: format!("node{n}"),
                     netns,
@@ -290,21 +289,22 @@ impl Lab {
     /// As [`add_pod`](Self::add_pod), with both ends of its veth at `mtu` (e.g. one too large
     /// for XDP on veth, to provoke an XDP attach failure).
     pub fn add_pod_with_mtu(&mut self, n: u8, mtu: &str) -> Result<Pod> {
-        let prefix = self.prefix.clone();
-        let node = &mut self.nodes[usize::from(n - 1)];
-        let p = node.pods.len() as u8 + 1;
-        let pod_ns = format!("{prefix}-n{n}p{p}");
-        let pod = Pod {
-            name: format!("n{n}p{p}"),
-            host_veth: host_veth_name(&pod_ns),
-            netns: pod_ns,
-            ip: Ipv4Addr::new(10, 42, n, 1 + p),
-            ip6: Ipv6Addr::new(0xfd00, 0x42, u16::from(n), 0, 0, 0, 0, u16::from(1 + p)),
-            node: n,
-        };
+        let node = &self.nodes[usize::from(n - 1)];
+        // The smallest free number: after removals, numbers (and addresses) are reused.
+        let p = (1..=253u8)
+            .find(|p| node.pods.iter().all(|q| q.name != format!("n{n}p{p}")))
+            .context("node is full: 253 pods")?;
+        let pod = Pod::at(&self.prefix, n, p);
         build_pod(&node.netns, &pod, mtu)?;
-        node.pods.push(pod.clone());
+        self.nodes[usize::from(n - 1)].pods.push(pod.clone());
         Ok(pod)
+    }
+
+    /// Creates pod `pod` (from [`Pod::at`]) without the lab tracking it, for churn: the caller
+    /// deletes it with [`delete_pod`]; the lab's teardown removes it too (its netns carries the
+    /// lab's prefix).
+    pub fn create_untracked(&self, pod: &Pod) -> Result<()> {
+        build_pod(&self.node(pod.node).netns, pod, POD_MTU)
     }
 
     /// Removes a pod (as a CNI DEL would): its netns goes, and with it both ends of its veth.
@@ -315,7 +315,7 @@ impl Lab {
             .iter()
             .position(|p| p.name == name)
             .context("no such pod")?;
-        ip("", &["netns", "del", &node.pods[i].netns])?;
+        delete_pod(&node.pods[i])?;
         node.pods.remove(i);
         Ok(())
     }

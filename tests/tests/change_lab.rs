@@ -42,11 +42,25 @@ fn probe(seq: u32) -> Vec<u8> {
     m
 }
 
-/// `n` probes from `a` to `b` (UDP port 7100), paced, received as they come (a socket buffer
-/// holds only a few hundred); returns how often each arrived. Every datagram that arrives must
-/// be intact.
+/// `n` probes from `a` to `b` (UDP port 7100), paced, received as they come into a socket buffer
+/// with room for all; returns how often each arrived. Every datagram that arrives must be intact,
+/// and none may be lost to a full receive buffer.
 fn probes(a: &Pod, b: &Pod, n: u32) -> Vec<u32> {
     let rx = in_netns(&b.netns, || Ok(UdpSocket::bind(("0.0.0.0", 7100))?)).unwrap();
+    // Room for every probe (~1 KiB of buffer each): a receiver thread starved by a loaded
+    // machine must not lose any, or the losses would not be the fault's.
+    let room: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt on an open socket with a c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&rx),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const room).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
     rx.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let receiver = std::thread::spawn(move || {
@@ -61,6 +75,7 @@ fn probes(a: &Pod, b: &Pod, n: u32) -> Vec<u32> {
         }
         got
     });
+    let rcvbuf_before = snmp(&b.netns, "Udp", "RcvbufErrors");
     let dst = SocketAddr::new(IpAddr::V4(b.ip), 7100);
     in_netns(&a.netns, move || {
         let s = UdpSocket::bind(("0.0.0.0", 0))?;
@@ -73,7 +88,13 @@ fn probes(a: &Pod, b: &Pod, n: u32) -> Vec<u32> {
         Ok(())
     })
     .unwrap();
-    receiver.join().expect("the receiver panicked")
+    let got = receiver.join().expect("the receiver panicked");
+    assert_eq!(
+        snmp(&b.netns, "Udp", "RcvbufErrors") - rcvbuf_before,
+        0,
+        "no probe lost to a full receive buffer"
+    );
+    got
 }
 
 /// A 10% duplicate from `a` to `b`: 4000 probes, each arrives once or twice, the twice within

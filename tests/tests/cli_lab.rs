@@ -535,6 +535,7 @@ fn daemon_errors_name_its_flags_and_its_help_has_no_client_flags() {
     // Refused before anything is loaded (no root needed): the flag is --api-token-file.
     let short = std::env::temp_dir().join(format!("{}.token", lab::run_prefix("cf")));
     std::fs::write(&short, "short\n").unwrap();
+    std::fs::set_permissions(&short, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let missing = "/nonexistent/injector.token";
     for (file, want) in [
         (

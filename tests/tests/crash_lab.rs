@@ -10,7 +10,7 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab},
-    require_root, stats,
+    require_root,
 };
 
 /// The steps of a commit, in order; the flip comes between "filled" and "flipped".
@@ -25,49 +25,6 @@ const STEPS: [&str; 6] = [
 
 fn committed(step: &str) -> bool {
     STEPS.iter().position(|s| *s == step) >= STEPS.iter().position(|s| *s == "flipped")
-}
-
-/// What the pinned maps say, read without the daemon: the faults of the live generation by the
-/// names their records give (a kernel slot without a record shows as `slotN`), each one's
-/// remaining seconds, and how many fault records are stored.
-fn kernel(d: &Daemon) -> (Vec<(String, f64)>, u64) {
-    let out = d.local(&["stats"]).unwrap();
-    let records = stats::value(out.lines().next().unwrap(), "records");
-    let mut faults: Vec<(String, f64)> = out
-        .lines()
-        .filter(|l| l.starts_with("fault ") && l.contains(" hook=veth_egress "))
-        .map(|l| {
-            let name = l.split_whitespace().nth(1).unwrap().to_string();
-            let left = l
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("remaining_s="))
-                .unwrap()
-                .parse()
-                .unwrap();
-            (name, left)
-        })
-        .collect();
-    faults.sort_by(|a, b| a.0.cmp(&b.0));
-    (faults, records)
-}
-
-/// The API's faults: names and remaining seconds.
-fn api(d: &Daemon) -> Vec<(String, f64)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.cli_ok(&["fault", "ls", "-o", "json"], "").unwrap()).unwrap();
-    let mut out: Vec<(String, f64)> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap().to_string(),
-                f["remaining_s"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 /// `(name, lifetime in hours)` of a set, compared with remaining seconds to the hour.
@@ -204,7 +161,7 @@ fn a_crash_at_any_step_of_a_change_leaves_the_old_set_or_the_new_one() {
             );
             std::fs::write(&fp, "").unwrap();
             // What the kernel runs right after the crash, named by the live generation's records.
-            let (live, _) = kernel(&d);
+            let (live, _) = d.kernel_faults();
             let want = if committed(step) { c.new } else { c.old };
             if c.op != "reap" {
                 assert!(
@@ -218,8 +175,8 @@ fn a_crash_at_any_step_of_a_change_leaves_the_old_set_or_the_new_one() {
             }
             // A restarted daemon adopts exactly that, and kernel, records and API agree.
             let d = d.restart().unwrap();
-            let (live, records) = kernel(&d);
-            let listed = api(&d);
+            let (live, records) = d.kernel_faults();
+            let listed = d.api_faults();
             let want: Vec<(&str, f64)> = want
                 .iter()
                 .filter(|(n, _)| c.op != "reap" || *n != "r")

@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -363,6 +363,26 @@ fn the_tcp_api_needs_its_token() {
     let token_file = std::env::temp_dir().join(format!("{}.token", l.prefix));
     std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
     let _cleanup = scopeguard(token_file.clone());
+    // A token file that group or others can read is refused at start, naming the fix; nothing
+    // is loaded.
+    let bpffs = format!("/sys/fs/bpf/{}-tok", l.prefix);
+    let out = Command::new(injector_bin())
+        .args(["daemon", "--netns", &l.node(1).netns, "--bpffs", &bpffs])
+        .args(["--listen", "127.0.0.1:7070", "--api-token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--api-token-file: ") && err.contains("mode 644") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&bpffs).exists(),
+        "nothing was created"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let d = Daemon::start_with(
         &injector_bin(),
         l.node(1),
@@ -397,6 +417,16 @@ fn the_tcp_api_needs_its_token() {
             .output()
             .unwrap()
     };
+    // The Unix socket: a socket, mode 0600, owned by the daemon's user.
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600, "the API socket's mode");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        meta.uid(),
+        unsafe { libc::geteuid() },
+        "the API socket's owner"
+    );
     let out = cli(&token_file);
     assert!(
         out.status.success(),
@@ -410,6 +440,11 @@ fn the_tcp_api_needs_its_token() {
     let wrong = std::env::temp_dir().join(format!("{}.wrong", l.prefix));
     std::fs::write(&wrong, "not-the-token-0123456789").unwrap();
     let _cleanup2 = scopeguard(wrong.clone());
+    // The client refuses a token file others can read too.
+    let out = cli(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = cli(&wrong);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -528,3 +528,65 @@ fn rt_kill_9_restart_and_stop_on_a_kernel_without_tcx() {
     );
     assert_eq!(ping(3), 3);
 }
+
+/// The running kernel's (major, minor), from uname.
+fn kernel_line() -> (u32, u32) {
+    let release = cmd::run("uname", &["-r"]).unwrap();
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap());
+    (v.next().unwrap(), v.next().unwrap())
+}
+
+#[test]
+#[ignore = "about each kernel line's attach path: runs in the VM (cargo xtask vm test --kernel all)"]
+fn rt_the_attach_path_follows_the_kernel() {
+    require_root();
+    let line = kernel_line();
+    let tcx = line >= (6, 6);
+    assert_eq!(
+        injector::kernel::features::tcx(),
+        tcx,
+        "TCX is there from 6.6 (kernel {line:?})"
+    );
+    let l = Lab::up(&lab::run_prefix("va"), 2).unwrap();
+    let n1 = l.node(1).netns.clone();
+    let (a, b) = (l.pod(1, 1), l.pod(1, 2));
+    let d = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["status", "-o", "json"], "").unwrap()).unwrap();
+    assert_eq!(status["features"]["tcx"], tcx, "{status}");
+    // The pod veth's egress program: on a TCX link, or as a direct-action filter under clsact.
+    let on_tcx = injector_tests::snapshot::tcx_programs(&n1, &b.host_veth).unwrap();
+    let filters = cmd::run(
+        "tc",
+        &["-n", &n1, "filter", "show", "dev", &b.host_veth, "egress"],
+    )
+    .unwrap();
+    if tcx {
+        assert!(
+            on_tcx.iter().any(|p| p.contains("tc_veth_egress")),
+            "TCX: {on_tcx:?}"
+        );
+        assert!(
+            !filters.contains("direct-action"),
+            "no clsact filter: {filters}"
+        );
+    } else {
+        assert!(on_tcx.is_empty(), "no TCX before 6.6: {on_tcx:?}");
+        assert!(
+            filters.contains("direct-action") && filters.contains("tc_veth_egress"),
+            "clsact: {filters}"
+        );
+    }
+    // And it judges: a blackhole to b drops every ping.
+    d.apply(&format!(
+        r#"[{{"name":"bh","to":["{}"],"blackhole":true,"for":"5m"}}]"#,
+        b.ip
+    ))
+    .unwrap();
+    assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0);
+    d.stop().unwrap();
+    assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 3);
+}

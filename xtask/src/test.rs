@@ -117,24 +117,40 @@ fn test_executable(name: &str) -> Result<String> {
 /// Real delay needs sch_fq, which this host's kernel lacks: those tests (`#[ignore]`d on the host)
 /// run in a stock Debian kernel under QEMU, the `rt_` ones in real time, the `icount_` ones on
 /// virtual time where precision can be asserted; on 6.1 (bookworm), with vm_actions.rs (reject,
-/// and a duplicate of a delayed packet) in real time. On 5.10 (bullseye, no
-/// `bpf_skb_set_tstamp`) one short real-time run of tests/tests/vm_5_10.rs: the programs without
-/// the EDT stamp load, drop, blackhole, reject and duplicate work, delay is refused. `kernel`:
-/// only that one.
-pub fn vm_tests(kernel: Option<vm::Kernel>) -> Result<()> {
-    let runs: &[(vm::Kernel, &str, &str, bool)] = &[
-        (vm::Kernel::Bullseye, "vm_5_10", "", false),
-        (vm::Kernel::Bookworm, "vm_delay", "rt_", false),
-        (vm::Kernel::Bookworm, "vm_actions", "", false),
-        (vm::Kernel::Bookworm, "vm_delay", "icount_", true),
+/// duplicate, reorder) in real time. On 5.10 (bullseye, no `bpf_skb_set_tstamp`) one short
+/// real-time run of tests/tests/vm_5_10.rs: the programs without the EDT stamp load, drop,
+/// blackhole, reject and duplicate work, delay is refused. On 6.12 (bookworm-backports, TCX):
+/// the real-time delay and action tests, but the one about the netlink path. On each, the attach
+/// path follows the kernel (clsact before 6.6, TCX from 6.6). `kernels`: only those; None: the
+/// ones CI runs (5.10 and 6.1; 6.12 on demand).
+pub fn vm_tests(kernels: Option<&[vm::Kernel]>) -> Result<()> {
+    use vm::Kernel::{Backports, Bookworm, Bullseye};
+    // (kernel, test file, name filter, --skip, icount)
+    let runs: &[(vm::Kernel, &str, &str, &str, bool)] = &[
+        (Bullseye, "vm_5_10", "", "", false),
+        (Bullseye, "vm_delay", "rt_the_attach_path", "", false),
+        (Bookworm, "vm_delay", "rt_", "", false),
+        (Bookworm, "vm_actions", "", "", false),
+        (Bookworm, "vm_delay", "icount_", "", true),
+        (Backports, "vm_delay", "rt_", "kernel_without_tcx", false),
+        (Backports, "vm_actions", "", "", false),
     ];
-    for &(k, file, filter, icount) in runs {
-        if kernel.is_some_and(|want| want != k) {
+    for &(k, file, filter, skip, icount) in runs {
+        let wanted = match kernels {
+            Some(ks) => ks.contains(&k),
+            None => k != Backports,
+        };
+        if !wanted {
             continue;
         }
         let vm = vm::setup_kernel(k)?;
         let exe = test_executable(file)?;
-        let cmd = format!("{exe} --ignored --nocapture --test-threads=1 {filter}");
+        let skip = if skip.is_empty() {
+            String::new()
+        } else {
+            format!(" --skip {skip}")
+        };
+        let cmd = format!("{exe} --ignored --nocapture --test-threads=1 {filter}{skip}");
         eprintln!(
             "+ [vm {}{}] {cmd}",
             vm.kver,

@@ -74,6 +74,20 @@ pub enum Kernel {
     #[default]
     #[value(name = "6.1")]
     Bookworm,
+    /// Debian 12 bookworm-backports: 6.12 (trixie's kernel line; TCX).
+    #[value(name = "6.12")]
+    Backports,
+}
+
+/// `--kernel`: one of the kernels by its line (5.10, 6.1, 6.12), or `all`.
+pub fn parse_kernels(s: &str) -> Result<Vec<Kernel>, String> {
+    use clap::ValueEnum as _;
+    if s == "all" {
+        return Ok(Kernel::value_variants().to_vec());
+    }
+    Kernel::from_str(s, false)
+        .map(|k| vec![k])
+        .map_err(|_| format!("'{s}' is not a kernel here; use 5.10, 6.1, 6.12 or all"))
 }
 
 impl Kernel {
@@ -81,13 +95,31 @@ impl Kernel {
         match self {
             Kernel::Bullseye => "5.10",
             Kernel::Bookworm => "6.1",
+            Kernel::Backports => "6.12",
+        }
+    }
+
+    /// The suite of this kernel's release that a host `bookworm*` suite maps to in the private
+    /// apt state, or None to leave that entry out (bookworm itself needs no private state).
+    fn suite(self, host: &str) -> Option<String> {
+        let rest = host.strip_prefix("bookworm")?;
+        match self {
+            Kernel::Bookworm => None,
+            // bookworm -> bullseye, bookworm-security -> bullseye-security, ...
+            Kernel::Bullseye => (rest.is_empty() || rest.starts_with('-'))
+                .then_some(())
+                .filter(|()| rest != "-backports")
+                .map(|()| format!("bullseye{rest}")),
+            // Only the main archive carries backports.
+            Kernel::Backports => rest.is_empty().then(|| "bookworm-backports".to_string()),
         }
     }
 }
 
-/// apt, for `kernel`'s release. Bookworm is what this host's own sources serve. Bullseye gets a
-/// private apt state under `dir` (sources, lists, cache), used only through `-o` options for
-/// resolving and downloading the kernel package: the host's sources and lists are never touched.
+/// apt, for `kernel`'s release. Bookworm is what this host's own sources serve. Bullseye and
+/// bookworm-backports get a private apt state under `dir` (sources, lists, cache), used only
+/// through `-o` options for resolving and downloading the kernel package: the host's sources and
+/// lists are never touched.
 struct Apt {
     opts: Vec<String>,
     /// For bullseye: the private sources list, written from the host's own Debian sources.
@@ -107,7 +139,7 @@ impl Apt {
             fs::create_dir_all(state.join(d))?;
         }
         let list = state.join("sources.list");
-        let want = bullseye_sources()?;
+        let want = private_sources(kernel)?;
         if fs::read_to_string(&list).ok().as_deref() != Some(want.as_str()) {
             fs::write(&list, &want)?;
         }
@@ -139,9 +171,10 @@ impl Apt {
     }
 }
 
-/// A sources list for bullseye built from this host's bookworm entries (deb822 `.sources` files
-/// or one-line `sources.list`): the same archives, signing keys and components, suites renamed.
-fn bullseye_sources() -> Result<String> {
+/// A sources list for `kernel`'s release built from this host's bookworm entries (deb822
+/// `.sources` files or one-line `sources.list`): the same archives, signing keys and components,
+/// suites mapped by [`Kernel::suite`].
+fn private_sources(kernel: Kernel) -> Result<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
@@ -155,28 +188,21 @@ fn bullseye_sources() -> Result<String> {
             continue;
         };
         if name.ends_with(".sources") {
-            lines.extend(bullseye_from_deb822(&text));
+            lines.extend(from_deb822(kernel, &text));
         } else if name.ends_with(".list") {
-            lines.extend(bullseye_from_one_line(&text));
+            lines.extend(from_one_line(kernel, &text));
         }
     }
     lines.dedup();
     ensure!(
         !lines.is_empty(),
-        "vm --kernel 5.10: no Debian bookworm entry in /etc/apt/sources.list or sources.list.d to derive bullseye's from; add one (deb URI bookworm main)"
+        "vm --kernel {}: no Debian bookworm entry in /etc/apt/sources.list or sources.list.d to derive the release's from; add one (deb URI bookworm main)",
+        kernel.label()
     );
     Ok(lines.join("\n") + "\n")
 }
 
-/// bookworm -> bullseye, bookworm-security -> bullseye-security, ...; other suites: none.
-fn bullseye_suite(s: &str) -> Option<String> {
-    s.strip_prefix("bookworm")
-        .filter(|rest| rest.is_empty() || rest.starts_with('-'))
-        .filter(|rest| *rest != "-backports")
-        .map(|rest| format!("bullseye{rest}"))
-}
-
-fn bullseye_from_deb822(text: &str) -> Vec<String> {
+fn from_deb822(kernel: Kernel, text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let field = |k: &str| {
@@ -202,7 +228,7 @@ fn bullseye_from_deb822(text: &str) -> Vec<String> {
             .map(|k| format!("[signed-by={k}] "))
             .unwrap_or_default();
         for uri in uris.split_whitespace() {
-            for s in suites.split_whitespace().filter_map(bullseye_suite) {
+            for s in suites.split_whitespace().filter_map(|s| kernel.suite(s)) {
                 out.push(format!("deb {signed}{uri} {s} {comps}"));
             }
         }
@@ -210,7 +236,7 @@ fn bullseye_from_deb822(text: &str) -> Vec<String> {
     out
 }
 
-fn bullseye_from_one_line(text: &str) -> Vec<String> {
+fn from_one_line(kernel: Kernel, text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             let l = l.trim();
@@ -223,7 +249,7 @@ fn bullseye_from_one_line(text: &str) -> Vec<String> {
                 None => (String::new(), rest),
             };
             let mut w = rest.split_whitespace();
-            let (uri, suite) = (w.next()?, bullseye_suite(w.next()?)?);
+            let (uri, suite) = (w.next()?, kernel.suite(w.next()?)?);
             let comps: Vec<&str> = w.collect();
             Some(format!("deb {opts}{uri} {suite} {}", comps.join(" ")))
         })
@@ -492,7 +518,7 @@ mod tests {
     fn bullseye_entries_follow_the_hosts_bookworm_ones() {
         let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb\nURIs: http://other.example/x\nSuites: nodistro\nComponents: main\n";
         assert_eq!(
-            bullseye_from_deb822(deb822),
+            from_deb822(Kernel::Bullseye, deb822),
             [
                 "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bullseye main",
                 "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bullseye-updates main",
@@ -500,8 +526,24 @@ mod tests {
         );
         let one = "# comment\ndeb http://mirror.example/debian-security bookworm-security main contrib\ndeb [arch=amd64] http://x.example/apt cloud-sdk-bookworm main\n";
         assert_eq!(
-            bullseye_from_one_line(one),
+            from_one_line(Kernel::Bullseye, one),
             ["deb http://mirror.example/debian-security bullseye-security main contrib"]
+        );
+    }
+
+    #[test]
+    fn backports_entries_come_from_the_main_archive_only() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        assert_eq!(
+            from_deb822(Kernel::Backports, deb822),
+            ["deb http://mirror.example/debian bookworm-backports main"]
+        );
+        assert!(
+            from_one_line(
+                Kernel::Bookworm,
+                "deb http://m.example/debian bookworm main"
+            )
+            .is_empty()
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
@@ -29,6 +29,7 @@ Examples:
   injector top                             # live counters and rates per fault
   injector abort                           # every fault off, one map write
   injector experiment run -f exp.yaml --daemon /run/n1.sock --daemon /run/n2.sock
+  injector experiment run -f k8s-exp.yaml --kubeconfig ~/.kube/config -n shop   # targets: kubernetes
   injector status --addr 10.0.0.5:7070 --token-file /etc/injector/token";
 
 #[derive(Parser)]
@@ -221,6 +222,9 @@ pub enum ExperimentCmd {
         /// The report's path: PATH.json and PATH.html are written.
         #[arg(long, default_value = "experiment-report")]
         report: PathBuf,
+        /// With `targets: kubernetes` in the file: the cluster, as kubectl finds it.
+        #[command(flatten)]
+        cluster: crate::kubectl::args::ConnArgs,
     },
     /// Render the HTML report again from its JSON.
     Report {
@@ -370,13 +374,7 @@ impl DaemonArgs {
 
 /// The bearer token of `--api-token-file`: the file's text, trimmed, at least 16 characters.
 fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(f).with_context(|| {
-        format!(
-            "--api-token-file: cannot read {}; write a token of at least 16 characters there",
-            f.display()
-        )
-    })?;
-    let t = t.trim().to_string();
+    let t = crate::secret::read_token("--api-token-file", f).map_err(anyhow::Error::msg)?;
     if t.len() < 16 {
         bail!(
             "--api-token-file: the token in {} is {} characters; use at least 16",

@@ -67,12 +67,10 @@ fn tcp_or(conn: &ClientArgs, addr: Option<&str>, unix: Endpoint) -> Result<Endpo
                     "--addr: a TCP daemon needs --token-file FILE with its bearer token".into(),
                 )
             })?;
-            let token = std::fs::read_to_string(f).map_err(|e| {
-                Failure(1, format!("--token-file: cannot read {}: {e}", f.display()))
-            })?;
+            let token = crate::secret::read_token("--token-file", f).map_err(|e| Failure(1, e))?;
             Ok(Endpoint::Tcp {
                 addr: addr.to_string(),
-                token: token.trim().to_string(),
+                token,
             })
         }
     }
@@ -183,15 +181,19 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 dry_run,
                 daemons,
                 report,
+                cluster,
             } => {
                 let eps = if daemons.is_empty() {
-                    vec![endpoint(&cli, conn)?]
+                    endpoint(&cli, conn).map(|e| vec![e])
                 } else {
-                    let eps: Result<Vec<_>, _> =
-                        daemons.iter().map(|d| daemon_endpoint(conn, d)).collect();
-                    eps?
+                    daemons.iter().map(|d| daemon_endpoint(conn, d)).collect()
                 };
-                experiment::run(file, &read_input(file)?, eps, *dry_run, report)
+                let at = experiment::Where {
+                    daemons: eps,
+                    daemons_given: !daemons.is_empty(),
+                    cluster: cluster.clone(),
+                };
+                experiment::run(file, &read_input(file)?, at, *dry_run, report)
             }
             ExperimentCmd::Report { file, out } => experiment::rerender(file, out.as_deref()),
         },

@@ -269,20 +269,29 @@ pub fn router(s: ApiState) -> Router {
 
 /// The API routes behind `Authorization: Bearer <token>` (for the TCP listener).
 pub fn router_with_token(s: ApiState, token: String) -> Router {
-    router(s).layer(middleware::from_fn(move |h: HeaderMap, req: Request, next: Next| {
-        let token = token.clone();
-        async move {
-            let ok = h.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-            if ok {
-                next.run(req).await
-            } else {
-                let error = "authorization: missing or wrong bearer token; send `Authorization: Bearer <token>`".to_string();
-                (StatusCode::UNAUTHORIZED, Json(ErrorBody { error })).into_response()
+    router(s).layer(middleware::from_fn(
+        move |h: HeaderMap, req: Request, next: Next| {
+            let ok = bearer_ok(&h, &token);
+            async move {
+                if ok {
+                    next.run(req).await
+                } else {
+                    let error = "authorization: missing or wrong bearer token; send \
+                                 `Authorization: Bearer <token>`"
+                        .to_string();
+                    (StatusCode::UNAUTHORIZED, Json(ErrorBody { error })).into_response()
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the request carries `token`, compared in constant time (subtle): how long the
+/// comparison takes tells nothing about how much of a guess was right.
+fn bearer_ok(h: &HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
 }

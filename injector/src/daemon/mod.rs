@@ -16,6 +16,7 @@ mod links;
 pub mod metrics;
 pub mod reconcile;
 pub mod records;
+pub mod serve;
 pub mod sync;
 
 use std::{io, net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
@@ -105,7 +106,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         clsact_owned: attached.clsact_owned,
     });
     start_fq(&shared, adopted);
-    let servers = serve(bound, &shared, &cfg);
+    let servers = spawn_servers(bound, &shared, &cfg);
     if let Some((k, client)) = kube {
         reconcile::spawn(shared.clone(), fixed, k, client);
     }
@@ -250,7 +251,7 @@ fn start_fq(shared: &Shared, adopted: bool) {
 
 /// Serves the API (Unix socket, and TCP behind the token) and the metrics, one task each; an API
 /// task marks itself stopped in the readiness when it ends.
-fn serve(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<io::Result<()>> {
+fn spawn_servers(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<()> {
     let state = ApiState {
         shared: shared.clone(),
         listeners: Listeners::default(),
@@ -263,7 +264,7 @@ fn serve(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<io::Result<()>> {
     let r = api::router(state.clone());
     servers.spawn(async move {
         let _up = up;
-        axum::serve(b.socket, r).await
+        serve::serve(b.socket, r).await
     });
     if let Some((l, token)) = b.tcp {
         let at = l
@@ -273,12 +274,12 @@ fn serve(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<io::Result<()>> {
         let r = api::router_with_token(state.clone(), token);
         servers.spawn(async move {
             let _up = up;
-            axum::serve(l, r).await
+            serve::serve(l, r).await
         });
     }
     if let Some(l) = b.metrics {
         let r = metrics::router(state);
-        servers.spawn(async move { axum::serve(l, r).await });
+        servers.spawn(serve::serve(l, r));
     }
     servers
 }
@@ -289,7 +290,7 @@ async fn event_loop(
     ebpf: &mut Ebpf,
     cfg: &Config,
     mut events: mpsc::UnboundedReceiver<LinkEvent>,
-    mut servers: JoinSet<io::Result<()>>,
+    mut servers: JoinSet<()>,
 ) -> Result<()> {
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     let stop = wait_for_stop();
@@ -395,8 +396,19 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound under a temporary name, made 0600, then renamed into place: nobody can connect
+    // through a window in which the socket still has the umask's mode.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = Path::new(&tmp);
+    let _ = std::fs::remove_file(tmp);
+    let l = UnixListener::bind(tmp).with_context(|| format!("binding {}", tmp.display()))?;
+    let placed = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e).with_context(|| format!("placing the API socket at {}", path.display()));
+    }
     Ok(l)
 }
 

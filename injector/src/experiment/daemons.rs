@@ -1,18 +1,22 @@
 //! The daemons an experiment drives, through their API: apply a step's faults on all of them,
 //! remove the experiment's faults from all of them at once, and sum the faults' counters.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use injector_common::Outcome;
 
+use super::{
+    backend::{Backend, Counts, NodeRemoved},
+    file::{Step, StepFault},
+};
 use crate::{
     api::{FaultView, Status},
     client::Endpoint,
     fault::spec::FaultSpec,
 };
-
-/// Packets matched, dropped, delayed: one fault's counters summed over hooks and daemons.
-pub type Counts = [u64; 3];
 
 pub struct Daemons {
     pub eps: Vec<Endpoint>,
@@ -26,10 +30,6 @@ fn label(ep: &Endpoint) -> String {
 }
 
 impl Daemons {
-    pub fn labels(&self) -> Vec<String> {
-        self.eps.iter().map(label).collect()
-    }
-
     /// `f` on every daemon at once (one thread each); the results in order.
     fn each<T: Send>(&self, f: impl Fn(&Endpoint) -> T + Sync) -> Vec<T> {
         std::thread::scope(|s| {
@@ -52,9 +52,15 @@ impl Daemons {
             ))
         }
     }
+}
+
+impl Backend for Daemons {
+    fn labels(&self) -> Vec<String> {
+        self.eps.iter().map(label).collect()
+    }
 
     /// Every daemon answers; none holds a fault of these names already.
-    pub fn check(&self, names: &[String]) -> Result<(), String> {
+    fn check(&self, names: &[String]) -> Result<(), String> {
         for r in self.each(|ep| {
             let st: Status = serde_json::from_str(&Self::call(ep, "GET", "/v1/status", None)?)
                 .map_err(|e| format!("{}: status: {e}", label(ep)))?;
@@ -79,19 +85,44 @@ impl Daemons {
         Ok(())
     }
 
+    /// The file's faults were validated by the daemons' own checks when it was read.
+    fn validate(&self, _steps: &[Step]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn pod_netns(&self, pod: &str) -> Result<String, String> {
+        Err(format!(
+            "pod {pod}: pods are found through the cluster (targets: kubernetes)"
+        ))
+    }
+
     /// Adds (or replaces, by name) `faults` on every daemon. All or nothing per daemon; when one
     /// refuses, the caller removes the experiment's faults everywhere.
-    pub fn apply(&self, faults: &[FaultSpec]) -> Result<(), String> {
-        let body = serde_json::to_string(faults).map_err(|e| e.to_string())?;
+    fn apply(&self, faults: &[StepFault], lifetime: Duration) -> Result<Vec<StepFault>, String> {
+        let mut sent = faults.to_vec();
+        let mut specs: Vec<FaultSpec> = Vec::new();
+        for f in &mut sent {
+            f.set_lifetime(lifetime);
+            match f {
+                StepFault::Node(f) => specs.push(f.clone()),
+                StepFault::Kube(f) => {
+                    return Err(format!(
+                        "{} is a NetworkFault: it goes through the cluster (targets: kubernetes)",
+                        f.name
+                    ));
+                }
+            }
+        }
+        let body = serde_json::to_string(&specs).map_err(|e| e.to_string())?;
         for r in self.each(|ep| Self::call(ep, "POST", "/v1/faults?replace=true", Some(&body))) {
             r?;
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Deletes these faults by name on every daemon at once (one thread per daemon and name); a
     /// fault already gone is fine. Returns when every delete has answered, with the errors.
-    pub fn remove(&self, names: &[String]) -> (Instant, Vec<String>) {
+    fn remove(&self, names: &[String]) -> (Instant, Vec<String>) {
         let errs: Vec<String> = std::thread::scope(|s| {
             let hs: Vec<_> = self
                 .eps
@@ -117,7 +148,7 @@ impl Daemons {
     }
 
     /// The counters of these faults, summed over every daemon (a daemon that fails is skipped).
-    pub fn counters(&self, names: &[String]) -> BTreeMap<String, Counts> {
+    fn counters(&self, names: &[String]) -> BTreeMap<String, Counts> {
         let mut sum: BTreeMap<String, Counts> = BTreeMap::new();
         for list in self.each(|ep| {
             Self::call(ep, "GET", "/v1/faults", None)
@@ -133,5 +164,22 @@ impl Daemons {
             }
         }
         sum
+    }
+
+    /// A daemon's delete answers after the fault is out of its maps: every daemon had removed
+    /// them when [`remove`](Self::remove) returned.
+    fn nodes_removed(
+        &self,
+        _names: &[String],
+        removed: Instant,
+        _limit: Duration,
+    ) -> Vec<NodeRemoved> {
+        self.labels()
+            .into_iter()
+            .map(|node| NodeRemoved {
+                node,
+                at: Some(removed),
+            })
+            .collect()
     }
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{
-    daemons::{Counts, Daemons},
+    backend::{Backend, Counts, NodeRemoved},
     probe::Sample,
 };
 
@@ -21,6 +21,8 @@ pub enum Event {
     Counters(Instant, BTreeMap<String, Counts>),
     /// After an abort: when the breaching probe passed again (a fresh run after the removal).
     Restored(Option<Instant>),
+    /// After the removal: per node, when it no longer held a fault of the experiment.
+    NodesRemoved(Vec<NodeRemoved>),
     Interrupt,
 }
 
@@ -41,9 +43,9 @@ pub fn on_ctrl_c(tx: mpsc::Sender<Event>) {
     });
 }
 
-/// Reads the faults' counters from every daemon about once a second, until `stop`.
+/// Reads the faults' counters from every node about once a second, until `stop`.
 pub fn poll_counters(
-    d: Arc<Daemons>,
+    d: Arc<dyn Backend>,
     names: Vec<String>,
     tx: mpsc::Sender<Event>,
     stop: Arc<AtomicBool>,

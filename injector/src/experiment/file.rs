@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{
+    kfault::{KubeFault, kube_fault},
     probe::{Probe, ProbeSpec},
     ramp::RampSpec,
     rules::{Rule, RuleSpec},
@@ -20,6 +21,10 @@ pub struct ExperimentFile {
     /// A short name for the report's title (default: the file's name).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the faults are: `nodes` (node-level faults sent to daemons, the default) or
+    /// `kubernetes` (NetworkFault specs, created in the cluster).
+    #[serde(default)]
+    pub targets: Targets,
     /// What should stay true while the faults run, in words.
     pub hypothesis: String,
     /// Default time between two runs of a probe (default 1s).
@@ -53,19 +58,84 @@ pub struct StepSpec {
     pub faults: Vec<Value>,
 }
 
+/// Where an experiment's faults go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Targets {
+    /// Node-level faults (CIDRs, ports), sent to each daemon's API.
+    #[default]
+    Nodes,
+    /// NetworkFaults (pods, Services, CIDRs, `mode`), created in the cluster.
+    Kubernetes,
+}
+
+/// One fault of a step: node-level, or a NetworkFault.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a step holds a few faults; boxing buys nothing"
+)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepFault {
+    Node(FaultSpec),
+    Kube(KubeFault),
+}
+
+impl StepFault {
+    pub fn name(&self) -> &str {
+        match self {
+            StepFault::Node(f) => &f.name,
+            StepFault::Kube(f) => &f.name,
+        }
+    }
+
+    /// `loss 1%`, `blackhole`, `delay 10ms`, ...
+    pub fn action_text(&self) -> String {
+        match self {
+            StepFault::Node(f) => f.action_text(),
+            StepFault::Kube(f) => f.action_text(),
+        }
+    }
+
+    /// Its kernel lifetime: `for` of a node-level fault, `duration` of a NetworkFault.
+    pub fn lifetime(&self) -> &str {
+        match self {
+            StepFault::Node(f) => &f.lifetime,
+            StepFault::Kube(f) => &f.spec.duration,
+        }
+    }
+
+    pub fn set_lifetime(&mut self, d: Duration) {
+        match self {
+            StepFault::Node(f) => f.lifetime = as_for(d),
+            StepFault::Kube(f) => f.spec.duration = as_for(d),
+        }
+    }
+
+    /// The node-level fault (tests of node-level files).
+    #[cfg(test)]
+    pub fn node(&self) -> &FaultSpec {
+        match self {
+            StepFault::Node(f) => f,
+            StepFault::Kube(f) => panic!("{} is a NetworkFault", f.name),
+        }
+    }
+}
+
 /// One step of the plan: its faults run together for `duration`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub name: String,
     pub duration: Duration,
-    /// Validated; `for` is set when the step starts (time left in the step + the margin).
-    pub faults: Vec<FaultSpec>,
+    /// Validated; the lifetime is set when the step starts (time left in the step + the margin).
+    pub faults: Vec<StepFault>,
 }
 
 /// A validated experiment: everything checked before anything starts.
 #[derive(Clone, Debug)]
 pub struct Experiment {
     pub name: String,
+    pub targets: Targets,
     pub hypothesis: String,
     pub probes: Vec<Probe>,
     pub steps: Vec<Step>,
@@ -81,8 +151,8 @@ impl Experiment {
     pub fn fault_names(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         for f in self.steps.iter().flat_map(|s| &s.faults) {
-            if !v.contains(&f.name) {
-                v.push(f.name.clone());
+            if !v.iter().any(|n| n == f.name()) {
+                v.push(f.name().to_string());
             }
         }
         v
@@ -127,8 +197,22 @@ pub fn as_for(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
 
-/// One fault of a step, written without `for`: `at` is its path (`steps[1].faults[0]`).
-pub(crate) fn fault(at: &str, v: Value, lifetime: Duration) -> Result<FaultSpec, FieldError> {
+/// One fault of a step as `targets` says (without `for`/`duration`): `at` is its path
+/// (`steps[1].faults[0]`).
+pub(crate) fn fault(
+    targets: Targets,
+    at: &str,
+    v: Value,
+    lifetime: Duration,
+) -> Result<StepFault, FieldError> {
+    match targets {
+        Targets::Nodes => node_fault(at, v, lifetime).map(StepFault::Node),
+        Targets::Kubernetes => kube_fault(at, v, &as_for(lifetime)).map(StepFault::Kube),
+    }
+}
+
+/// One node-level fault of a step, written without `for`.
+fn node_fault(at: &str, v: Value, lifetime: Duration) -> Result<FaultSpec, FieldError> {
     let mut v = v;
     let Some(o) = v.as_object_mut() else {
         return Err(ferr(
@@ -191,7 +275,7 @@ pub fn load(label: &str, text: &str) -> Result<Experiment, FieldError> {
     for (i, v) in file.steady_state.iter().enumerate() {
         let at = format!("steady_state[{i}]");
         let spec: ProbeSpec = typed(&at, v.clone())?;
-        let p = spec.validate(&at, interval)?;
+        let p = spec.validate(&at, interval, file.targets)?;
         if probes.iter().any(|q| q.name == p.name) {
             return Err(ferr(
                 format!("{at}.name"),
@@ -221,14 +305,14 @@ pub fn load(label: &str, text: &str) -> Result<Experiment, FieldError> {
         if s.faults.is_empty() {
             return Err(ferr(format!("{at}.faults"), "give at least one fault"));
         }
-        let mut faults: Vec<FaultSpec> = Vec::new();
+        let mut faults: Vec<StepFault> = Vec::new();
         for (j, f) in s.faults.iter().enumerate() {
             let fat = format!("{at}.faults[{j}]");
-            let spec = fault(&fat, f.clone(), d + margin)?;
-            if faults.iter().any(|g| g.name == spec.name) {
+            let spec = fault(file.targets, &fat, f.clone(), d + margin)?;
+            if faults.iter().any(|g| g.name() == spec.name()) {
                 return Err(ferr(
                     format!("{fat}.name"),
-                    format!("'{}' appears twice in this step", spec.name),
+                    format!("'{}' appears twice in this step", spec.name()),
                 ));
             }
             faults.push(spec);
@@ -236,7 +320,7 @@ pub fn load(label: &str, text: &str) -> Result<Experiment, FieldError> {
         let name = s.name.clone().unwrap_or_else(|| {
             faults
                 .iter()
-                .map(FaultSpec::action_text)
+                .map(StepFault::action_text)
                 .collect::<Vec<_>>()
                 .join(", ")
         });
@@ -247,7 +331,7 @@ pub fn load(label: &str, text: &str) -> Result<Experiment, FieldError> {
         });
     }
     if let Some(r) = &file.ramp {
-        steps.extend(r.expand("ramp", margin)?);
+        steps.extend(r.expand(file.targets, "ramp", margin)?);
     }
     if steps.is_empty() {
         return Err(ferr(
@@ -271,6 +355,7 @@ pub fn load(label: &str, text: &str) -> Result<Experiment, FieldError> {
     };
     Ok(Experiment {
         name,
+        targets: file.targets,
         hypothesis: file.hypothesis,
         probes,
         steps,

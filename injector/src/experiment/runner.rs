@@ -1,5 +1,6 @@
-//! Runs an experiment: the steady state before, each step's faults on every daemon while the
-//! probes run, the abort at once when a rule holds, the removal, the recovery; fills the report.
+//! Runs an experiment: the steady state before, each step's faults on every daemon (or in the
+//! cluster) while the probes run, the abort at once when a rule holds, the removal, the
+//! recovery; fills the report.
 
 use std::{
     collections::BTreeMap,
@@ -12,11 +13,11 @@ use std::{
 };
 
 use super::{
-    daemons::{Counts, Daemons},
+    backend::{Backend, Counts, NodeRemoved},
     events::{Event, on_ctrl_c, poll_counters, unix_ms},
-    file::{Experiment, as_for},
-    probe::{self, Probers, Sample},
-    report::{Abort, Conclusion, Report, Verdict},
+    file::Experiment,
+    probe::{self, Probe, Probers, Sample},
+    report::{Abort, Conclusion, NodeAbort, NodeRemoval, Report, Verdict},
     rules::Streaks,
     view::{Live, View},
 };
@@ -63,6 +64,46 @@ impl Run<'_> {
         self.prev = Some((t, c));
     }
 
+    /// Per node, when it no longer held a fault, into the recovery and the abort.
+    fn nodes_removed(&mut self, nodes: &[NodeRemoved]) {
+        let at: Vec<Option<f64>> = nodes.iter().map(|n| n.at.map(|t| self.at(t))).collect();
+        self.rep.recovery.nodes = nodes
+            .iter()
+            .zip(&at)
+            .map(|(n, t)| NodeRemoval {
+                node: n.node.clone(),
+                removed_s: *t,
+            })
+            .collect();
+        if let Some(a) = self.rep.abort.as_mut() {
+            a.nodes = nodes
+                .iter()
+                .zip(&at)
+                .map(|(n, t)| NodeAbort {
+                    node: n.node.clone(),
+                    removed_ms: t.map(|t| (t - a.breach_s) * 1e3),
+                })
+                .collect();
+        }
+        for (n, t) in nodes.iter().zip(&at) {
+            let line = match (t, &self.rep.abort) {
+                (Some(t), Some(a)) => format!(
+                    "  {}: no fault of the experiment left {:.0} ms after the breach",
+                    n.node,
+                    (t - a.breach_s) * 1e3
+                ),
+                (Some(t), None) => {
+                    format!("  {}: no fault of the experiment left at {t:.1}s", n.node)
+                }
+                (None, _) => format!(
+                    "  {}: still held a fault of the experiment at the end of recovery",
+                    n.node
+                ),
+            };
+            self.view.event(&line);
+        }
+    }
+
     fn finish(mut self, result: Conclusion, step: Option<usize>, reason: String) -> Report {
         self.rep.ended_s = self.at(Instant::now());
         self.rep.verdict = Verdict {
@@ -74,15 +115,20 @@ impl Run<'_> {
     }
 }
 
-/// Runs `exp` against `daemons`; with `dry_run`, only the steady state before. Never returns with
-/// a fault of the experiment left on a daemon that answers.
-pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
-    let daemons = Arc::new(daemons);
+/// Runs `exp` against `target` (node daemons, or the cluster); with `dry_run`, only the checks
+/// and the steady state before. Never returns with a fault of the experiment left where the
+/// target answers.
+pub fn run(
+    exp: &Experiment,
+    target: Arc<dyn Backend>,
+    dry_run: bool,
+    run: Option<String>,
+) -> Report {
     let (tx, rx) = mpsc::channel();
     let mut r = Run {
         exp,
         t0: Instant::now(),
-        rep: Report::new(exp, daemons.labels(), unix_ms(), dry_run),
+        rep: Report::new(exp, target.labels(), unix_ms(), dry_run),
         live: Live {
             last: vec![None; exp.probes.len()],
             phase: "steady state before the faults".into(),
@@ -92,17 +138,43 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
         rx,
         prev: None,
     };
+    r.rep.run = run;
     on_ctrl_c(tx.clone());
     let names = exp.fault_names();
     r.view
         .event(&format!("experiment {}: {}", exp.name, exp.hypothesis));
-    if let Err(e) = daemons.check(&names) {
+    if let Err(e) = target.check(&names) {
         return r.finish(Conclusion::NotStarted, None, e);
+    }
+    // Every step's faults as the target takes them (the API server's dry run), before any starts.
+    if let Err(e) = target.validate(&exp.steps) {
+        return r.finish(Conclusion::NotStarted, None, e);
+    }
+    // A probe from inside a pod runs in that pod's netns on this host.
+    let mut probes: Vec<Probe> = exp.probes.clone();
+    for (i, p) in probes.iter_mut().enumerate() {
+        if let Some(pod) = &p.pod {
+            match target.pod_netns(pod) {
+                Ok(ns) => {
+                    r.view
+                        .event(&format!("probe {}: pod {pod}'s netns is {ns}", p.name));
+                    r.rep.probes[i].netns = Some(ns.clone());
+                    p.netns = Some(ns);
+                }
+                Err(e) => {
+                    return r.finish(
+                        Conclusion::NotStarted,
+                        None,
+                        format!("probe {}: {e}", p.name),
+                    );
+                }
+            }
+        }
     }
 
     // Before: one run of every probe, all must pass.
     let sink = tx.clone();
-    let probers = Probers::spawn(&exp.probes, move |s| {
+    let probers = Probers::spawn(&probes, move |s| {
         let _ = sink.send(Event::Sample(s));
     });
     probers.kick();
@@ -120,7 +192,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                     "stopped before the faults (Ctrl-C)".into(),
                 );
             }
-            Ok(Event::Counters(..) | Event::Restored(_)) => {}
+            Ok(Event::Counters(..) | Event::Restored(_) | Event::NodesRemoved(_)) => {}
             Err(_) => {
                 return r.finish(
                     Conclusion::NotStarted,
@@ -147,14 +219,14 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
         return r.finish(Conclusion::NotStarted, None, why);
     }
     if dry_run {
-        let why = "the file is valid, every daemon answers and the steady state holds; nothing was started".into();
+        let why = "the file is valid, every fault is accepted, the target answers and the steady state holds; nothing was started".into();
         return r.finish(Conclusion::DryRun, None, why);
     }
 
     // The steps.
     let stop_counters = Arc::new(AtomicBool::new(false));
     poll_counters(
-        daemons.clone(),
+        target.clone(),
         names.clone(),
         tx.clone(),
         stop_counters.clone(),
@@ -168,24 +240,23 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     'steps: for (k, step) in exp.steps.iter().enumerate() {
         let start = Instant::now();
         let end = start + step.duration;
-        let mut faults = step.faults.clone();
-        for f in &mut faults {
-            f.lifetime = as_for(step.duration + exp.margin);
-        }
-        r.rep.steps[k].faults = faults.clone();
         r.rep.steps[k].start_s = Some(r.at(start));
-        if let Err(e) = daemons.apply(&faults) {
-            failure = Some((k, format!("step {}: applying its faults: {e}", k + 1)));
-            break;
-        }
-        let now_names: Vec<String> = faults.iter().map(|f| f.name.clone()).collect();
+        let faults = match target.apply(&step.faults, step.duration + exp.margin) {
+            Ok(sent) => sent,
+            Err(e) => {
+                failure = Some((k, format!("step {}: applying its faults: {e}", k + 1)));
+                break;
+            }
+        };
+        r.rep.steps[k].faults = faults.clone();
+        let now_names: Vec<String> = faults.iter().map(|f| f.name().to_string()).collect();
         let stale: Vec<String> = applied
             .iter()
             .filter(|n| !now_names.contains(n))
             .cloned()
             .collect();
         if !stale.is_empty() {
-            daemons.remove(&stale);
+            target.remove(&stale);
         }
         applied = now_names;
         r.view.event(&format!(
@@ -196,7 +267,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
             step.name,
             faults
                 .iter()
-                .map(|f| format!("{} {}", f.name, f.action_text()))
+                .map(|f| format!("{} {}", f.name(), f.action_text()))
                 .collect::<Vec<_>>()
                 .join(", "),
             step.duration
@@ -226,7 +297,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                     }
                 }
                 Ok(Event::Counters(t, c)) => r.counters(t, c),
-                Ok(Event::Restored(_)) => {}
+                Ok(Event::Restored(_) | Event::NodesRemoved(_)) => {}
                 Ok(Event::Interrupt) => {
                     interrupted = Some(k);
                     break 'steps;
@@ -238,7 +309,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     }
 
     // Remove every fault of the experiment, on every daemon, at once.
-    let (removed, errors) = daemons.remove(&names);
+    let (removed, errors) = target.remove(&names);
     let removed_s = r.at(removed);
     r.rep.recovery.removed_s = Some(removed_s);
     let current = abort
@@ -266,6 +337,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
             restored_s: None,
             restore_ms: None,
             errors: errors.clone(),
+            nodes: Vec::new(),
         });
     }
     for e in &errors {
@@ -274,10 +346,20 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     let mut restoring = false;
     if let Some((_, p, ..)) = &abort {
         let tx = tx.clone();
-        probe::until_pass(&exp.probes[*p], removed + exp.recovery, move |t| {
+        probe::until_pass(&probes[*p], removed + exp.recovery, move |t| {
             let _ = tx.send(Event::Restored(t));
         });
         restoring = true;
+    }
+    // Per node, when it no longer held a fault of the experiment (on its own thread: the
+    // restore above and the recovery go on meanwhile).
+    let mut confirming = true;
+    {
+        let (d, names, tx, limit) = (target.clone(), names.clone(), tx.clone(), exp.recovery);
+        std::thread::spawn(move || {
+            let n = d.nodes_removed(&names, removed, limit);
+            let _ = tx.send(Event::NodesRemoved(n));
+        });
     }
 
     // Recovery: the steady state must come back within `recovery` (skipped after Ctrl-C).
@@ -287,7 +369,7 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
     let deadline = removed + exp.recovery;
     let mut since: Vec<bool> = vec![false; exp.probes.len()];
     let mut recovered = None;
-    while interrupted.is_none() && (recovered.is_none() || restoring) {
+    while interrupted.is_none() && (recovered.is_none() || restoring || confirming) {
         r.view.draw(exp, &r.live);
         let now = Instant::now();
         if now >= deadline && !since.is_empty() {
@@ -314,6 +396,10 @@ pub fn run(exp: &Experiment, daemons: Daemons, dry_run: bool) -> Report {
                     a.restored_s = t;
                     a.restore_ms = t.map(|t| (t - a.breach_s) * 1e3);
                 }
+            }
+            Ok(Event::NodesRemoved(n)) => {
+                confirming = false;
+                r.nodes_removed(&n);
             }
             Ok(Event::Interrupt) => break,
             Err(_) => {}

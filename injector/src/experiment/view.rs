@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use super::{daemons::Counts, file::Experiment, probe::Outcome};
+use super::{backend::Counts, file::Experiment, probe::Outcome};
 use crate::cli::output::columns;
 
 /// What the view shows; the runner keeps it current.

@@ -25,12 +25,20 @@ pub struct FaultSpec {
     /// The fault's name (a-z, 0-9, '-', '.', '_').
     pub name: String,
     /// Source CIDRs (comma-separated or repeated); default: any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nonempty_from"
+    )]
     #[arg(long, value_delimiter = ',')]
     pub from: Vec<String>,
     /// Destination CIDRs; default: any. Protected addresses they reach are carved out (--force
     /// includes them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nonempty_to"
+    )]
     #[arg(long, value_delimiter = ',')]
     pub to: Vec<String>,
     /// CIDRs inside `from` the fault leaves alone (as NetworkPolicy's `ipBlock.except`).
@@ -46,11 +54,19 @@ pub struct FaultSpec {
     #[arg(long)]
     pub proto: Option<String>,
     /// Source ports or ranges: 53, 8000-8080 (comma-separated); default: any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nonempty_sport"
+    )]
     #[arg(long, value_delimiter = ',')]
     pub sport: Vec<String>,
     /// Destination ports or ranges: 5432, 8000-8080.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nonempty_dport"
+    )]
     #[arg(long, value_delimiter = ',')]
     pub dport: Vec<String>,
     /// Also the reverse direction (from <-> to, sport <-> dport).
@@ -409,6 +425,34 @@ impl FaultSpec {
     }
 }
 
+/// A match list given explicitly must not be empty: `"to": []` would otherwise read as the
+/// absent field's "any" and widen the fault to every destination (or port).
+fn nonempty<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(format!(
+            "{field}: an empty list; omit `{field}` to match any, or list at least one value"
+        )));
+    }
+    Ok(v)
+}
+
+fn nonempty_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    nonempty(d, "from")
+}
+
+fn nonempty_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    nonempty(d, "to")
+}
+
+fn nonempty_sport<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    nonempty(d, "sport")
+}
+
+fn nonempty_dport<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    nonempty(d, "dport")
+}
+
 /// Reads faults from JSON: a list, `{"faults": [...]}`, or one fault. Errors name `faults[i]`.
 pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
@@ -432,6 +476,20 @@ pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn an_explicit_empty_match_list_is_refused_not_read_as_any() {
+        for f in ["from", "to", "sport", "dport"] {
+            let e = parse_list(&format!(
+                r#"{{"name":"a","{f}":[],"blackhole":true,"for":"1m"}}"#
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains(&format!("{f}: an empty list; omit `{f}` to match any")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn lists_documents_and_single_faults_are_read() {

@@ -286,7 +286,7 @@ fn label_key(at: &str, k: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
+pub(crate) fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
     if !v.is_empty() && !name_part(v) {
         return Err(fe(
             at,
@@ -298,7 +298,7 @@ fn label_value(at: &str, v: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn dns_label(at: &str, v: &str) -> Result<(), FieldError> {
+pub(crate) fn dns_label(at: &str, v: &str) -> Result<(), FieldError> {
     let b = v.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63

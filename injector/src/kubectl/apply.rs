@@ -42,7 +42,7 @@ fn documents(src: &str, text: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Fields of `v` the schema does not know (the API server would drop them without a word).
-fn unknown_fields(path: &str, v: &Value, schema: &Value, out: &mut Vec<String>) {
+pub(crate) fn unknown_fields(path: &str, v: &Value, schema: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {

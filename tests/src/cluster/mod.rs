@@ -68,7 +68,12 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const MANAGER: &str = "injector-tests";
 /// What [`Cluster::install_injector`] applies from deploy/: no DaemonSet (no kubelet runs it
 /// here; tests start the daemons themselves), no metrics Service.
-const INSTALL: [&str; 3] = ["namespace.yaml", "crd/injector.yaml", "rbac.yaml"];
+const INSTALL: [&str; 4] = [
+    "namespace.yaml",
+    "crd/injector.yaml",
+    "rbac.yaml",
+    "experimenter-rbac.yaml",
+];
 
 /// Where a lab pod goes in the API: its namespace and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,13 +112,24 @@ pub fn spawn(shared: Shared, fixed: Vec<Protected>, cfg: KubeConfig, client: Cli
             refused: BTreeMap::new(),
             abort_seen: None,
             reported: None,
+            report_owed: None,
             leading: false,
             holders: BTreeMap::new(),
         };
         info!(node = %r.cfg.node_name, "watching NetworkFaults");
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
+            let owed = r.report_owed.map(tokio::time::Instant::from_std);
+            let owed = async move {
+                match owed {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = owed => {
+                    r.publish(false).await;
+                }
                 _ = poke.notified() => {
                     // Events come in bursts (a list, a pod and its slice): take them together.
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -152,6 +163,8 @@ struct Reconciler {
     abort_seen: Option<SystemTime>,
     /// When the node report was last written.
     reported: Option<Instant>,
+    /// A change came within a second of the last report: write it then (not at the next tick).
+    report_owed: Option<Instant>,
     leading: bool,
     /// Which nodes hold which resource, from their reports (read by the status writer).
     holders: BTreeMap<String, BTreeSet<String>>,
@@ -322,9 +335,19 @@ impl Reconciler {
         if due || (!tick && soon) {
             let rep = report::node_report(&self.shared.lock(), &self.refused, now);
             match report::write_report(&self.client, &self.cfg.node_name, &rep).await {
-                Ok(()) => self.reported = Some(Instant::now()),
-                Err(e) => warn!(error = %e, "writing the InjectorNode report"),
+                Ok(()) => {
+                    self.reported = Some(Instant::now());
+                    self.report_owed = None;
+                }
+                Err(e) => {
+                    // The ticks retry (every report interval), not a loop of owed writes.
+                    self.report_owed = None;
+                    warn!(error = %e, "writing the InjectorNode report");
+                }
             }
+        } else if !tick {
+            // A change within a second of the last write: written when the second is over.
+            self.report_owed = self.reported.map(|t| t + Duration::from_secs(1));
         }
         if tick {
             match self.leader.hold().await {

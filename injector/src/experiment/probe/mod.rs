@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod http;
+pub mod pod;
 pub mod prometheus;
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::file::{duration, ferr};
+use super::file::{Targets, duration, ferr};
 use crate::fault::spec::FieldError;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,6 +28,10 @@ pub struct ProbeSpec {
     /// path (/proc/PID/ns/net); default: the runner's.
     #[serde(default)]
     pub netns: Option<String>,
+    /// With Kubernetes targets: run from inside this pod's netns, `namespace/name` (found through
+    /// the API server; the runner must be on the pod's node, see docs/experiments.md).
+    #[serde(default)]
+    pub pod: Option<String>,
     #[serde(default)]
     pub http: Option<http::HttpSpec>,
     #[serde(default)]
@@ -46,7 +51,10 @@ pub enum Kind {
 pub struct Probe {
     pub name: String,
     pub interval: Duration,
+    /// The netns it runs in (for a `pod` probe: set when the run starts, from the pod).
     pub netns: Option<String>,
+    /// `namespace/name` of the pod it runs in, if any.
+    pub pod: Option<String>,
     pub kind: Kind,
 }
 
@@ -103,7 +111,12 @@ impl Probe {
 }
 
 impl ProbeSpec {
-    pub fn validate(&self, at: &str, default_interval: Duration) -> Result<Probe, FieldError> {
+    pub fn validate(
+        &self,
+        at: &str,
+        default_interval: Duration,
+        targets: Targets,
+    ) -> Result<Probe, FieldError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 63
             && self
@@ -137,6 +150,15 @@ impl ProbeSpec {
                 ));
             }
         }
+        if let Some(p) = &self.pod {
+            pod::check(&format!("{at}.pod"), p, targets)?;
+            if self.netns.is_some() {
+                return Err(ferr(
+                    format!("{at}.pod"),
+                    "give pod or netns, not both (a pod's netns is found from the pod)",
+                ));
+            }
+        }
         let kind = match (&self.http, &self.prometheus, &self.command) {
             (Some(h), None, None) => Kind::Http(h.validate(&format!("{at}.http"))?),
             (None, Some(p), None) => Kind::Prometheus(p.validate(&format!("{at}.prometheus"))?),
@@ -149,6 +171,7 @@ impl ProbeSpec {
             name: self.name.clone(),
             interval,
             netns: self.netns.clone(),
+            pod: self.pod.clone(),
             kind,
         })
     }
@@ -294,28 +317,54 @@ fn prober(i: usize, p: &Probe, rx: &mpsc::Receiver<Cmd>, sink: &impl Fn(Sample))
     }
 }
 
-/// Runs `p` on a new thread (in its netns), again and again until it passes or `give_up`; then
-/// calls `done` with when the passing run ended. Measures "traffic restored" after an abort
-/// without waiting for the probe's own thread, which may be stuck in a run started before.
+/// Runs `p` (in its netns) again and again until it passes or `give_up`; then calls `done` with
+/// when the passing run ended. Measures "traffic restored" after an abort without waiting for the
+/// probe's own thread, which may be stuck in a run started before. An HTTP probe starts a new run
+/// every 100 ms (at most 10 at a time) while earlier ones still wait: a connect whose SYN was
+/// dropped before the faults were gone (a NetworkFault's removal reaches the nodes after its
+/// delete is answered) waits for TCP's resend after 1 s, which is not when traffic came back. Other
+/// probes run one at a time, 20 ms apart.
 pub fn until_pass(
     p: &Probe,
     give_up: Instant,
     done: impl FnOnce(Option<Instant>) + Send + 'static,
 ) {
     let p = p.clone();
+    let (most, every) = match p.kind {
+        Kind::Http(_) => (10, Duration::from_millis(100)),
+        _ => (1, Duration::from_millis(20)),
+    };
     std::thread::spawn(move || {
-        if let Some(ns) = &p.netns
-            && crate::net::netns::enter(ns).is_err()
-        {
-            return done(None);
-        }
-        while Instant::now() < give_up {
-            if p.run().ok {
-                return done(Some(Instant::now()));
+        let (tx, rx) = mpsc::channel::<(bool, Instant)>();
+        let mut running = 0;
+        loop {
+            if running < most && Instant::now() < give_up {
+                running += 1;
+                let (p, tx) = (p.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let ok = p
+                        .netns
+                        .as_deref()
+                        .is_none_or(|ns| crate::net::netns::enter(ns).is_ok())
+                        && p.run().ok;
+                    let _ = tx.send((ok, Instant::now()));
+                });
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if running == 0 {
+                return done(None);
+            }
+            match rx.recv_timeout(every) {
+                Ok((true, t)) => return done(Some(t)),
+                Ok((false, _)) => {
+                    running -= 1;
+                    if most == 1 {
+                        std::thread::sleep(every);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return done(None),
+            }
         }
-        done(None)
     });
 }
 

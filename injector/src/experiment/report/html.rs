@@ -79,11 +79,22 @@ th{{background:#f5f5f5}}.chart{{display:block;margin:6px 0 18px;border:1px solid
         hyp = esc(&r.hypothesis),
         reason = esc(&r.verdict.reason),
     );
+    let wher = match &r.run {
+        Some(run) => format!(
+            "NetworkFaults in {}, run {} (label injector.dev/experiment-run={})",
+            esc(&r.daemons.join(", ")),
+            esc(run),
+            esc(run)
+        ),
+        None => format!(
+            "{} daemon(s): {}",
+            r.daemons.len(),
+            esc(&r.daemons.join(", "))
+        ),
+    };
     let _ = write!(
         h,
-        r#"<p class="muted">{} daemon(s): {} &middot; {:.1} s in all{}</p>"#,
-        r.daemons.len(),
-        esc(&r.daemons.join(", ")),
+        r#"<p class="muted">{wher} &middot; {:.1} s in all{}</p>"#,
         r.ended_s,
         if r.dry_run { " &middot; dry run" } else { "" }
     );
@@ -102,6 +113,18 @@ th{{background:#f5f5f5}}.chart{{display:block;margin:6px 0 18px;border:1px solid
             secs(a.restored_s),
             ms(a.restore_ms)
         );
+        if !a.nodes.is_empty() {
+            h += "<table id=\"abort-nodes\"><tr><th>node</th><th>no fault of the experiment left, after the breach</th></tr>";
+            for n in &a.nodes {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    esc(&n.node),
+                    ms(n.removed_ms)
+                );
+            }
+            h += "</table>";
+        }
     }
     h += "<h2>Steps</h2><table id=\"steps\"><tr><th>#</th><th>step</th><th>planned</th><th>ran</th><th>faults</th></tr>";
     for s in &r.steps {
@@ -115,9 +138,9 @@ th{{background:#f5f5f5}}.chart{{display:block;margin:6px 0 18px;border:1px solid
             .map(|f| {
                 format!(
                     "<code>{}: {} for {}</code>",
-                    esc(&f.name),
+                    esc(f.name()),
                     esc(&f.action_text()),
-                    esc(&f.lifetime)
+                    esc(f.lifetime())
                 )
             })
             .collect();

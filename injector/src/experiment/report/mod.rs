@@ -10,11 +10,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    daemons::Counts,
-    file::Experiment,
+    backend::Counts,
+    file::{Experiment, StepFault, Targets},
     probe::{Probe, Sample},
 };
-use crate::fault::spec::FaultSpec;
 
 pub const SCHEMA: &str = "injector.experiment/v1";
 
@@ -28,8 +27,15 @@ pub struct Report {
     pub started_unix_ms: u64,
     /// When the runner finished.
     pub ended_s: f64,
-    /// The daemons' sockets or addresses.
+    /// The daemons' sockets or addresses; with Kubernetes targets, the cluster.
     pub daemons: Vec<String>,
+    /// `nodes` or `kubernetes` (absent in reports before it: nodes).
+    #[serde(default)]
+    pub targets: Targets,
+    /// With Kubernetes targets: the run id, the value of every NetworkFault's
+    /// `injector.dev/experiment-run` label (and the suffix of its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     pub dry_run: bool,
     pub verdict: Verdict,
     pub steps: Vec<StepRecord>,
@@ -76,8 +82,8 @@ pub struct StepRecord {
     /// Absent for steps that never started.
     pub start_s: Option<f64>,
     pub end_s: Option<f64>,
-    /// As sent to the daemons (`for`: the step's duration plus the deadline margin).
-    pub faults: Vec<FaultSpec>,
+    /// As sent (`for`, or a NetworkFault's `duration`: to the step's end plus the margin).
+    pub faults: Vec<StepFault>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,6 +160,25 @@ pub struct Abort {
     pub restore_ms: Option<f64>,
     /// Deletes that failed (the kernel deadline still ends those faults).
     pub errors: Vec<String>,
+    /// Per node: from the breach to when it no longer held a fault of the experiment.
+    #[serde(default)]
+    pub nodes: Vec<NodeAbort>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeAbort {
+    pub node: String,
+    /// Null: not seen within the recovery time.
+    pub removed_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRemoval {
+    /// A daemon's socket or address, or a node's name.
+    pub node: String,
+    /// When it no longer held a fault of the experiment (a daemon: its deletes answered; a
+    /// Kubernetes node: its InjectorNode report listed none); null: not within `within_s`.
+    pub removed_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,6 +188,9 @@ pub struct Recovery {
     pub removed_s: Option<f64>,
     /// When every probe had passed again after the removal; absent: not within `within_s`.
     pub recovered_s: Option<f64>,
+    /// Per node, when it no longer held a fault of the experiment.
+    #[serde(default)]
+    pub nodes: Vec<NodeRemoval>,
 }
 
 impl Report {
@@ -179,6 +207,8 @@ impl Report {
             started_unix_ms,
             ended_s: 0.0,
             daemons,
+            targets: exp.targets,
+            run: None,
             dry_run,
             verdict: Verdict {
                 result: Conclusion::NotStarted,
@@ -212,6 +242,7 @@ impl Report {
                 within_s: exp.recovery.as_secs_f64(),
                 removed_s: None,
                 recovered_s: None,
+                nodes: Vec::new(),
             },
             experiment: exp.source.clone(),
         }

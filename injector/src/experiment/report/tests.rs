@@ -48,6 +48,7 @@ pub(crate) fn rejected() -> Report {
         restored_s: Some(7.6),
         restore_ms: Some(100.0),
         errors: vec![],
+        nodes: vec![],
     });
     r.ended_s = 9.0;
     r.verdict = Verdict {
