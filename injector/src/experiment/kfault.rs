@@ -195,7 +195,7 @@ mod tests {
             ),
             (
                 "{name: web, to: {pods: {}}, loss: 1%, blackhole: true}",
-                "steps[2].faults[0].blackhole: a fault has one action and loss is given too",
+                "steps[2].faults[0].blackhole: a fault has one action (or loss with delay) and loss is given too",
             ),
             (
                 "{name: web, to: {pods: {}, mode: some}, loss: 1%}",
