@@ -96,7 +96,7 @@ enum VmCmd {
     /// one kernel (5.10, 6.1, 6.12) or all.
     Test {
         #[arg(long, value_parser = vm::parse_kernels)]
-        kernel: Option<Vec<vm::Kernel>>,
+        kernel: Option<vm::Kernels>,
     },
     /// Run a shell command in the guest, chrooted into the host's root, in the workspace.
     Run {
@@ -200,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             VmCmd::Test { kernel } => {
                 sh("cargo", &["build", "-p", "injector"])?;
-                test::vm_tests(kernel.as_deref())
+                test::vm_tests(kernel.as_ref().map(|k| k.0.as_slice()))
             }
             VmCmd::Run {
                 kernel,

@@ -79,14 +79,19 @@ pub enum Kernel {
     Backports,
 }
 
+/// `--kernel` of `vm test`: one kernel or all (a type of its own: clap reads an `Option<Vec<_>>`
+/// field as a list of values).
+#[derive(Clone, Debug)]
+pub struct Kernels(pub Vec<Kernel>);
+
 /// `--kernel`: one of the kernels by its line (5.10, 6.1, 6.12), or `all`.
-pub fn parse_kernels(s: &str) -> Result<Vec<Kernel>, String> {
+pub fn parse_kernels(s: &str) -> Result<Kernels, String> {
     use clap::ValueEnum as _;
     if s == "all" {
-        return Ok(Kernel::value_variants().to_vec());
+        return Ok(Kernels(Kernel::value_variants().to_vec()));
     }
     Kernel::from_str(s, false)
-        .map(|k| vec![k])
+        .map(|k| Kernels(vec![k]))
         .map_err(|_| format!("'{s}' is not a kernel here; use 5.10, 6.1, 6.12 or all"))
 }
 
