@@ -2,19 +2,25 @@
 //! fq, a duplicate) and how it recognises them when they meet it again: a per-CPU token.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_STOLEN},
-    macros::map,
-    maps::PerCpuArray,
-    programs::TcContext,
+    bindings::TC_ACT_OK, helpers::bpf_redirect, macros::map, maps::PerCpuArray, programs::TcContext,
 };
 use injector_common::ctrl;
 
 use crate::verdict::ctrl_word;
 
-/// What the original of a packet handed to fq as a clone gets. STOLEN, not SHOT: both free it,
-/// but from the qdisc layer SHOT is reported to a local sender as NET_XMIT_DROP (TCP then enters
-/// CWR and treats the segment as not sent; see `hand_to_fq`), STOLEN as NET_XMIT_SUCCESS.
-const ORIGINAL_HANDED_OVER: i32 = TC_ACT_STOLEN;
+/// The verdict for the original of a packet handed to fq as a clone: freed, with a local sender
+/// told NET_XMIT_SUCCESS. Not SHOT: from the egress hook SHOT is reported to a local sender as
+/// NET_XMIT_DROP (TCP then enters CWR and treats the segment as not sent; see `hand_to_fq`). Not
+/// STOLEN either, though it does exactly this on a netlink clsact hook: on TCX (6.6+) STOLEN is no
+/// verdict, `tcx_action_code` reads it as TCX_NEXT and the original passes too (every handed-over
+/// packet was sent twice: ping's DUP! in the 6.12 VM). A redirect to ifindex 0 does it on both
+/// paths and every kernel line: `skb_do_redirect` finds no device and frees the skb, and the
+/// hook answers a redirect with NET_XMIT_SUCCESS.
+#[inline(always)]
+fn original_handed_over() -> i32 {
+    // SAFETY: a helper call with plain arguments; it only records the target for the kernel.
+    unsafe { bpf_redirect(0, 0) as i32 }
+}
 
 /// Per CPU: the clone `send` is sending right now, as `IN_FLIGHT | ifindex << 32 | bits`
 /// (`bits`: the mark bits it added), 0 otherwise. `bpf_clone_redirect` to an egress device
@@ -57,7 +63,7 @@ pub fn send(ctx: &TcContext) -> bool {
 /// keeps its sender's socket) must not wait in fq as it is: TCP small queues would see its bytes
 /// in flight for the whole delay and throttle the connection to ~1 Mbit/s. A clone carries no
 /// socket: it goes to this device's egress again (fq holds it), and the original is freed, which
-/// returns its bytes to the sender at once. The original is answered STOLEN: for the node's own
+/// returns its bytes to the sender at once. The original is consumed as success: for the node's own
 /// traffic (node -> pod across flannel.1) this hook runs inside the sender's `dev_queue_xmit`,
 /// and SHOT would come back to TCP as a local drop (`tcp_enter_cwr`, segment not sent, the
 /// clone's data then acked as unsent).
@@ -67,7 +73,7 @@ pub fn hand_to_fq(ctx: &TcContext) -> i32 {
     let has_sk = unsafe { !(*ctx.skb.skb).__bindgen_anon_2.sk.is_null() };
     // If the clone could not be made, the original goes on, stamped (delayed, TCP throttled).
     if has_sk && send(ctx) {
-        ORIGINAL_HANDED_OVER
+        original_handed_over()
     } else {
         TC_ACT_OK
     }

@@ -24,7 +24,8 @@ use injector_tests::{cmd, lab::run_prefix, require_root, stats, traffic::enter};
 use support::packets::{PLAIN, TCP, UDP, eth, ipv4, ipv6, l4};
 
 const OK: u32 = 0; // TC_ACT_OK
-const STOLEN: u32 = 4; // TC_ACT_STOLEN
+/// The original of a clone handed to fq: TC_ACT_REDIRECT (to ifindex 0, freed as sent).
+const HANDED_OVER: u32 = 7;
 const VETH: &str = programs::TC_VETH_EGRESS;
 
 /// Slots in order: dup (100%), dup30, dup0 (threshold set to 0 after compiling), cor, cor30,
@@ -166,7 +167,7 @@ fn a_duplicate_is_one_clone_that_passes_unjudged() {
         // With a delay from another fault: both are stamped, the original handed to fq.
         let (v, _) = b.run(&udp_to("10.42.2.7", 32), 1);
         assert_eq!(
-            v, STOLEN,
+            v, HANDED_OVER,
             "delayed and duplicated: the original is handed over"
         );
         assert_eq!(b.counters(6).packets(Outcome::Duplicated), 1);

@@ -1,6 +1,6 @@
 //! The clone mark through BPF_PROG_TEST_RUN: a packet that carries the `--clone-mark` bit before
 //! it reaches us is judged like any other and keeps its mark; a delayed packet's original is
-//! answered STOLEN; and the clone itself, sent to a device our program is attached to, passes it
+//! handed over (a redirect to no device, freed as sent); and the clone itself, sent to a device our program is attached to, passes it
 //! once, unjudged, and leaves with exactly the mark its original had.
 
 #[expect(dead_code)] // shared with prog_test_run, which uses all of it
@@ -26,7 +26,8 @@ use support::packets::*;
 
 const OK: u32 = 0; // TC_ACT_OK
 const SHOT: u32 = 2; // TC_ACT_SHOT
-const STOLEN: u32 = 4; // TC_ACT_STOLEN
+/// The original of a clone handed to fq: TC_ACT_REDIRECT (to ifindex 0, freed as sent).
+const HANDED_OVER: u32 = 7;
 const VETH: &str = programs::TC_VETH_EGRESS;
 const OVERLAY: &str = programs::TC_OVERLAY_EGRESS;
 const BIT: u32 = progs::DEFAULT_CLONE_MARK;
@@ -176,8 +177,8 @@ fn a_delayed_original_is_stolen_and_its_clone_passes_once_with_the_original_mark
             let (verdict, after) = b.run(VETH, &delayed(), mark);
             assert_eq!(
                 (verdict, after),
-                (STOLEN, mark),
-                "the original is handed over (STOLEN, not SHOT) with its mark"
+                (HANDED_OVER, mark),
+                "the original is handed over (not SHOT) with its mark"
             );
             assert_eq!(
                 b.counters(1).packets(Outcome::Delayed),

@@ -34,7 +34,8 @@ use support::packets::{UDP, simple};
 
 const OK: u32 = 0; // TC_ACT_OK
 const SHOT: u32 = 2; // TC_ACT_SHOT
-const STOLEN: u32 = 4; // TC_ACT_STOLEN: handed to fq as a clone
+/// Handed to fq as a clone: the original gets TC_ACT_REDIRECT (to ifindex 0, freed as sent).
+const HANDED_OVER: u32 = 7;
 const VETH: &str = programs::TC_VETH_EGRESS;
 const ALWAYS: u64 = 1 << 32;
 const SEC: u64 = 1_000_000_000;
@@ -291,7 +292,7 @@ fn a_pulse_acts_only_inside_its_on_windows_from_the_fault_start() {
         let before = monotonic_ns();
         let (v, t) = b.run(&udp("10.42.2.4"), 1);
         assert!(
-            v == STOLEN && t >= before + 50_000_000,
+            v == HANDED_OVER && t >= before + 50_000_000,
             "a delay in its on-window is stamped: {v}, {t}"
         );
         assert_eq!(
@@ -341,7 +342,7 @@ fn a_reorder_share_goes_unstamped_and_a_delay_loses_first() {
             let before = monotonic_ns();
             let (v, t) = b.run(&udp(dst), 1);
             assert!(
-                v == STOLEN && t >= before + 50_000_000,
+                v == HANDED_OVER && t >= before + 50_000_000,
                 "{dst}: reorder 0%: delayed ({v}, {t})"
             );
         }
@@ -378,7 +379,7 @@ fn a_reorder_share_goes_unstamped_and_a_delay_loses_first() {
         let lost: Vec<bool> = verdicts(&b, "10.42.2.6", 100_000)
             .iter()
             .map(|&v| {
-                assert!(v == SHOT || v == STOLEN, "dropped or delayed: {v}");
+                assert!(v == SHOT || v == HANDED_OVER, "dropped or delayed: {v}");
                 v == SHOT
             })
             .collect();

@@ -607,9 +607,12 @@ fn delay_stamps_an_edt_delivery_time() {
     let (v, t) = b.tc(VETH, &simple("10.42.1.2", "10.42.2.40", UDP, 1, 2), 0, 1);
     let after = monotonic_ns();
     // Test-run skbs carry a (dummy) socket, so the stamped packet is handed to fq as a clone
-    // without one and the original is freed, answered STOLEN (see hand_to_fq in the eBPF crate;
-    // the clone and its mark: tests/tests/prog_mark.rs).
-    assert_eq!(v, 4, "handed to fq as a clone (TC_ACT_STOLEN)");
+    // without one and the original is freed by a redirect to no device (see hand_to_fq in the
+    // eBPF crate; the clone and its mark: tests/tests/prog_mark.rs).
+    assert_eq!(
+        v, 7,
+        "handed to fq as a clone (TC_ACT_REDIRECT to ifindex 0)"
+    );
     assert!(
         t >= before + 50_000_000 && t <= after + 50_000_000,
         "tstamp {t} not now+50ms ({before}..{after})"

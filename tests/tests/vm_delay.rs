@@ -239,7 +239,8 @@ fn icount_tcp_from_the_node_itself_with_a_50ms_delay_is_close_to_netem() {
     // The node's own traffic to a pod on another node leaves through flannel.1, where the fault
     // is judged inside the sender's dev_queue_xmit: what the hook answers for the original of
     // the clone handed to fq reaches TCP. TC_ACT_SHOT comes back as NET_XMIT_DROP (cwnd cut,
-    // segment counted as not sent, the clone's data then acked as unsent); STOLEN does not.
+    // segment counted as not sent, the clone's data then acked as unsent); the redirect to no
+    // device (freed, reported NET_XMIT_SUCCESS) does not.
     require_root();
     assert!(icount(), "run under -icount (cargo xtask vm test)");
     let l = Lab::up(&lab::run_prefix("vh"), 2).unwrap();
