@@ -559,7 +559,12 @@ fn rt_the_attach_path_follows_the_kernel() {
         serde_json::from_str(&d.cli_ok(&["status", "-o", "json"], "").unwrap()).unwrap();
     assert_eq!(status["features"]["tcx"], tcx, "{status}");
     // The pod veth's egress program: on a TCX link, or as a direct-action filter under clsact.
-    let on_tcx = injector_tests::snapshot::tcx_programs(&n1, &b.host_veth).unwrap();
+    // (Before 6.6 the TCX query itself is refused with EINVAL: there is nothing to ask.)
+    let on_tcx = if tcx {
+        injector_tests::snapshot::tcx_programs(&n1, &b.host_veth).unwrap()
+    } else {
+        Vec::new()
+    };
     let filters = cmd::run(
         "tc",
         &["-n", &n1, "filter", "show", "dev", &b.host_veth, "egress"],
@@ -575,7 +580,6 @@ fn rt_the_attach_path_follows_the_kernel() {
             "no clsact filter: {filters}"
         );
     } else {
-        assert!(on_tcx.is_empty(), "no TCX before 6.6: {on_tcx:?}");
         assert!(
             filters.contains("direct-action") && filters.contains("tc_veth_egress"),
             "clsact: {filters}"
