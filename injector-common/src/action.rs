@@ -21,6 +21,10 @@ pub enum Action {
     /// Flip one random bit of the payload with probability `threshold / 2^32`, checksums left
     /// as they were, so the receiver's stack discards the packet.
     Corrupt = 6,
+    /// Bandwidth: the fault's matched traffic, all CPUs together, leaves at `FaultCfg::rate`
+    /// bytes per second: paced (EDT: held in fq until its departure time) where the node has fq
+    /// (`ctrl::RATE_PACE`), else policed (a packet above the rate is dropped).
+    Rate = 7,
 }
 
 /// Where an action can be applied, as a bit set: a judging hook declares the stages it judges,
@@ -36,13 +40,14 @@ pub mod stage {
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Drop,
         Action::Blackhole,
         Action::Delay,
         Action::Reject,
         Action::Duplicate,
         Action::Corrupt,
+        Action::Rate,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Action> {
@@ -53,6 +58,7 @@ impl Action {
             4 => Some(Action::Reject),
             5 => Some(Action::Duplicate),
             6 => Some(Action::Corrupt),
+            7 => Some(Action::Rate),
             _ => None,
         }
     }
@@ -66,6 +72,7 @@ impl Action {
             Action::Reject => "reject",
             Action::Duplicate => "duplicate",
             Action::Corrupt => "corrupt",
+            Action::Rate => "rate",
         }
     }
 
@@ -73,15 +80,18 @@ impl Action {
     pub const fn stage(self) -> u32 {
         match self {
             Action::Drop | Action::Blackhole => stage::EARLY,
-            Action::Delay | Action::Reject | Action::Duplicate | Action::Corrupt => stage::EGRESS,
+            Action::Delay | Action::Reject | Action::Duplicate | Action::Corrupt | Action::Rate => {
+                stage::EGRESS
+            }
         }
     }
 
     /// Whether the action sends clones of packets through the egress device they are judged
     /// at (delay hands a packet to fq as a clone, duplicate sends one), which the judging
-    /// program must recognise and let pass (`ctrl::GEN_CLONES`).
+    /// program must recognise and let pass (`ctrl::GEN_CLONES`); a paced rate fault holds
+    /// packets as delay does.
     pub const fn clones(self) -> bool {
-        matches!(self, Action::Delay | Action::Duplicate)
+        matches!(self, Action::Delay | Action::Duplicate | Action::Rate)
     }
 
     /// What a packet the action is applied to counts as.
@@ -89,6 +99,8 @@ impl Action {
         match self {
             Action::Drop | Action::Blackhole => Outcome::Dropped,
             Action::Delay => Outcome::Delayed,
+            // Paced: held until its departure time; policed (or beyond the queue) it is dropped.
+            Action::Rate => Outcome::Delayed,
             Action::Reject => Outcome::Rejected,
             Action::Duplicate => Outcome::Duplicated,
             Action::Corrupt => Outcome::Corrupted,

@@ -121,6 +121,9 @@ pub mod ctrl {
     /// judging program that lets it through (`daemon --clone-mark`; 0: none). Only a label for
     /// hooks ahead of ours: the clone is recognised by a per-CPU token, not by the mark.
     pub const CLONE_MARK: u32 = 6;
+    /// 1: rate faults pace (EDT stamps held by fq: the node has both); 0: they police (drop
+    /// what is above the rate). Set by the daemon at start from the kernel's features.
+    pub const RATE_PACE: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -362,6 +365,56 @@ pub struct FaultCfg {
     /// Bursty loss ([`flag::GE`]): the Gilbert-Elliott model's parameters; else `threshold` is
     /// the loss (drop and blackhole; a delay fault's loss, 0 without).
     pub ge: Ge,
+    /// Rate faults: bytes per second (IP bytes, headers included, every segment of a GSO
+    /// packet counted); 0 otherwise.
+    pub rate: u64,
+    /// Rate faults: the bucket (`rate_burst`) as time at the rate: how far ahead of its
+    /// schedule the traffic may run in a burst (GCRA's tolerance).
+    pub rate_burst_ns: u64,
+}
+
+/// A paced rate fault drops a packet that would wait longer than this for its departure (as
+/// tbf's `latency`): the queue a rate fault may build, whatever the sender does.
+pub const RATE_QUEUE_NS: u64 = 200_000_000;
+
+/// One rate fault's schedule, shared by every CPU (the programs' `RATE_STATE`, indexed by
+/// slot): GCRA's theoretical arrival time of the next packet. It belongs to the fault that
+/// started at `start_ns`: a new fault in the slot begins with a full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    pub start_ns: u64,
+    pub tat_ns: u64,
+}
+
+impl RateState {
+    /// Admits a packet costing `cost_ns` (its bytes at the rate) at `now` under a tolerance of
+    /// `burst_ns`, for the fault that started at `start_ns`: `Some(wait)` (ns until it conforms;
+    /// 0: at once) and the schedule advanced, or `None` (dropped, schedule unchanged) when it
+    /// would wait at all (`pace == false`: policing) or longer than `RATE_QUEUE_NS` (pacing).
+    #[inline(always)]
+    pub fn admit(
+        &mut self,
+        start_ns: u64,
+        now: u64,
+        cost_ns: u64,
+        burst_ns: u64,
+        pace: bool,
+    ) -> Option<u64> {
+        let tat = if self.start_ns == start_ns {
+            self.tat_ns
+        } else {
+            0
+        };
+        let base = if tat > now { tat } else { now };
+        let wait = (base - now).saturating_sub(burst_ns);
+        if (!pace && wait > 0) || wait > RATE_QUEUE_NS {
+            return None;
+        }
+        self.start_ns = start_ns;
+        self.tat_ns = base + cost_ns;
+        Some(wait)
+    }
 }
 
 impl FaultCfg {
@@ -512,7 +565,8 @@ impl HookStats {
 
 const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
-const _: () = assert!(core::mem::size_of::<FaultCfg>() == 112);
+const _: () = assert!(core::mem::size_of::<FaultCfg>() == 128);
+const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<GeState>() == 16);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
 const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
@@ -539,12 +593,68 @@ mod user {
     unsafe impl aya::Pod for super::GeState {}
     unsafe impl aya::Pod for super::FaultCounters {}
     unsafe impl aya::Pod for super::HookStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RateState {}
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
+
+    /// A rate of 1000 bytes/s (1 ms a byte), 100-byte packets (100 ms each), a 250 ms bucket.
+    const COST: u64 = 100_000_000;
+    const BURST: u64 = 250_000_000;
+
+    #[test]
+    fn a_policer_lets_the_bucket_through_then_the_rate_and_drops_the_rest() {
+        let mut st = RateState::default();
+        let t0 = 1_000_000_000;
+        // A full bucket at the start: a packet conforms while the schedule runs at most 250 ms
+        // ahead: 0, 100 and 200 ms ahead, 3 packets.
+        let passed = (0..10)
+            .filter(|_| st.admit(7, t0, COST, BURST, false) == Some(0))
+            .count();
+        assert_eq!(passed, 3);
+        // The schedule ran 300 ms ahead; 150 ms later it is 150 ms ahead: two more conform.
+        let later = t0 + 150_000_000;
+        assert_eq!(st.admit(7, later, COST, BURST, false), Some(0));
+        assert_eq!(st.admit(7, later, COST, BURST, false), Some(0));
+        assert_eq!(st.admit(7, later, COST, BURST, false), None);
+        // At the rate, forever: one packet every 100 ms passes.
+        for i in 3..50u64 {
+            assert_eq!(
+                st.admit(7, t0 + i * COST, COST, BURST, false),
+                Some(0),
+                "{i}"
+            );
+        }
+        // A new fault in the slot starts with a full bucket.
+        assert_eq!(st.admit(8, t0 + 50 * COST, COST, BURST, false), Some(0));
+    }
+
+    #[test]
+    fn a_pacer_holds_each_packet_until_it_conforms_and_drops_beyond_the_queue() {
+        let mut st = RateState::default();
+        let t0 = 1_000_000_000;
+        let waits: std::vec::Vec<Option<u64>> =
+            (0..8).map(|_| st.admit(1, t0, COST, BURST, true)).collect();
+        // 3 at once (the bucket), then 50 and 150 ms (within the 200 ms queue), then dropped.
+        let ms = |w: Option<u64>| w.map(|w| w / 1_000_000);
+        assert_eq!(
+            waits.into_iter().map(ms).collect::<std::vec::Vec<_>>(),
+            [
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(50),
+                Some(150),
+                None,
+                None,
+                None
+            ]
+        );
+    }
 
     #[test]
     fn bit_index_finds_every_bit() {

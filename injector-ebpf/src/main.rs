@@ -19,6 +19,7 @@ mod csum;
 mod loss;
 mod maps;
 mod parse;
+mod rate;
 mod reject;
 mod verdict;
 

@@ -53,6 +53,11 @@ struct ExtHdr {
 /// Bytes of a packet, read at an offset. Reads past the end fail instead of faulting.
 pub trait Bytes {
     fn read<T: Copy>(&self, off: usize) -> Option<T>;
+    /// The segments the packet becomes on the wire (a GSO packet: several); 1 by default.
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        1
+    }
 }
 
 impl Bytes for TcContext {
@@ -60,6 +65,12 @@ impl Bytes for TcContext {
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
         // bpf_skb_load_bytes: bounds-checked by the kernel, also reads non-linear data.
         self.load::<T>(off).ok()
+    }
+
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        // SAFETY: reading a context field (0 for a packet that is not GSO).
+        unsafe { (*self.skb.skb).gso_segs }.max(1)
     }
 }
 

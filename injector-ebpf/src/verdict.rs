@@ -18,6 +18,7 @@ use crate::{
     corrupt, loss,
     maps::{COUNTERS, CTRL, FAULTS, RULES, STATS},
     parse::{Bytes, Flow, Layout, parse},
+    rate,
     reject::{self, Plan},
 };
 
@@ -242,6 +243,21 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
                 let d = cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
                 add_change(stash, |ch| ch.delay_ns += d);
                 c.count(act.outcome(), bytes);
+            }
+            Action::Rate => {
+                let ip_bytes = rate::ip_bytes(pkt, &stash_layout(stash, &flow), len);
+                let pace = ctrl_word(ctrl::RATE_PACE) == 1;
+                match rate::admit(cfg, slot, now, ip_bytes, pace) {
+                    None => {
+                        c.count(Outcome::Dropped, bytes);
+                        return Verdict::Drop;
+                    }
+                    Some(0) => c.count(Outcome::Passed, bytes),
+                    Some(wait) => {
+                        add_change(stash, |ch| ch.delay_ns += wait);
+                        c.count(act.outcome(), bytes);
+                    }
+                }
             }
             Action::Reject => match reject::plan(
                 pkt,

@@ -60,6 +60,9 @@ pub struct Created {
     pub created: Vec<String>,
     #[serde(default)]
     pub carved: BTreeMap<String, Vec<Carved>>,
+    /// With a rate fault among them: how this node keeps rates (paced or policed, and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_mode: Option<String>,
 }
 
 /// A protected target carved out of a fault: an exception added to its `field` (`to` or `from`).

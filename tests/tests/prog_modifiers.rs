@@ -1,8 +1,10 @@
-//! Bursty loss, reorder, pulse and loss with delay through BPF_PROG_TEST_RUN: the
+//! Bursty loss, reorder, pulse, loss with delay and rate through BPF_PROG_TEST_RUN: the
 //! Gilbert-Elliott chain at its deterministic ends (and restarted for a new fault in the slot),
 //! its mean loss and mean burst over 100k packets, a pulse judged from the fault image's start
 //! time inside and outside the on-window, a delay's reorder share sent unstamped, a delay's
-//! loss; IPv4 and IPv6. On one CPU (the chain is per CPU), in a network namespace of the test
+//! loss; a rate policed (the bucket, then drops) and paced (each packet stamped one cost after
+//! the one before, GSO segments' headers counted, dropped beyond the queue); IPv4 and IPv6. On
+//! one CPU (the chain is per CPU), in a network namespace of the test
 //! whose loopback the program is attached to (clones of delayed packets go there).
 
 #[expect(dead_code, reason = "shared packet builders; this file uses some")]
@@ -114,8 +116,15 @@ impl Bpf {
     /// Runs the veth program `repeat` times on `pkt`; returns the verdict and the skb's tstamp
     /// after the run (0: not stamped).
     fn run(&self, pkt: &[u8], repeat: u32) -> (u32, u64) {
+        self.run_gso(pkt, repeat, 0)
+    }
+
+    /// As [`run`](Self::run), the packet a GSO packet of `gso_segs` segments (0: not GSO).
+    fn run_gso(&self, pkt: &[u8], repeat: u32, gso_segs: u32) -> (u32, u64) {
         let p: &SchedClassifier = self.ebpf.program(VETH).unwrap().try_into().unwrap();
-        let ctx_in = vec![0u8; size_of::<__sk_buff>()];
+        let mut ctx_in = vec![0u8; size_of::<__sk_buff>()];
+        let g = offset_of!(__sk_buff, gso_segs);
+        ctx_in[g..g + 4].copy_from_slice(&gso_segs.to_ne_bytes());
         let mut ctx_out = vec![0u8; size_of::<__sk_buff>()];
         let mut out = vec![0u8; pkt.len() + 256];
         let r = p
@@ -384,5 +393,96 @@ fn a_reorder_share_goes_unstamped_and_a_delay_loses_first() {
             })
             .collect();
         stats::assert_gilbert(&Bursts::of(lost), 0.2, 4.0, "bursty loss with delay");
+    });
+}
+
+/// A rate of `per_s` bytes a second in the image (1000: 1 ms a byte, below what validation
+/// allows, so every cost is a whole number of ms), with a bucket of `burst_bytes`.
+fn slow_rate(img: &mut Image, per_s: u64, burst_bytes: u64) {
+    for f in &mut img.faults {
+        f.rate = per_s;
+        f.rate_burst_ns = burst_bytes * SEC / per_s;
+    }
+}
+
+#[test]
+fn a_policed_rate_passes_its_bucket_then_drops_above_the_rate() {
+    on_cpu0(|| {
+        let json = r#"[{"name":"r4","to":["10.42.2.1"],"rate":"1mbit","for":"1h"},
+                       {"name":"r6","to":["fd00:42:2::1"],"rate":"1mbit","for":"1h"}]"#;
+        for (name, dst) in [("r4", "10.42.2.1"), ("r6", "fd00:42:2::1")] {
+            let ip_len = (udp(dst).len() - 14) as u64;
+            // Ten packets' worth and a half: the first packet and ten more conform at once; the
+            // half is slack for the time the runs take (1 byte a ms).
+            let mut b = load("pm5", json, |img, _| {
+                slow_rate(img, 1000, 10 * ip_len + ip_len / 2)
+            });
+            b.maps.set_ctrl(ctrl::RATE_PACE, 0).unwrap();
+            let v = verdicts(&b, dst, 30);
+            assert_eq!(
+                (&v[..11], &v[11..]),
+                (&[OK; 11][..], &[SHOT; 19][..]),
+                "{dst}"
+            );
+            let c = b.counters(name);
+            assert_eq!(
+                (c.packets(Outcome::Passed), c.packets(Outcome::Dropped)),
+                (11, 19),
+                "{dst}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_paced_rate_stamps_each_packet_one_cost_after_the_last_and_drops_beyond_its_queue() {
+    on_cpu0(|| {
+        let json = r#"[{"name":"r4","to":["10.42.2.1"],"rate":"1mbit","for":"1h"},
+                       {"name":"r6","to":["fd00:42:2::1"],"rate":"1mbit","for":"1h"}]"#;
+        for (name, dst) in [("r4", "10.42.2.1"), ("r6", "fd00:42:2::1")] {
+            let pkt = udp(dst);
+            let ip_len = (pkt.len() - 14) as u64;
+            // 10 kB/s: 0.1 ms a byte.
+            let cost = ip_len * 100_000;
+            let mut b = load("pm6", json, |img, _| slow_rate(img, 10_000, 0));
+            b.maps.set_ctrl(ctrl::RATE_PACE, 1).unwrap();
+            // The first conforms at once and goes out unstamped.
+            assert_eq!(b.run(&pkt, 1), (OK, 0), "{dst}: the first");
+            // The next ones wait 1, 2, ... costs from the first; a GSO packet of 4 segments
+            // costs its bytes and 3 more IP and UDP headers.
+            let (v, t1) = b.run(&pkt, 1);
+            assert_eq!(v, HANDED_OVER, "{dst}: the second is held");
+            let (v, t2) = b.run_gso(&pkt, 1, 4);
+            assert_eq!(v, HANDED_OVER, "{dst}");
+            // Stamped from the clock read when stamping, the wait from the one read when
+            // judging: the stamps are a cost apart give or take the few ns in between.
+            let near = |d: u64, want: u64, what: &str| {
+                assert!(
+                    d.abs_diff(want) < 20_000,
+                    "{dst}: {what}: {d} ns, want {want}"
+                );
+            };
+            near(t2 - t1, cost, "one cost after the second");
+            let hdr = if dst.contains(':') { 48 } else { 28 };
+            let (v, t3) = b.run(&pkt, 1);
+            assert_eq!(v, HANDED_OVER, "{dst}");
+            near(t3 - t2, cost + 3 * hdr * 100_000, "the GSO packet's cost");
+            // Beyond the 200 ms queue: dropped, and the schedule does not move.
+            let queued = (t3 - t1) + 2 * cost;
+            let fits = (injector_common::RATE_QUEUE_NS.saturating_sub(queued)) / cost;
+            let v = verdicts(&b, dst, fits as usize + 3);
+            let held = v.iter().filter(|&&v| v == HANDED_OVER).count();
+            let shot = v.iter().filter(|&&v| v == SHOT).count();
+            assert!(
+                (fits as usize..=fits as usize + 1).contains(&held) && held + shot == v.len(),
+                "{dst}: {v:?}, {fits} more fit in the queue"
+            );
+            let c = b.counters(name);
+            assert_eq!(
+                (c.packets(Outcome::Delayed), c.packets(Outcome::Dropped)),
+                (3 + held as u64, shot as u64),
+                "{dst}"
+            );
+        }
     });
 }

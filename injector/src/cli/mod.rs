@@ -147,6 +147,9 @@ fn created(c: &Created) -> String {
             .collect();
         s += &format!("  {name}: carved out {}\n", list.join(", "));
     }
+    if let Some(m) = &c.rate_mode {
+        s += &format!("  rate: {m}\n");
+    }
     s
 }
 

@@ -144,9 +144,15 @@ async fn create(
         .filter(|e| !e.record.carved.is_empty())
         .map(|e| (e.record.spec.name.clone(), carved(e)))
         .collect();
+    let rate_mode = names
+        .iter()
+        .filter_map(|n| c.faults.get(n))
+        .any(|e| matches!(e.fault.action, crate::fault::spec::Action::Rate(_)))
+        .then(|| c.features.rate_mode().to_string());
     let created = Created {
         created: names,
         carved,
+        rate_mode,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

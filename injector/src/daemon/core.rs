@@ -26,6 +26,22 @@ pub struct Features {
     pub edt_stamp: bool,
 }
 
+impl Features {
+    /// Whether packets can be held until a time (delay, paced rate): EDT stamps and fq.
+    pub fn holds(&self) -> bool {
+        self.edt_stamp && self.fq
+    }
+
+    /// How rate faults keep their rate here, as replies and `fault get` say it.
+    pub fn rate_mode(&self) -> &'static str {
+        if self.holds() {
+            "paced: held in fq until the rate allows (EDT)"
+        } else {
+            "policed: packets above the rate are dropped (no fq or EDT on this node to hold them)"
+        }
+    }
+}
+
 pub struct Core {
     pub maps: Maps,
     pub faults: FaultSet,
@@ -60,6 +76,10 @@ impl Core {
                     Action::Delay {
                         latency, jitter, ..
                     } => Some(latency + jitter),
+                    // A paced rate fault holds packets up to its queue.
+                    Action::Rate(_) if self.features.holds() => Some(
+                        std::time::Duration::from_nanos(injector_common::RATE_QUEUE_NS),
+                    ),
                     _ => None,
                 })
                 .max()

@@ -230,6 +230,8 @@ fn adopt(cfg: &Config, l: &mut Loaded) -> Result<FaultSet> {
     l.maps.set_ctrl(ctrl::XDP, u64::from(cfg.roles.xdp))?;
     l.maps
         .set_ctrl(ctrl::CLONE_MARK, u64::from(cfg.clone_mark))?;
+    l.maps
+        .set_ctrl(ctrl::RATE_PACE, u64::from(l.features.holds()))?;
     if !l.adopted {
         l.maps.set_ctrl(ctrl::ARMED, 1)?;
         return Ok(FaultSet::default());

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::file::{ferr, typed};
 use crate::{
-    fault::spec::{FaultSpec, FieldError},
+    fault::spec::FieldError,
     k8s::{NetworkFaultSpec, crd, validate::dns_label},
     kubectl::{apply::unknown_fields, fault::check_name},
 };
@@ -28,19 +28,7 @@ pub struct KubeFault {
 impl KubeFault {
     /// `loss 1%`, `blackhole`, ... (the plugin's words).
     pub fn action_text(&self) -> String {
-        FaultSpec {
-            loss: self.spec.loss.clone(),
-            blackhole: self.spec.blackhole,
-            delay: self.spec.delay.clone(),
-            jitter: self.spec.jitter.clone(),
-            reject: self.spec.reject,
-            reject_with: self.spec.reject_with.clone(),
-            duplicate: self.spec.duplicate.clone(),
-            corrupt: self.spec.corrupt.clone(),
-            dry_run: self.spec.dry_run,
-            ..FaultSpec::default()
-        }
-        .action_text()
+        self.spec.action_spec().action_text()
     }
 }
 

@@ -36,13 +36,14 @@ pub struct RampSpec {
     pub side: Option<String>,
 }
 
-const ACTIONS: [&str; 6] = [
+const ACTIONS: [&str; 7] = [
     "loss",
     "blackhole",
     "delay",
     "reject",
     "duplicate",
     "corrupt",
+    "rate",
 ];
 
 /// `one`, `3`, `25%`, `all` -> the side's `mode` and `value`.

@@ -8,6 +8,7 @@ use injector_common::{Outcome, Reply};
 
 use super::{
     loss::{self, Loss},
+    rate::{self, Rate},
     spec::{FaultSpec, FieldError, Proto, duration, err, percent},
 };
 
@@ -33,6 +34,8 @@ pub enum Action {
     Duplicate(f64),
     /// Flip a payload bit with this probability (0, 1].
     Corrupt(f64),
+    /// Let the matched traffic through at a rate (paced or policed, by node).
+    Rate(Rate),
 }
 
 impl Action {
@@ -46,6 +49,7 @@ impl Action {
             Action::Reject(_) => K::Reject,
             Action::Duplicate(_) => K::Duplicate,
             Action::Corrupt(_) => K::Corrupt,
+            Action::Rate(_) => K::Rate,
         }
     }
 }
@@ -107,6 +111,7 @@ impl FaultSpec {
             ("reject", self.reject, K::Reject),
             ("duplicate", self.duplicate.is_some(), K::Duplicate),
             ("corrupt", self.corrupt.is_some(), K::Corrupt),
+            ("rate", self.rate.is_some(), K::Rate),
         ]
         .into_iter()
         .filter(|(_, given, _)| *given)
@@ -135,6 +140,10 @@ impl FaultSpec {
         if self.reorder.is_some() {
             v.push(Outcome::Reordered);
         }
+        if self.rate.is_some() {
+            // Policed, or beyond a paced fault's queue.
+            v.push(Outcome::Dropped);
+        }
         v
     }
 
@@ -161,14 +170,18 @@ impl FaultSpec {
         let mut a = match (loss, delay) {
             (Some(l), Some(d)) => format!("{l} + {d}"),
             (Some(t), None) | (None, Some(t)) => t,
-            (None, None) => match (self.reject, &self.duplicate, &self.corrupt) {
-                (true, _, _) => match &self.reject_with {
+            (None, None) => match (self.reject, &self.duplicate, &self.corrupt, &self.rate) {
+                (true, _, _, _) => match &self.reject_with {
                     Some(w) => format!("reject {w}"),
                     None => "reject".to_string(),
                 },
-                (false, Some(d), _) => format!("duplicate {d}"),
-                (false, None, Some(c)) => format!("corrupt {c}"),
-                (false, None, None) => "blackhole".to_string(),
+                (false, Some(d), _, _) => format!("duplicate {d}"),
+                (false, None, Some(c), _) => format!("corrupt {c}"),
+                (false, None, None, Some(r)) => match &self.rate_burst {
+                    Some(b) => format!("rate {r} burst {b}"),
+                    None => format!("rate {r}"),
+                },
+                (false, None, None, None) => "blackhole".to_string(),
             },
         };
         if let Some(p) = &self.pulse {
@@ -191,7 +204,8 @@ impl FaultSpec {
             return Err(err(
                 &f("action"),
                 "give one of loss (e.g. 5%), blackhole, delay (e.g. 100ms), reject, \
-                 duplicate (e.g. 5%) or corrupt (e.g. 1%); loss and delay combine",
+                 duplicate (e.g. 5%), corrupt (e.g. 1%) or rate (e.g. 10mbit); loss and delay \
+                 combine",
             ));
         };
         if let Some(&(b, _)) = given[1..]
@@ -223,6 +237,7 @@ impl FaultSpec {
             self.burst.as_deref(),
             self.loss_model.as_deref(),
         )?;
+        let rate = rate::validate(&f, self.rate.as_deref(), self.rate_burst.as_deref())?;
         if self.jitter.is_some() && self.delay.is_none() {
             return Err(err(&f("jitter"), "jitter needs a delay"));
         }
@@ -254,6 +269,8 @@ impl FaultSpec {
             Action::Duplicate(share("duplicate", d)?)
         } else if let Some(c) = &self.corrupt {
             Action::Corrupt(share("corrupt", c)?)
+        } else if let Some(r) = rate {
+            Action::Rate(r)
         } else {
             let d = self.delay.as_deref().unwrap_or_default();
             let latency = duration(

@@ -218,6 +218,10 @@ fn fault_cfg(f: &Fault, start_ns: u64, deadline_ns: u64) -> FaultCfg {
             cfg.threshold = 1 << 32;
             cfg.flags |= r.flags();
         }
+        Action::Rate(r) => {
+            cfg.rate = r.bytes_per_s;
+            cfg.rate_burst_ns = r.burst_ns();
+        }
     }
     if let Some(p) = f.pulse {
         cfg.pulse_on_ns = p.on.as_nanos() as u64;

@@ -146,6 +146,13 @@ pub(super) fn validate(
 ) -> Result<Option<Loss>, FieldError> {
     match (loss, burst_v, model_v) {
         (None, None, None) => Ok(None),
+        (None, Some(b), None) if super::rate::looks_like_size(b) => Err(err(
+            &f("burst"),
+            format!(
+                "'{b}': burst is the mean length of a loss burst (packets); a rate's bucket is \
+                 rate_burst (e.g. rate 10mbit with rate_burst {b})"
+            ),
+        )),
         (None, Some(b), None) => Err(err(
             &f("burst"),
             format!(

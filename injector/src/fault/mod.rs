@@ -5,4 +5,5 @@ pub mod action;
 pub mod compile;
 pub mod loss;
 pub mod pulse;
+pub mod rate;
 pub mod spec;

@@ -10,12 +10,13 @@ pub use super::{
     action::{Action, MAX_DELAY},
     loss::{Ge, Loss},
     pulse::Pulse,
+    rate::Rate,
 };
 use crate::parse::{self, Cidr};
 
 /// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
 /// "loss": "5%", "for": "5m"}`. One action: `loss`, `blackhole`, `delay`, `reject`,
-/// `duplicate` or `corrupt`, or `loss` with `delay` (two faults with the same match combine the
+/// `duplicate`, `corrupt` or `rate`, or `loss` with `delay` (two faults with the same match combine the
 /// others); modifiers: `burst`/`loss_model` (loss), `reorder` (delay), `pulse` (any). The same
 /// struct is `injector fault add`'s flags (`--to`, `--loss`, ...), so files, the API and the
 /// command line share one definition; each field's doc is its `--help` line.
@@ -123,6 +124,16 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub corrupt: Option<String>,
+    /// Let the matched traffic through at this rate, in aggregate: 10mbit (tc's units). Paced
+    /// in fq where the node has it, else policed (above the rate dropped); the reply says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default: 64kb, or
+    /// 10 ms at the rate if more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, requires = "rate")]
+    pub rate_burst: Option<String>,
     /// Act only ON of every PERIOD from the fault's start, with any action (the kernel keeps
     /// the beat, also with the daemon gone): 10s/30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]

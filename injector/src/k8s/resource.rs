@@ -18,6 +18,10 @@ pub const PULSE_PATTERN: &str =
     r"^ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ */ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ *$";
 /// A mean burst length in packets.
 pub const BURST_PATTERN: &str = r"^ *[0-9]+(\.[0-9]+)? *$";
+/// A rate in tc's bit units: `10mbit` (case as users write it).
+pub const RATE_PATTERN: &str = r"^ *[0-9]+(\.[0-9]+)? *([kKmMgGtT])?[bB][iI][tT] *$";
+/// A size in tc's byte units: `32kb`.
+pub const SIZE_PATTERN: &str = r"^ *[0-9]+(\.[0-9]+)? *([kKmMgG][bB]?|[bB])? *$";
 pub const DURATION_PATTERN: &str = r"^ *([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+ *$";
 /// A port, a range (`8000-8080`) or, for a Service, a port's name (`http`: a letter at least,
 /// no '-' at either end).
@@ -118,6 +122,16 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PERCENT_PATTERN))]
     pub corrupt: Option<String>,
+    /// Let the matched traffic through at this rate, in aggregate: 10mbit (tc's units, 8kbit to
+    /// 100gbit). Paced in fq where the node has it, else policed (above the rate dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(RATE_PATTERN))]
+    pub rate: Option<String>,
+    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default 64kb, or 10
+    /// ms at the rate if more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(SIZE_PATTERN))]
+    pub rate_burst: Option<String>,
     /// Act only ON of every PERIOD from the fault's start, with any action: 10s/30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PULSE_PATTERN))]

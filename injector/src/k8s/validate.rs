@@ -36,6 +36,7 @@ fn resource_field(fault_field: &str) -> String {
         "dry_run" => "dryRun",
         "reject_with" => "rejectWith",
         "loss_model" => "lossModel",
+        "rate_burst" => "rateBurst",
         "action" => return "spec".into(),
         other => other,
     };
@@ -76,12 +77,20 @@ impl NetworkFaultSpec {
             reject_with: self.reject_with.clone(),
             duplicate: self.duplicate.clone(),
             corrupt: self.corrupt.clone(),
+            rate: self.rate.clone(),
+            rate_burst: self.rate_burst.clone(),
             pulse: self.pulse.clone(),
             flows: self.flows.clone(),
             seed: self.seed,
             lifetime: lifetime.to_string(),
             dry_run: self.dry_run,
         }
+    }
+
+    /// The action fields as a node-level fault's (no match, no name): for the action's text
+    /// and table columns.
+    pub fn action_spec(&self) -> FaultSpec {
+        self.node_fault("", &Side::default(), &Side::default(), &self.duration)
     }
 
     /// Validates `fault` (built by [`Self::node_fault`]) with FaultSpec's own checks, the error

@@ -208,6 +208,12 @@ pub struct AddArgs {
     /// Flip one payload bit of this share of packets (checksum left): 1%.
     #[arg(long)]
     pub corrupt: Option<String>,
+    /// Let the matched traffic through at this rate, in aggregate: 10mbit (tc's units).
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// With --rate: the bucket, bytes that may leave at once after a pause: 32kb.
+    #[arg(long, requires = "rate")]
+    pub rate_burst: Option<String>,
     /// Hold packets this long: 100ms (at most 10s).
     #[arg(long)]
     pub delay: Option<String>,

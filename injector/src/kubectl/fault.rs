@@ -206,6 +206,8 @@ pub fn build(a: &AddArgs, namespace: &str) -> Result<NetworkFault, String> {
         reject_with: a.reject_with.clone(),
         duplicate: a.duplicate.clone(),
         corrupt: a.corrupt.clone(),
+        rate: a.rate.clone(),
+        rate_burst: a.rate_burst.clone(),
         delay: a.delay.clone(),
         jitter: a.jitter.clone(),
         reorder: a.reorder.clone(),

@@ -63,7 +63,10 @@ impl Counters {
 
 /// The outcome columns: matched, then the outcomes of the listed faults' actions.
 fn shown_outcomes(views: &[&FaultView]) -> Vec<Outcome> {
-    let specs: Vec<FaultSpec> = views.iter().map(|f| action_spec(&f.resource)).collect();
+    let specs: Vec<FaultSpec> = views
+        .iter()
+        .map(|f| f.resource.spec.action_spec())
+        .collect();
     outcome_columns(&specs)
 }
 
@@ -103,30 +106,9 @@ pub struct FaultView {
     pub resource: NetworkFault,
 }
 
-/// The resource's action fields as a node-level fault's (no match, no name).
-fn action_spec(nf: &NetworkFault) -> FaultSpec {
-    let s = &nf.spec;
-    FaultSpec {
-        loss: s.loss.clone(),
-        burst: s.burst.clone(),
-        loss_model: s.loss_model.clone(),
-        blackhole: s.blackhole,
-        delay: s.delay.clone(),
-        jitter: s.jitter.clone(),
-        reorder: s.reorder.clone(),
-        reject: s.reject,
-        reject_with: s.reject_with.clone(),
-        duplicate: s.duplicate.clone(),
-        corrupt: s.corrupt.clone(),
-        pulse: s.pulse.clone(),
-        dry_run: s.dry_run,
-        ..FaultSpec::default()
-    }
-}
-
 /// The action in the node CLI's words (`loss 10%`, `delay 100ms±10ms`, `blackhole`).
 pub fn action_text(nf: &NetworkFault) -> String {
-    action_spec(nf).action_text()
+    nf.spec.action_spec().action_text()
 }
 
 fn selector_text(s: &LabelSelector) -> String {
