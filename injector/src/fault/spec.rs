@@ -129,7 +129,7 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long)]
     pub rate: Option<String>,
-    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default: 64kb, or
+    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default: 256kb, or
     /// 10 ms at the rate if more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long, requires = "rate")]

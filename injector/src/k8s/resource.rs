@@ -127,8 +127,8 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(RATE_PATTERN))]
     pub rate: Option<String>,
-    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default 64kb, or 10
-    /// ms at the rate if more).
+    /// The rate's bucket: bytes that may leave at once after a pause: 32kb (default 256kb, or
+    /// 10 ms at the rate if more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(SIZE_PATTERN))]
     pub rate_burst: Option<String>,
