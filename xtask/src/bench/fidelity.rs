@@ -22,9 +22,9 @@ use super::{
 const MARK: &str = "BENCH-SECTION ";
 const DELAY_NS: u64 = 50_000_000;
 
-/// Boots the VM with -icount and runs `xtask bench-vm` in it; returns its section and the guest
-/// kernel's version.
-pub fn run(ctx: &Ctx) -> Result<(Section, String)> {
+/// Boots the VM with -icount and runs `xtask bench-vm` in it; returns its sections (delay
+/// fidelity, then paced bandwidth) and the guest kernel's version.
+pub fn run(ctx: &Ctx) -> Result<(Vec<Section>, String)> {
     let vm = crate::vm::setup()?;
     let xtask = crate::self_exe()?;
     let cmd = format!(
@@ -34,15 +34,16 @@ pub fn run(ctx: &Ctx) -> Result<(Section, String)> {
     );
     eprintln!("+ [vm {}, icount] {cmd}", vm.kver);
     let (rc, out) = crate::vm::run(&vm, &cmd, true, Duration::from_secs(1800))?;
-    let Some(line) = out.lines().find_map(|l| l.strip_prefix(MARK)) else {
+    let lines: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix(MARK)).collect();
+    if rc != 0 || lines.is_empty() {
         print!("{out}");
-        bail!("the VM part printed no result (exit {rc})");
-    };
-    if rc != 0 {
-        print!("{out}");
-        bail!("the VM part failed (exit {rc})");
+        bail!("the VM part failed or printed no result (exit {rc})");
     }
-    Ok((Section::from_json(line)?, vm.kver.clone()))
+    let sections = lines
+        .into_iter()
+        .map(Section::from_json)
+        .collect::<Result<_>>()?;
+    Ok((sections, vm.kver.clone()))
 }
 
 struct Errors {
@@ -184,6 +185,8 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
          tighter); for TCP, injector / netem over {iperf_secs} s of iperf3."
     ));
     println!("{MARK}{}", sec.to_json());
+    let bw = super::rate::in_vm(ctx, &l, &d1)?;
+    println!("{MARK}{}", bw.to_json());
     d1.stop()?;
     Ok(())
 }

@@ -9,6 +9,7 @@ mod fidelity;
 mod idle;
 mod k8s;
 mod latency;
+mod rate;
 mod report;
 
 use std::{path::PathBuf, time::Duration};
@@ -43,7 +44,7 @@ impl Ctx {
     }
 }
 
-const PARTS: [&str; 6] = ["idle", "cost", "drop", "latency", "k8s", "fidelity"];
+const PARTS: [&str; 7] = ["idle", "cost", "drop", "latency", "rate", "k8s", "fidelity"];
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
     if let Some(p) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
@@ -67,11 +68,12 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     };
     let mut sections = Vec::new();
     type Part = fn(&Ctx, &Lab) -> Result<report::Section>;
-    let parts: [(&str, Part); 4] = [
+    let parts: [(&str, Part); 5] = [
         ("idle", idle::run),
         ("cost", cost::run),
         ("drop", drop::run),
         ("latency", latency::run),
+        ("rate", rate::run),
     ];
     if parts.iter().any(|(n, _)| wanted(n)) {
         let l = Lab::up(&lab::run_prefix("bench"), 2)?;
@@ -92,9 +94,11 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     let mut vm_kernel = "not run".to_string();
     if wanted("fidelity") {
         eprintln!("xtask: bench: fidelity (VM)");
-        let (s, k) = fidelity::run(&ctx)?;
-        println!("{}", s.markdown());
-        sections.push(s);
+        let (vm_sections, k) = fidelity::run(&ctx)?;
+        for s in vm_sections {
+            println!("{}", s.markdown());
+            sections.push(s);
+        }
         vm_kernel = k;
     }
     let doc = report::document(&sections, command, &vm_kernel, quick);
