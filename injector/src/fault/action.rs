@@ -390,6 +390,48 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_is_an_action_of_its_own_and_its_bucket_is_not_the_loss_burst() {
+        let v = |j: &str| {
+            let s: FaultSpec = serde_json::from_str(j).unwrap();
+            let f = s.validate("").unwrap();
+            (f.action, s.action_text(), s.action_kind(), s.outcomes())
+        };
+        let (a, text, kind, outcomes) =
+            v(r#"{"name":"x","rate":"10mbit","rate_burst":"32kb","for":"1m"}"#);
+        assert_eq!(
+            a,
+            Action::Rate(Rate {
+                bytes_per_s: 1_250_000,
+                burst: 32 * 1024
+            })
+        );
+        assert_eq!(text, "rate 10mbit burst 32kb");
+        assert_eq!(kind, Some(injector_common::Action::Rate));
+        assert_eq!(outcomes, [Outcome::Delayed, Outcome::Dropped]);
+        bad(
+            |s| s.rate = Some("10mbit".into()),
+            "faults[0].rate: a fault has one action (or loss with delay) and loss is given too; \
+             for loss and rate together use two faults",
+        );
+        bad(
+            |s| {
+                s.loss = None;
+                s.rate = Some("10mbit".into());
+                s.burst = Some("32kb".into());
+            },
+            "faults[0].burst: '32kb': burst is the mean length of a loss burst (packets); a \
+             rate's bucket is rate_burst (e.g. rate 10mbit with rate_burst 32kb)",
+        );
+        bad(
+            |s| {
+                s.loss = None;
+                s.rate = Some("10 mbps".into());
+            },
+            "faults[0].rate: '10 mbps' is not a rate",
+        );
+    }
+
+    #[test]
     fn loss_with_delay_is_one_fault_and_modifiers_read_back_in_tables() {
         let v = |j: &str| {
             let s: FaultSpec = serde_json::from_str(j).unwrap();
