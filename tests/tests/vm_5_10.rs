@@ -1,7 +1,7 @@
 //! On Debian 11's 5.10 kernel (no `bpf_skb_set_tstamp`, no TCX), in the VM: the daemon loads the
 //! programs without the EDT stamp, drop and blackhole work with real traffic in the lab, reject
-//! refuses a connect and duplicate sends each datagram twice, and a delay fault is refused by
-//! the API naming the field and the reason. Ignored on the host; run by `cargo xtask vm test
+//! refuses a connect and duplicate sends each datagram twice, a rate is policed (no EDT to pace
+//! with), and a delay fault is refused by the API naming the field and the reason. Ignored on the host; run by `cargo xtask vm test
 //! --kernel 5.10` (part of `cargo xtask test`), one short real-time run.
 
 use std::{
@@ -120,6 +120,31 @@ fn old_kernel_drops_and_blackholes_and_refuses_delay() {
     assert_eq!(got, 20, "each datagram twice");
     d1.clear().unwrap();
     d2.clear().unwrap();
+
+    // A rate, policed here: 8kbit (1000 bytes/s) with a 1500-byte bucket passes two datagrams
+    // of 1028 IP bytes sent back to back (the second runs 1.03 s ahead of the rate, within the
+    // bucket's 1.5 s), then drops until the rate catches up.
+    let faults = format!(
+        r#"[{{"name":"bw","to":["{c}"],"proto":"udp","dport":["7001"],"rate":"8kbit","rate_burst":"1500b","for":"5m"}}]"#,
+        c = c.ip
+    );
+    let reply = d1.apply(&faults).unwrap();
+    assert!(reply.contains("rate: policed"), "{reply}");
+    in_netns(&a.netns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0))?;
+        for _ in 0..10 {
+            s.send_to(&[0u8; 1000], to)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 1500];
+    while udp.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 2, "the bucket's two datagrams, the rest policed");
+    d1.clear().unwrap();
     d1.stop().unwrap();
     d2.stop().unwrap();
 }
