@@ -1,7 +1,8 @@
 //! The node daemon in the lab: new pods are covered without a restart, kill -9 + restart adopts
 //! the running faults, bad API requests get 4xx and change nothing, protected targets are refused,
-//! the TCP API needs its token, /readyz and XDP-judging follow a failed XDP attach, and the
-//! metrics pass promtool and are scraped by a real Prometheus.
+//! the TCP API needs its token, /readyz and XDP-judging follow a failed XDP attach, the
+//! metrics pass promtool and are scraped by a real Prometheus, and maps pinned by a version with
+//! another layout are refused by name and left alone.
 
 use std::{
     net::SocketAddr,
@@ -646,4 +647,81 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         },
     );
     assert!(last.contains(r#""fault":"bh""#), "{last}");
+}
+
+/// Pins an array map named `name` (key 4 bytes, `value_size`, `entries`) at `path`, as another
+/// version of the daemon would have left it: BPF_MAP_CREATE, then BPF_OBJ_PIN.
+fn pin_array(path: &std::path::Path, name: &str, value_size: u32, entries: u32) {
+    // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries, map_flags,
+    // inner_map_fd, numa_node, map_name[16] at 28.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&2u32.to_ne_bytes()); // BPF_MAP_TYPE_ARRAY
+    attr[4..8].copy_from_slice(&4u32.to_ne_bytes());
+    attr[8..12].copy_from_slice(&value_size.to_ne_bytes());
+    attr[12..16].copy_from_slice(&entries.to_ne_bytes());
+    attr[28..28 + name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: a valid bpf_attr for BPF_MAP_CREATE (cmd 0).
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // BPF_OBJ_PIN: pathname (u64), bpf_fd (u32).
+    let mut attr = [0u8; 128];
+    attr[0..8].copy_from_slice(&(c.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: a valid bpf_attr for BPF_OBJ_PIN (cmd 6) whose path outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_ptr(), attr.len()) };
+    assert_eq!(r, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: our fd; the pin holds the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn maps_pinned_by_another_version_are_refused_by_name_and_left_alone() {
+    require_root();
+    let l = Lab::up(&lab::run_prefix("dpv"), 1).unwrap();
+    let node = l.node(1);
+    let dir = std::path::PathBuf::from(node.bpffs());
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Pins(std::path::PathBuf);
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _pins = Pins(dir.clone());
+    // FAULTS as an earlier layout had it: 112-byte fault configurations.
+    let faults = dir.join("FAULTS");
+    let max = injector_common::MAX_FAULTS * 2;
+    pin_array(&faults, "FAULTS", 112, max);
+    let out = Command::new(injector_bin())
+        .args(["--socket"])
+        .arg(std::env::temp_dir().join(format!("{}.sock", node.netns)))
+        .args(["daemon", "--netns", &node.netns, "--bpffs"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "refused: {err}");
+    let size = size_of::<injector_common::FaultCfg>();
+    for want in [
+        "the maps pinned there were made by another version of injector".to_string(),
+        format!(
+            "FAULTS (pinned: key 4 B, value 112 B, {max} entries; this build: key 4 B, value \
+             {size} B, {max} entries)"
+        ),
+        format!("`rm -r {}`", dir.display()),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in: {err}");
+    }
+    // Nothing changed: the pin is there, alone, as it was.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["FAULTS"], "{left:?}");
 }

@@ -169,13 +169,17 @@ struct Loaded {
 }
 
 fn load(cfg: &Config) -> Result<Loaded> {
+    // A previous instance's pins, checked before anything is created or loaded.
+    let adopted = maps::ALL.iter().any(|m| cfg.bpffs.join(m).exists());
+    if adopted {
+        crate::kernel::pins::check(&cfg.bpffs, crate::EBPF_OBJECT)?;
+    }
     std::fs::create_dir_all(attach::links_dir(&cfg.bpffs)).with_context(|| {
         format!(
             "--bpffs: creating the pin directory {} (is bpffs mounted on /sys/fs/bpf?)",
             cfg.bpffs.display()
         )
     })?;
-    let adopted = maps::ALL.iter().any(|m| cfg.bpffs.join(m).exists());
     let features = Features {
         tcx: features::tcx(),
         fq: features::fq(),

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod features;
 pub mod maps;
+pub mod pins;
 pub mod programs;
 pub mod qdisc;
 
