@@ -101,7 +101,7 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
     );
     let delay_args = delay_fault("slow-n1p2", a, b);
     let delay_args: Vec<&str> = delay_args.iter().map(String::as_str).collect();
-    let faults: [Vec<String>; 2] = [
+    let faults: [Vec<String>; 3] = [
         [
             "fault",
             "add",
@@ -131,12 +131,32 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
         ]
         .map(String::from)
         .to_vec(),
+        [
+            "fault",
+            "add",
+            "bw-n2p2",
+            "--from",
+            &a.ip.to_string(),
+            "--to",
+            &e.ip.to_string(),
+            "--proto",
+            "tcp",
+            "--rate",
+            "10mbit",
+            "--for",
+            "60s",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for f in &faults {
         let args: Vec<&str> = f.iter().map(String::as_str).collect();
         println!("  $ injector {}", args.join(" "));
-        for d in [&d1, &d2] {
-            d.cli_ok(&args, "")?;
+        let reply = d1.cli_ok(&args, "")?;
+        d2.cli_ok(&args, "")?;
+        // The rate's mode (paced or policed, and why) is in the reply.
+        for line in reply.lines().filter(|l| l.contains("rate:")) {
+            println!("    {}", line.trim());
         }
     }
     println!("  $ injector {}", delay_args.join(" "));
@@ -173,6 +193,18 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
     if delay_ok {
         ensure!(ping(&l, a, b)? == 20, "the delayed pod lost traffic");
     }
+    // The first second (the bucket, slow start) left out.
+    let tcp =
+        injector_tests::perf::iperf_with(&a.netns, &e.netns, &e.ip.to_string(), 4, &["-O", "1"])?;
+    println!(
+        "  iperf3 {} -> {} under the 10mbit rate: {tcp:.2} Mbit/s of TCP payload (the rate counts \
+         IP bytes: 9.64 is 10mbit exactly)",
+        a.name, e.name
+    );
+    ensure!(
+        tcp > 1.0 && tcp < 10.5,
+        "TCP under the 10mbit rate: {tcp:.2} Mbit/s"
+    );
     println!("  $ injector top --count 1");
     for line in d1.cli_ok(&["top", "--count", "1"], "")?.lines() {
         println!("    {line}");
