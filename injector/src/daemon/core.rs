@@ -32,7 +32,7 @@ impl Features {
         self.edt_stamp && self.fq
     }
 
-    /// How rate faults keep their rate here, as replies and `fault get` say it.
+    /// How rate faults keep their rate here, as the reply to adding one says it.
     pub fn rate_mode(&self) -> &'static str {
         if self.holds() {
             "paced: held in fq until the rate allows (EDT)"
