@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod demo;
 mod demo_k8s;
+mod fuzz;
 mod image;
 mod test;
 mod vm;
@@ -46,9 +47,19 @@ enum Cmd {
         /// Short runs, a smoke test (CI); written to target/bench/ instead of docs/.
         #[arg(long)]
         quick: bool,
-        /// Only these parts (idle, cost, drop, latency, k8s, fidelity); written to target/bench/.
+        /// Only these parts (idle, cost, drop, latency, rate, k8s, fidelity); written to
+        /// target/bench/.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// The libFuzzer targets of fuzz/ (cargo fuzz, nightly) over the userspace parsers.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only this target (fault_specs, values, experiment_file, network_fault).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// The part of the benchmarks that `bench` runs inside the VM.
     #[command(hide = true)]
@@ -194,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::DemoDelay => demo::delay_in_vm(),
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::BenchVm { quick } => bench::in_vm(quick),
+        Cmd::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
         Cmd::Vm { cmd } => match cmd {
             VmCmd::Setup { kernel } => {
                 vm::setup_kernel(kernel).map(|v| println!("{} {}", v.kver, v.kernel.display()))
