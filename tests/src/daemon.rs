@@ -204,6 +204,16 @@ impl Daemon {
         crate::cmd::run(&self.bin.to_string_lossy(), &a)
     }
 
+    /// `key` (`matched`, `dropped`, ...) of fault `name` as the pinned maps count it, summed over
+    /// the node's judging hooks (veth egress, overlay egress, XDP).
+    pub fn counted(&self, name: &str, key: &str) -> u64 {
+        let s = self.local(&["stats"]).unwrap();
+        ["veth_egress", "overlay_egress", "xdp_veth"]
+            .iter()
+            .map(|h| crate::stats::fault(&s, name, h, key))
+            .sum()
+    }
+
     /// What the pinned maps say, read without the daemon (`injector local stats`): the faults of
     /// the live generation by the names their records give (a kernel slot without a record shows
     /// as `slotN`), each one's remaining seconds, sorted by name, and how many fault records are

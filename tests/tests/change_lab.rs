@@ -19,14 +19,6 @@ use injector_tests::{
     traffic::{in_netns, snmp},
 };
 
-const HOOKS: [&str; 3] = ["veth_egress", "overlay_egress", "xdp_veth"];
-
-/// `key` of fault `name`, summed over the judging hooks of the daemon's node.
-fn counted(d: &Daemon, name: &str, key: &str) -> u64 {
-    let s = d.local(&["stats"]).unwrap();
-    HOOKS.iter().map(|h| stats::fault(&s, name, h, key)).sum()
-}
-
 fn daemons(l: &Lab, faults: &str) -> (Daemon, Daemon) {
     let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
     let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
@@ -114,12 +106,12 @@ fn duplicate(l: &Lab, a: &Pod, b: &Pod) {
     let twice = got.iter().filter(|c| **c == 2).count() as u64;
     stats::assert_binomial(twice, u64::from(n), 0.1, "probes received twice");
     assert_eq!(
-        counted(&d1, "dup", "duplicated"),
+        d1.counted("dup", "duplicated"),
         twice,
         "counted as duplicated"
     );
     assert_eq!(
-        counted(&d1, "dup", "matched"),
+        d1.counted("dup", "matched"),
         u64::from(n),
         "judged once each"
     );
@@ -147,7 +139,7 @@ fn corrupted_pings(l: &Lab, a: &Pod, b: &Pod) {
     let before = snmp(&b.netns, "Icmp", "InCsumErrors");
     let n = 4000u32;
     let lost = n - l.ping_fast(a, b.ip.into(), n).unwrap();
-    let corrupted = counted(&d1, "cor", "corrupted");
+    let corrupted = d1.counted("cor", "corrupted");
     stats::assert_binomial(u64::from(lost), u64::from(n), 0.1, "pings lost");
     assert_eq!(
         corrupted,
@@ -190,7 +182,7 @@ fn corrupted_udp_from_a_local_socket_is_dropped_not_delivered() {
     let got = probes(a, b, n);
     let lost = got.iter().filter(|c| **c == 0).count() as u64;
     stats::assert_binomial(lost, u64::from(n), 0.1, "probes lost");
-    assert_eq!(counted(&d1, "cor", "corrupted"), lost);
+    assert_eq!(d1.counted("cor", "corrupted"), lost);
     assert_eq!(snmp(&b.netns, "Udp", "InCsumErrors"), before);
 }
 
@@ -235,9 +227,9 @@ fn transfer(l: &Lab, a: &Pod, b: &Pod, action: &str, outcome: &str, p: f64) {
         .expect("the receiver read to the end");
     assert_eq!(got.len(), data.len(), "{action}: every byte arrived");
     assert!(got == data, "{action}: the bytes arrived intact");
-    let matched = counted(&d1, "f", "matched");
+    let matched = d1.counted("f", "matched");
     assert!(matched > 0, "{action}: the transfer was judged");
-    stats::assert_binomial(counted(&d1, "f", outcome), matched, p, action);
+    stats::assert_binomial(d1.counted("f", outcome), matched, p, action);
 }
 
 #[test]

@@ -25,14 +25,7 @@ use injector_tests::{
     traffic::{in_netns, monotonic_ns, snmp},
 };
 
-const HOOKS: [&str; 3] = ["veth_egress", "overlay_egress", "xdp_veth"];
 const PORT: u16 = 7200;
-
-/// `key` of fault `name`, summed over the judging hooks of the daemon's node.
-fn counted(d: &Daemon, name: &str, key: &str) -> u64 {
-    let s = d.local(&["stats"]).unwrap();
-    HOOKS.iter().map(|h| stats::fault(&s, name, h, key)).sum()
-}
 
 /// A probe stream under way; [`Stream::finish`] waits for it.
 struct Stream {
@@ -156,7 +149,7 @@ fn bursty(l: &Lab, a: &Pod, b: &Pod) {
         bursts.bursts,
         1.0 / 0.95
     );
-    let dropped = counted(&d1, "bursty", "dropped") + counted(&d2, "bursty", "dropped");
+    let dropped = d1.counted("bursty", "dropped") + d2.counted("bursty", "dropped");
     assert_eq!(
         dropped, bursts.lost,
         "every missing probe is a drop of the fault (nothing else lost them; the receiver's \

@@ -15,21 +15,15 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab, Pod},
-    perf, require_root, stats,
+    perf, require_root,
     traffic::in_netns,
 };
 
-const HOOKS: [&str; 3] = ["veth_egress", "overlay_egress", "xdp_veth"];
 /// 10mbit in bytes a second, and the default bucket.
 const RATE: f64 = 1_250_000.0;
 const BUCKET: f64 = 256.0 * 1024.0;
 /// IP and UDP headers of an IPv4 datagram.
 const UDP_HDRS: usize = 28;
-
-fn counted(d: &Daemon, name: &str, key: &str) -> u64 {
-    let s = d.local(&["stats"]).unwrap();
-    HOOKS.iter().map(|h| stats::fault(&s, name, h, key)).sum()
-}
 
 /// Both nodes' daemons with a 10mbit fault from `a` to `b`; the CLI's reply on node 1.
 fn daemons(l: &Lab, a: &Pod, b: &Pod) -> (Daemon, Daemon, String) {
@@ -78,9 +72,9 @@ fn flood(d: &Daemon, a: &Pod, b: &Pod) {
         ip_bytes <= bound,
         "{ip_bytes} IP bytes arrived in {secs:.2} s: more than the rate and the bucket allow ({bound})"
     );
-    let dropped = counted(d, "bw", "dropped");
+    let dropped = d.counted("bw", "dropped");
     assert!(dropped > 0, "the fault dropped what was above the rate");
-    let passed = counted(d, "bw", "passed");
+    let passed = d.counted("bw", "passed");
     assert!(
         passed >= got,
         "every datagram that arrived was passed by the fault: {passed} passed, {got} arrived"
