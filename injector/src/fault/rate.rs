@@ -44,65 +44,74 @@ fn number_unit(v: &str) -> Option<(f64, String)> {
         .then(|| (n, v[at..].trim().to_ascii_lowercase()))
 }
 
+/// A number with one of `units` (name, multiplier), rounded, within `range`; `what` and `fix`
+/// word the errors (`'10mbps' is not a rate: write ...`).
+fn scaled(
+    field: &str,
+    v: &str,
+    units: &[(&str, f64)],
+    (what, fix): (&str, &str),
+    (lo, hi, range_text): (u64, u64, &str),
+) -> Result<u64, FieldError> {
+    let (n, mult) = number_unit(v)
+        .and_then(|(n, u)| {
+            units
+                .iter()
+                .find(|(name, _)| *name == u)
+                .map(|(_, m)| (n, *m))
+        })
+        .ok_or_else(|| err(field, format!("'{v}' is not a {what}: {fix}")))?;
+    let x = (n * mult).round();
+    if !(lo as f64..=hi as f64).contains(&x) {
+        return Err(err(field, format!("'{v}': must be between {range_text}")));
+    }
+    Ok(x as u64)
+}
+
 /// `rate`: bits per second.
 fn bits(field: &str, v: &str) -> Result<u64, FieldError> {
-    let unit = |u: &str| match u {
-        "bit" => Some(1.0),
-        "kbit" => Some(1e3),
-        "mbit" => Some(1e6),
-        "gbit" => Some(1e9),
-        "tbit" => Some(1e12),
-        _ => None,
-    };
-    let (n, mult) = number_unit(v)
-        .and_then(|(n, u)| Some((n, unit(&u)?)))
-        .ok_or_else(|| {
-            err(
-                field,
-                format!(
-                    "'{v}' is not a rate: write a number and bit, kbit, mbit or gbit (tc's \
-                     units, powers of 1000), e.g. 10mbit"
-                ),
-            )
-        })?;
-    let b = (n * mult).round();
-    if !(MIN_BITS as f64..=MAX_BITS as f64).contains(&b) {
-        return Err(err(
-            field,
-            format!("'{v}': must be between 8kbit and 100gbit"),
-        ));
-    }
-    Ok(b as u64)
+    const UNITS: [(&str, f64); 5] = [
+        ("bit", 1.0),
+        ("kbit", 1e3),
+        ("mbit", 1e6),
+        ("gbit", 1e9),
+        ("tbit", 1e12),
+    ];
+    scaled(
+        field,
+        v,
+        &UNITS,
+        (
+            "rate",
+            "write a number and bit, kbit, mbit or gbit (tc's units, powers of 1000), e.g. 10mbit",
+        ),
+        (MIN_BITS, MAX_BITS, "8kbit and 100gbit"),
+    )
 }
 
 /// `rate_burst`: bytes.
 fn size(field: &str, v: &str) -> Result<u64, FieldError> {
-    let unit = |u: &str| match u {
-        "b" | "" => Some(1.0),
-        "k" | "kb" => Some(1024.0),
-        "m" | "mb" => Some(1024.0 * 1024.0),
-        "g" | "gb" => Some(1024.0 * 1024.0 * 1024.0),
-        _ => None,
-    };
-    let (n, mult) = number_unit(v)
-        .and_then(|(n, u)| Some((n, unit(&u)?)))
-        .ok_or_else(|| {
-            err(
-                field,
-                format!(
-                    "'{v}' is not a size: write a number and b, kb, mb (tc's units, powers of \
-                     1024), e.g. 32kb"
-                ),
-            )
-        })?;
-    let b = (n * mult).round();
-    if !(1500.0..=(1u64 << 30) as f64).contains(&b) {
-        return Err(err(
-            field,
-            format!("'{v}': must be between 1500b (one full packet) and 1gb"),
-        ));
-    }
-    Ok(b as u64)
+    const K: f64 = 1024.0;
+    const UNITS: [(&str, f64); 8] = [
+        ("", 1.0),
+        ("b", 1.0),
+        ("k", K),
+        ("kb", K),
+        ("m", K * K),
+        ("mb", K * K),
+        ("g", K * K * K),
+        ("gb", K * K * K),
+    ];
+    scaled(
+        field,
+        v,
+        &UNITS,
+        (
+            "size",
+            "write a number and b, kb, mb (tc's units, powers of 1024), e.g. 32kb",
+        ),
+        (1500, 1 << 30, "1500b (one full packet) and 1gb"),
+    )
 }
 
 /// Validates `rate` and `rate_burst` (`f` names a field).
