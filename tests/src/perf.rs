@@ -69,6 +69,13 @@ pub fn iperf_with(
         / 1e6)
 }
 
+/// The IP traffic (Mbit/s) that carries `payload` Mbit/s of full TCP segments in the lab (what a
+/// rate fault counts): 1450 IP bytes (the pods' MTU) for 1398 of payload (20 bytes of IP, 32 of
+/// TCP with timestamps).
+pub fn tcp_ip_mbits(payload: f64) -> f64 {
+    payload * 1450.0 / 1398.0
+}
+
 /// CPU time spent by every CPU outside idle and iowait so far (user, nice, system, irq, softirq),
 /// in ns, from the first line of /proc/stat.
 pub fn cpu_busy_ns() -> Result<u64> {

@@ -627,7 +627,7 @@ fn icount_a_paced_10mbit_rate_carries_tcp_at_10mbit_same_node_and_two_flows_cros
         // What the rate counts: a full segment is 1450 IP bytes for 1398 of payload (iperf3
         // counts the payload: 9.64 Mbit/s of it is 10mbit exactly). Measured 9.52-9.64 of
         // payload, 9.87-10.0 of IP bytes; tbf in the same guest 9.56-9.62 of payload.
-        let ip = got * 1450.0 / 1398.0;
+        let ip = perf::tcp_ip_mbits(got);
         assert!(
             (9.5..=10.2).contains(&ip),
             "{path}, {flows} flow(s): {got:.2} Mbit/s of payload, {ip:.2} of IP bytes: not \

@@ -35,6 +35,32 @@ fn tcp(a: &Pod, b: &Pod, secs: u32) -> Result<f64> {
     )
 }
 
+/// TCP from `a` to `b` under the alternative (`alt(true)` sets it up, `alt(false)` removes it,
+/// also when the measurement failed), then under the fault on `d1`; a row of the two.
+fn row(
+    d1: &Daemon,
+    (a, b, secs): (&Pod, &Pod, u32),
+    path: &str,
+    alt: impl Fn(bool) -> Result<()>,
+    (goal, met): (&str, fn(f64) -> bool),
+) -> Result<Row> {
+    alt(true)?;
+    let theirs = tcp(a, b, secs);
+    alt(false)?;
+    let theirs = theirs?;
+    d1.apply(&fault(a, b))?;
+    let ours = tcp(a, b, secs);
+    d1.clear()?;
+    let ours = ours?;
+    Ok(Row::new(
+        format!("TCP, {path}"),
+        format!("{ours:.2}"),
+        format!("{theirs:.2}"),
+    )
+    .ratio(ours / theirs)
+    .goal(goal, met(ours)))
+}
+
 /// A 10 Mbit/s hashlimit drop in `a`'s OUTPUT for traffic to `b` (on or off). Its byte mode
 /// refuses a burst under a second at the rate.
 fn hashlimit(a: &Pod, b: &Pod, on: bool) -> Result<()> {
@@ -70,23 +96,10 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         "iptables hashlimit",
     );
     for (b, path) in [(l.pod(1, 2), "same node"), (l.pod(2, 1), "cross node")] {
-        hashlimit(a, b, true)?;
-        let theirs = tcp(a, b, secs);
-        hashlimit(a, b, false)?;
-        let theirs = theirs?;
-        d1.apply(&fault(a, b))?;
-        let ours = tcp(a, b, secs);
-        d1.clear()?;
-        let ours = ours?;
-        sec.rows.push(
-            Row::new(
-                format!("TCP, {path}"),
-                format!("{ours:.2}"),
-                format!("{theirs:.2}"),
-            )
-            .ratio(ours / theirs)
-            .goal("9.0-10.2 (the rate: 9.64)", (9.0..=10.2).contains(&ours)),
-        );
+        let met = |ours: f64| (9.0..=10.2).contains(&ours);
+        let goal = ("9.0-10.2 (the rate: 9.64)", met as fn(f64) -> bool);
+        let alt = |on| hashlimit(a, b, on);
+        sec.rows.push(row(&d1, (a, b, secs), path, alt, goal)?);
     }
     sec.notes.push(format!(
         "The rate counts IP bytes: a full 1450-byte segment carries 1398 bytes of TCP payload \
@@ -116,31 +129,19 @@ pub fn in_vm(ctx: &Ctx, l: &Lab, d1: &Daemon) -> Result<Section> {
     ];
     // Quick: one path (each measurement is minutes of emulation).
     for &(to, dev, path) in &paths[..if ctx.quick { 1 } else { 2 }] {
-        let tbf = [
-            "tbf", "rate", "10mbit", "burst", "256kb", "latency", "200ms",
-        ];
-        let mut add = vec!["-n", n1, "qdisc", "add", "dev", dev, "root"];
-        add.extend(tbf);
-        cmd::run("tc", &add)?;
-        let theirs = tcp(a, to, secs);
-        cmd::run("tc", &["-n", n1, "qdisc", "del", "dev", dev, "root"])?;
-        let theirs = theirs?;
-        d1.apply(&fault(a, to))?;
-        let ours = tcp(a, to, secs);
-        d1.clear()?;
-        let ours = ours?;
-        sec.rows.push(
-            Row::new(
-                format!("TCP, {path}"),
-                format!("{ours:.2}"),
-                format!("{theirs:.2}"),
-            )
-            .ratio(ours / theirs)
-            .goal(
-                "9.5-10.2 of IP bytes",
-                (9.5..=10.2).contains(&(ours * 1450.0 / 1398.0)),
-            ),
-        );
+        let tbf = |on: bool| {
+            let mut args = vec!["-n", n1, "qdisc", if on { "add" } else { "del" }];
+            args.extend(["dev", dev, "root"]);
+            if on {
+                args.extend([
+                    "tbf", "rate", "10mbit", "burst", "256kb", "latency", "200ms",
+                ]);
+            }
+            cmd::run("tc", &args).map(drop)
+        };
+        let met = |ours: f64| (9.5..=10.2).contains(&perf::tcp_ip_mbits(ours));
+        let goal = ("9.5-10.2 of IP bytes", met as fn(f64) -> bool);
+        sec.rows.push(row(d1, (a, to, secs), path, tbf, goal)?);
     }
     sec.notes.push(format!(
         "tbf rate 10mbit burst 256kb latency 200ms, as the root qdisc of the destination veth \
