@@ -6,7 +6,8 @@ set -euo pipefail
 BPF_LINKER_VERSION=0.13.0
 APT_PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf iproute2 iputils-ping prometheus
           qemu-system-x86 busybox-static cpio kmod iperf3 iptables ipset
-          golang-1.19-go etcd-server openssl socat buildah podman runc chromium)
+          golang-1.19-go etcd-server openssl socat buildah podman runc chromium
+          dnsmasq-base bind9-dnsutils)
 say() { echo "bootstrap: $*" >&2; }
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

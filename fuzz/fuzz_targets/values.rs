@@ -1,5 +1,6 @@
 //! The value parsers, each line of the input to each: CIDRs, ports and ranges, durations,
-//! percentages, rates and buckets, pulses, loss models. Errors are fine; a panic is a bug.
+//! percentages, rates and buckets, pulses, loss models, DNS names and answers. Errors are fine;
+//! a panic is a bug.
 #![no_main]
 
 use std::time::Duration;
@@ -39,6 +40,14 @@ fuzz_target!(|data: &[u8]| {
             },
             |s: &mut FaultSpec, v: &str| s.delay = Some(v.into()),
             |s: &mut FaultSpec, v: &str| s.flows = Some(v.into()),
+            |s: &mut FaultSpec, v: &str| {
+                s.dns = Some("nxdomain".into());
+                s.dns_name = vec![v.into()];
+            },
+            |s: &mut FaultSpec, v: &str| {
+                s.dns = Some(v.into());
+                s.dns_name = vec!["db.local".into()];
+            },
         ] {
             let mut s = FaultSpec {
                 name: "f".into(),

@@ -25,6 +25,10 @@ pub enum Action {
     /// bytes per second: paced (EDT: held in fq until its departure time) where the node has fq
     /// (`ctrl::RATE_PACE`), else policed (a packet above the rate is dropped).
     Rate = 7,
+    /// DNS: an answer (UDP, by default from port 53) whose question name is one of the fault's
+    /// (`maps::DNS_NAMES`) is rewritten to an error RCODE, dropped or delayed, as
+    /// `crate::dns::Answer` in `FaultCfg::flags` says.
+    Dns = 8,
 }
 
 /// Where an action can be applied, as a bit set: a judging hook declares the stages it judges,
@@ -40,7 +44,7 @@ pub mod stage {
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Drop,
         Action::Blackhole,
         Action::Delay,
@@ -48,6 +52,7 @@ impl Action {
         Action::Duplicate,
         Action::Corrupt,
         Action::Rate,
+        Action::Dns,
     ];
 
     pub const fn from_u32(v: u32) -> Option<Action> {
@@ -59,6 +64,7 @@ impl Action {
             5 => Some(Action::Duplicate),
             6 => Some(Action::Corrupt),
             7 => Some(Action::Rate),
+            8 => Some(Action::Dns),
             _ => None,
         }
     }
@@ -73,6 +79,7 @@ impl Action {
             Action::Duplicate => "duplicate",
             Action::Corrupt => "corrupt",
             Action::Rate => "rate",
+            Action::Dns => "dns",
         }
     }
 
@@ -80,18 +87,24 @@ impl Action {
     pub const fn stage(self) -> u32 {
         match self {
             Action::Drop | Action::Blackhole => stage::EARLY,
-            Action::Delay | Action::Reject | Action::Duplicate | Action::Corrupt | Action::Rate => {
-                stage::EGRESS
-            }
+            Action::Delay
+            | Action::Reject
+            | Action::Duplicate
+            | Action::Corrupt
+            | Action::Rate
+            | Action::Dns => stage::EGRESS,
         }
     }
 
     /// Whether the action sends clones of packets through the egress device they are judged
     /// at (delay hands a packet to fq as a clone, duplicate sends one), which the judging
     /// program must recognise and let pass (`ctrl::GEN_CLONES`); a paced rate fault holds
-    /// packets as delay does.
+    /// packets as delay does, and so does a DNS fault that delays answers.
     pub const fn clones(self) -> bool {
-        matches!(self, Action::Delay | Action::Duplicate | Action::Rate)
+        matches!(
+            self,
+            Action::Delay | Action::Duplicate | Action::Rate | Action::Dns
+        )
     }
 
     /// What a packet the action is applied to counts as.
@@ -101,7 +114,9 @@ impl Action {
             Action::Delay => Outcome::Delayed,
             // Paced: held until its departure time; policed (or beyond the queue) it is dropped.
             Action::Rate => Outcome::Delayed,
-            Action::Reject => Outcome::Rejected,
+            // An answer turned into an error; a DNS fault's drop or delay counts as dropped or
+            // delayed.
+            Action::Reject | Action::Dns => Outcome::Rejected,
             Action::Duplicate => Outcome::Duplicated,
             Action::Corrupt => Outcome::Corrupted,
         }
@@ -119,7 +134,8 @@ pub enum Outcome {
     Dropped = 2,
     Delayed = 3,
     /// Turned into the reply to its sender; or dropped where no reply may be sent (a
-    /// non-first fragment, a multicast destination, a reply that could not be built).
+    /// non-first fragment, a multicast destination, a reply that could not be built). A DNS
+    /// answer turned into an error (NXDOMAIN, SERVFAIL, REFUSED).
     Rejected = 4,
     /// Sent twice.
     Duplicated = 5,

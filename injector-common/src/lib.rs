@@ -10,6 +10,7 @@
 #![no_std]
 
 pub mod action;
+pub mod dns;
 pub mod flow;
 
 pub use action::{Action, Count, FaultCounters, Outcome, stage};
@@ -53,8 +54,11 @@ pub mod maps {
     /// there). Egress leaves those packets' drops alone and judges the drops of every other
     /// packet (from the node itself, or through an uplink).
     pub const XDP_IFACES: &str = "XDP_IFACES";
+    /// Hash [`dns::Key`](crate::dns::Key) (generation, exact or suffix, length, hash of a
+    /// question name) -> u64 set of the DNS fault slots that answer for it.
+    pub const DNS_NAMES: &str = "DNS_NAMES";
     /// Every map, in pin order.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         SRC_V4,
         DST_V4,
         SRC_V6,
@@ -73,6 +77,7 @@ pub mod maps {
         STATS,
         SPECS,
         XDP_IFACES,
+        DNS_NAMES,
     ];
 }
 
@@ -105,6 +110,9 @@ pub mod ctrl {
     /// GEN bit 6: the active generation holds a fault whose action sends clones through the
     /// device it judges at (`Action::clones`); only then do the programs look for them.
     pub const GEN_CLONES: u64 = 64;
+    /// GEN bit 7: the active generation holds a DNS fault: only then are UDP payloads read as
+    /// DNS answers and their question names hashed.
+    pub const GEN_DNS: u64 = 128;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.
@@ -140,6 +148,8 @@ pub const SPEC_RECORD: usize = 64 * 1024;
 pub const SPEC_KEYS: u32 = 2 * MAX_FAULTS + 8;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
+/// Most entries in [`maps::DNS_NAMES`] (both generations).
+pub const MAX_DNS_KEYS: u32 = 2 * MAX_FAULTS * dns::MAX_NAMES_PER_FAULT as u32;
 /// Most interfaces in [`maps::XDP_IFACES`] (pod veths of one node).
 pub const MAX_XDP_IFACES: u32 = 4096;
 

@@ -16,6 +16,7 @@ mod classify;
 mod clone;
 mod corrupt;
 mod csum;
+mod dns;
 mod loss;
 mod maps;
 mod parse;
@@ -29,7 +30,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use injector_common::{Hook, JudgeHook, ctrl, stage};
+use injector_common::{Hook, JudgeHook, ctrl, dns as dns_rcode, stage};
 use maps::XDP_IFACES;
 use verdict::{Stash, Verdict, ctrl_word, hook_stats, judge, stashed};
 
@@ -96,6 +97,11 @@ fn deliver_changed(ctx: &TcContext, s: &Stash, edt: bool) -> i32 {
 
 #[inline(always)]
 fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
+    // First, where the verifier has one state to walk it in (see dns.rs).
+    let gen_word = ctrl_word(ctrl::GEN);
+    if gen_word & ctrl::GEN_DNS != 0 {
+        dns::classify(ctx, (gen_word & 1) as u8);
+    }
     let edt = edt_stamp();
     // Clones of ours come back only while a fault that sends them is installed.
     if ctrl_word(ctrl::GEN) & ctrl::GEN_CLONES != 0 && clone::is_our_clone(ctx) {
@@ -117,6 +123,8 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     match judge(ctx, ctx.len(), hook, jh, stages) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
+        // Carried out by the entry function (`carry_out`), one call level up: see there.
+        Verdict::DnsError(flags) => DNS_ANSWER + ((flags >> dns_rcode::RCODE_SHIFT) & 0xf) as i32,
         Verdict::Reject(reply) => match stashed() {
             Some(s) => reject::answer(ctx, &s.at, reply),
             None => TC_ACT_SHOT,
@@ -125,6 +133,22 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
             Some(s) => deliver_changed(ctx, &s, edt),
             None => TC_ACT_OK,
         },
+    }
+}
+
+/// What `tc_judge` returns for a DNS answer to rewrite: this plus the RCODE (TC's verdicts are
+/// small numbers).
+const DNS_ANSWER: i32 = 0x1_0000;
+
+/// The judging function's verdict, with a DNS answer rewritten here: the rewrite is a BPF-to-BPF
+/// call (`dns::answer_with`), and from the entry function it is the second of two frames, not
+/// the third (6.1 counts the three frames' stacks at 544 of 512 bytes).
+#[inline(always)]
+fn carry_out(ctx: &TcContext, r: i32) -> i32 {
+    if r >= DNS_ANSWER {
+        dns::answer_with(ctx, (r - DNS_ANSWER) as u32)
+    } else {
+        r
     }
 }
 
@@ -143,13 +167,19 @@ pub fn tc_veth_egress(ctx: TcContext) -> i32 {
         }
         return TC_ACT_OK;
     }
-    tc_judge(&ctx, Hook::VethEgress, JudgeHook::VethEgress)
+    carry_out(
+        &ctx,
+        tc_judge(&ctx, Hook::VethEgress, JudgeHook::VethEgress),
+    )
 }
 
 /// flannel.1 egress: inner packets leaving for another node. Last hop on the sender's node.
 #[classifier]
 pub fn tc_vxlan_egress(ctx: TcContext) -> i32 {
-    tc_judge(&ctx, Hook::OverlayEgress, JudgeHook::OverlayEgress)
+    carry_out(
+        &ctx,
+        tc_judge(&ctx, Hook::OverlayEgress, JudgeHook::OverlayEgress),
+    )
 }
 
 /// Counts what a hook sees and judges nothing.
@@ -175,7 +205,9 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,
         // XDP judges only the early stage; the rest cannot reach it.
-        Verdict::Pass | Verdict::Reject(_) | Verdict::Change => xdp_action::XDP_PASS,
+        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change => {
+            xdp_action::XDP_PASS
+        }
     }
 }
 

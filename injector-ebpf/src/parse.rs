@@ -26,8 +26,8 @@ const IPPROTO_DSTOPTS: u8 = IpProto::Ipv6Opts as u8;
 
 // EtherTypes as they sit in the packet (network-types keeps them in network byte order), so a
 // raw field compares without a byte swap.
-const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
-const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+pub const ETH_P_IP: u16 = EtherType::Ipv4 as u16;
+pub const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
 const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 
@@ -58,6 +58,12 @@ pub trait Bytes {
     fn gso_segs(&self) -> u32 {
         1
     }
+    /// Copies up to `buf.len()` bytes from `off` (fewer at the packet's end) into `buf`: how
+    /// many. Only TC reads this way (DNS names); elsewhere `None`.
+    #[inline(always)]
+    fn read_into<const N: usize>(&self, _off: usize, _buf: &mut [u8; N]) -> Option<usize> {
+        None
+    }
 }
 
 impl Bytes for TcContext {
@@ -71,6 +77,27 @@ impl Bytes for TcContext {
     fn gso_segs(&self) -> u32 {
         // SAFETY: reading a context field (0 for a packet that is not GSO).
         unsafe { (*self.skb.skb).gso_segs }.max(1)
+    }
+
+    #[inline(always)]
+    fn read_into<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Option<usize> {
+        // Not aya's load_bytes: the verifier needs the length proved to lie in 1..=N. A test of
+        // `n == 0` does not do it: LLVM turns it into one of `len == off`, which bounds nothing,
+        // and 6.1 loses a bound learned on a register its spilled copy had. Arithmetic does
+        // (N is a power of two): n in 1..=N is kept, 0 becomes N, which the helper then refuses
+        // (the packet lacks those bytes).
+        let n = (self.len() as usize).checked_sub(off)?.min(N);
+        let n = (n.wrapping_sub(1) & (N - 1)) + 1;
+        // SAFETY: `n` bytes into a buffer of `N >= n`; the helper checks the packet's bounds.
+        let r = unsafe {
+            aya_ebpf::helpers::bpf_skb_load_bytes(
+                self.skb.skb.cast(),
+                off as u32,
+                buf.as_mut_ptr().cast(),
+                n as u32,
+            )
+        };
+        (r == 0).then_some(n)
     }
 }
 

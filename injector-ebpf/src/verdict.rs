@@ -8,8 +8,10 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use injector_common::{
-    Action, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_MATCHES_PER_PACKET,
-    MAX_RULES, Outcome, Reply, ctrl, flag,
+    Action, FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS,
+    MAX_MATCHES_PER_PACKET, MAX_RULES, Outcome, Reply, ctrl,
+    dns::Answer,
+    flag,
     flow::{self, Endpoint},
 };
 
@@ -30,6 +32,9 @@ pub enum Verdict {
     Reject(Reply),
     /// Deliver it, changed as `stashed()` says.
     Change,
+    /// A DNS answer: deliver it rewritten to the error its fault's flags say
+    /// (`dns::answer_with`).
+    DnsError(u32),
 }
 
 /// What the faults that matched a packet do to it when it is delivered; several faults add up.
@@ -58,6 +63,9 @@ pub struct Change {
 pub struct Stash {
     pub at: Layout,
     pub change: Change,
+    /// The DNS fault slots whose names the packet's question matches: written before judging
+    /// (`dns::classify`), only while some DNS fault is installed.
+    pub dns_slots: u64,
 }
 
 #[map]
@@ -85,6 +93,15 @@ fn add_change(stash: *mut Stash, f: impl FnOnce(&mut Change)) {
         let mut v = core::ptr::read_volatile(c);
         f(&mut v);
         core::ptr::write_volatile(c, v);
+    }
+}
+
+/// Records the DNS fault slots the packet's question matches (see `Stash::dns_slots`).
+#[inline(always)]
+pub fn set_dns_slots(v: u64) {
+    if let Some(p) = STASH.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot (see STASH).
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).dns_slots), v) };
     }
 }
 
@@ -133,6 +150,18 @@ fn flow_ppm(f: &Flow, seed: u32) -> u32 {
         port: f.dport,
     };
     flow::ppm(&a, &b, f.proto, seed)
+}
+
+/// A delay fault's delay for one packet: uniform in [delay - jitter, delay + jitter]; 64 random
+/// bits keep the bias negligible.
+#[inline(always)]
+fn delay_of(cfg: &FaultCfg) -> u64 {
+    let j = if cfg.jitter_ns == 0 {
+        0
+    } else {
+        ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
+    };
+    cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j
 }
 
 /// Judges one packet of `len` bytes at `hook`, for the actions of `stages` (an
@@ -215,6 +244,25 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
             c.count(Outcome::Passed, bytes);
             continue;
         }
+        // A DNS fault acts on the answers its names match (`dns::classify`): a drop (its
+        // threshold is 1) as a blackhole, a delay as a delay (no loss, no reorder).
+        let act = if act == Action::Dns {
+            // SAFETY: this CPU's slot (see STASH).
+            let names =
+                unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*stash).dns_slots)) };
+            let mode = Answer::from_flags(cfg.flags);
+            if names & (1 << slot) == 0 || mode.is_none() {
+                c.count(Outcome::Passed, bytes);
+                continue;
+            }
+            match mode {
+                Some(Answer::Drop) => Action::Blackhole,
+                Some(Answer::Delay) => Action::Delay,
+                _ => Action::Dns,
+            }
+        } else {
+            act
+        };
         match act {
             Action::Drop | Action::Blackhole => {
                 if loss::lost(cfg, slot) {
@@ -234,13 +282,7 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
                     c.count(Outcome::Reordered, bytes);
                     continue;
                 }
-                // Uniform in [delay - jitter, delay + jitter]; 64 random bits keep the bias negligible.
-                let j = if cfg.jitter_ns == 0 {
-                    0
-                } else {
-                    ((u64::from(rand()) << 32) | u64::from(rand())) % (2 * cfg.jitter_ns + 1)
-                };
-                let d = cfg.delay_ns.saturating_sub(cfg.jitter_ns) + j;
+                let d = delay_of(cfg);
                 add_change(stash, |ch| ch.delay_ns += d);
                 c.count(act.outcome(), bytes);
             }
@@ -276,6 +318,11 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
                     return Verdict::Reject(r);
                 }
             },
+            // Taken out above: a drop is a blackhole, a delay a delay, and these an error.
+            Action::Dns => {
+                c.count(act.outcome(), bytes);
+                return Verdict::DnsError(cfg.flags);
+            }
             Action::Duplicate | Action::Corrupt => {
                 // Corrupt needs a payload to flip a bit of; a packet without one passes.
                 if u64::from(rand()) < cfg.threshold

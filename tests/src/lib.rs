@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod cmd;
 pub mod daemon;
+pub mod dns;
 pub mod k8s;
 pub mod lab;
 pub mod perf;

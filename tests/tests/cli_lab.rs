@@ -316,7 +316,7 @@ fn malformed_input_is_refused_with_its_message_and_changes_nothing() {
         (
             add(&[]),
             "",
-            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate: give one of loss",
+            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate/--dns: give one of loss",
             1,
         ),
         (

@@ -5,6 +5,7 @@
 //! stacks, maximal IPv4 options, fragment flags, IPv6 extension header chains (up to exactly
 //! MAX_EXT_HEADERS), AH, and truncation at each header boundary.
 
+#[expect(dead_code, reason = "shared packet builders; this file uses some")]
 mod support;
 
 use std::path::PathBuf;
@@ -22,11 +23,11 @@ use injector_common::{Hook, ctrl, programs};
 use injector_tests::{lab::run_prefix, require_root};
 use support::packets::*;
 
-/// Instructions the verifier may walk per program: about twice what the judging programs take
-/// now on this kernel (~85k on 6.18; 6.1 prunes less: 155-220k, measured in the VM), far under
-/// the kernel's limit of 1M (5.2 and later). Before reject, duplicate and corrupt: ~40-48k on
-/// 6.18, ~37-45k on 6.1.
-const VERIFIER_BUDGET: u32 = 200_000;
+/// Instructions the verifier may walk per program: about 1.4x what the judging programs take
+/// now on this kernel (~212k on 6.18 with DNS faults; 6.1 prunes less: 673k, measured in the VM,
+/// of the kernel's limit of 1M (5.2 and later)). Before DNS: 149k on 6.18, 514k on 6.1; before
+/// reject, duplicate and corrupt: ~40-48k on 6.18, ~37-45k on 6.1.
+const VERIFIER_BUDGET: u32 = 300_000;
 
 /// What a judging program did with a packet, read from its verdict and its hook's STATS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 #[expect(dead_code, reason = "shared packet builders; this file uses some")]
 mod support;
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -22,7 +22,8 @@ use injector::{
 use injector_common::{JudgeHook, Outcome, ctrl, programs};
 use injector_tests::{lab::run_prefix, require_root};
 use support::packets::{
-    ICMP, ICMPV6, PLAIN, TCP, UDP, V4, eth, eth_vlan, ipv4, ipv6, v6_frag, v6_opts,
+    ICMP, ICMPV6, PLAIN, TCP, UDP, V4, assert_csum, eth, eth_vlan, frame, ipv4, ipv6, pseudo4,
+    pseudo6, sum, udp, v6_frag, v6_opts,
 };
 
 const OK: u32 = 0; // TC_ACT_OK
@@ -144,54 +145,6 @@ fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) ->
     h[16..18].copy_from_slice(&[0xab, 0xcd]); // whatever the sender left there
     h.extend_from_slice(payload);
     h
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut h = sport.to_be_bytes().to_vec();
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0x12, 0x34]);
-    h.extend_from_slice(payload);
-    h
-}
-
-/// An Ethernet frame from `src` to `dst` (same family) carrying `l4` of `proto`.
-fn frame(src: &str, dst: &str, proto: u8, l4: Vec<u8>) -> Vec<u8> {
-    match src.parse::<IpAddr>().unwrap() {
-        IpAddr::V4(_) => [eth(0x0800), ipv4(src, dst, proto, PLAIN, l4)].concat(),
-        IpAddr::V6(_) => [eth(0x86dd), ipv6(src, dst, &[], proto, l4)].concat(),
-    }
-}
-
-/// RFC 1071: the ones'-complement sum of big-endian 16-bit words, folded.
-fn sum(bytes: &[u8]) -> u32 {
-    let mut s: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s
-}
-
-/// A checksum over `bytes` (with their checksum field) is right when the sum is all ones.
-fn assert_csum(what: &str, pseudo: &[u8], bytes: &[u8]) {
-    let s = sum(&[pseudo, bytes].concat());
-    assert_eq!(s, 0xffff, "{what}: checksum wrong (sum {s:#06x})");
-}
-
-fn pseudo4(ip: &[u8], proto: u8, len: usize) -> Vec<u8> {
-    [&ip[12..20], &[0, proto], &(len as u16).to_be_bytes()[..]].concat()
-}
-
-fn pseudo6(ip: &[u8], next: u8, len: usize) -> Vec<u8> {
-    [
-        &ip[8..40],
-        &(len as u32).to_be_bytes()[..],
-        &[0, 0, 0, next],
-    ]
-    .concat()
 }
 
 fn be16(b: &[u8]) -> u16 {

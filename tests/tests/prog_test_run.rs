@@ -2,6 +2,7 @@
 //! by the same code the daemon uses: the verdict for each match dimension and action, IPv4 and IPv6,
 //! the safety switches, where each hook judges, and that malformed packets pass untouched.
 
+#[expect(dead_code, reason = "shared packet builders; this file uses some")]
 mod support;
 
 use std::{mem::offset_of, path::PathBuf};

@@ -1,20 +1,20 @@
-//! Reject, duplicate, reorder and delay on Debian 12's 6.1 kernel (sch_fq, no TCX), in the VM:
+//! Reject, duplicate, reorder, delay and DNS delay on Debian 12's 6.1 kernel (sch_fq, no TCX), in the VM:
 //! a connect to a rejected port is refused, a duplicated packet that is also delayed arrives
 //! twice, both copies held by fq, and a delay's reorder share arrives at once, overtaking the
-//! delayed packets sent before it. Ignored on the host (no fq); run by `cargo xtask vm test`
+//! delayed packets sent before it; a DNS fault holds the answers for its names. Ignored on the host (no fq); run by `cargo xtask vm test`
 //! (part of `cargo xtask test`) in real time, so only minima are asserted: EDT never releases a
 //! packet early, so a probe faster than the delay was not delayed.
 
 use std::{
     io::ErrorKind,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
 use injector_tests::{
     cmd,
     daemon::Daemon,
-    injector_bin,
+    dns, injector_bin,
     lab::{self, Lab},
     require_root, stats,
     traffic::{in_netns, one_way},
@@ -164,4 +164,57 @@ fn a_reorder_share_arrives_at_once_and_overtakes_the_delayed() {
         overtaken as f64 > 0.5 * f64::from(n) * 0.25 * 0.75,
         "{overtaken} probes overtaken"
     );
+}
+
+#[test]
+#[ignore = "needs sch_fq: runs in the VM (cargo xtask vm test)"]
+fn a_dns_delay_holds_its_names_answers_and_no_others() {
+    require_root();
+    assert!(
+        injector::kernel::features::fq(),
+        "this kernel has no sch_fq"
+    );
+    let l = Lab::up(&lab::run_prefix("vdns"), 2).unwrap();
+    let (server, near, far) = (l.pod(1, 2), l.pod(1, 1), l.pod(2, 1));
+    let _r = dns::Resolver::start(server);
+    let s4 = IpAddr::from(server.ip);
+    dns::wait_answering(near, s4);
+    dns::wait_answering(far, s4);
+    let d1 = Daemon::start(&injector_bin(), l.node(1)).unwrap();
+    let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
+    let faults = format!(
+        r#"[{{"name":"slow-dns","to":["{}","{}"],"dns":"delay","delay":"700ms","dns_name":[".prod.svc.cluster.local"],"for":"5m"}},
+            {{"name":"nx","to":["{}","{}"],"dns":"nxdomain","dns_name":["db.payments.svc.cluster.local"],"for":"5m"}}]"#,
+        near.ip, far.ip, near.ip, far.ip
+    );
+    d1.apply(&faults).unwrap();
+    d2.apply(&faults).unwrap();
+    for from in [near, far] {
+        // EDT never releases early: an answer that came sooner than the delay was not held.
+        let (status, took) = dns::dig_timed(from, s4, "db.prod.svc.cluster.local");
+        assert_eq!(status, dns::ANSWERED, "{}: held, then answered", from.name);
+        assert!(
+            took >= Duration::from_millis(700),
+            "{}: answered after {took:?}, before the 700ms delay",
+            from.name
+        );
+        assert_eq!(
+            dns::dig(from, s4, "db.payments.svc.cluster.local"),
+            "NXDOMAIN",
+            "{}",
+            from.name
+        );
+    }
+    let s = d1.local(&["stats"]).unwrap();
+    assert_eq!(
+        stats::fault(&s, "slow-dns", "veth_egress", "delayed"),
+        1,
+        "{s}"
+    );
+    assert_eq!(
+        stats::fault(&s, "slow-dns", "overlay_egress", "delayed"),
+        1,
+        "{s}"
+    );
+    assert_eq!(stats::fault(&s, "nx", "veth_egress", "rejected"), 1, "{s}");
 }

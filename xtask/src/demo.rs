@@ -101,7 +101,10 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
     );
     let delay_args = delay_fault("slow-n1p2", a, b);
     let delay_args: Vec<&str> = delay_args.iter().map(String::as_str).collect();
-    let faults: [Vec<String>; 3] = [
+    // A real resolver for the DNS fault: dnsmasq in n2p2, asked by n1p1 across flannel.1.
+    let resolver = injector_tests::dns::Resolver::start(e);
+    injector_tests::dns::wait_answering(a, e.ip.into());
+    let faults: [Vec<String>; 4] = [
         [
             "fault",
             "add",
@@ -143,6 +146,21 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
             "tcp",
             "--rate",
             "10mbit",
+            "--for",
+            "60s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "fault",
+            "add",
+            "dns-n1p1",
+            "--to",
+            &a.ip.to_string(),
+            "--dns",
+            "nxdomain",
+            "--dns-name",
+            "db.prod.svc.cluster.local",
             "--for",
             "60s",
         ]
@@ -205,6 +223,20 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
         tcp > 1.0 && tcp < 10.5,
         "TCP under the 10mbit rate: {tcp:.2} Mbit/s"
     );
+    let (nx, other) = (
+        injector_tests::dns::dig(a, e.ip.into(), "db.prod.svc.cluster.local"),
+        injector_tests::dns::dig(a, e.ip.into(), "web.prod.svc.cluster.local"),
+    );
+    println!(
+        "  dig @{} from {}: db.prod.svc.cluster.local -> {nx}, web.prod.svc.cluster.local -> \
+         {other} (the answer rewritten in the kernel on node2's flannel.1 egress)",
+        e.name, a.name
+    );
+    ensure!(
+        nx == "NXDOMAIN" && other == injector_tests::dns::ANSWERED,
+        "DNS fault: {nx} / {other}"
+    );
+    drop(resolver);
     println!("  $ injector top --count 1");
     for line in d1.cli_ok(&["top", "--count", "1"], "")?.lines() {
         println!("    {line}");

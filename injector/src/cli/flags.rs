@@ -9,7 +9,9 @@ pub fn as_flags(msg: &str) -> String {
     };
     let flag = match field {
         "name" => "NAME".to_string(),
-        "action" => "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate".to_string(),
+        "action" => {
+            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate/--dns".to_string()
+        }
         "for" => "--for".to_string(),
         f if f.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
             format!("--{}", f.replace('_', "-"))
@@ -35,7 +37,7 @@ mod tests {
         );
         assert_eq!(
             as_flags("action: give one of"),
-            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate: give one of"
+            "--loss/--blackhole/--delay/--reject/--duplicate/--corrupt/--rate/--dns: give one of"
         );
         assert_eq!(
             as_flags("faults[0].reject_with: 'x': use tcp-reset"),

@@ -73,9 +73,8 @@ impl Core {
             self.faults
                 .iter()
                 .filter_map(|e| match e.fault.action {
-                    Action::Delay {
-                        latency, jitter, ..
-                    } => Some(latency + jitter),
+                    // A delay, a DNS fault that delays answers.
+                    a if a.hold().is_some() => a.hold(),
                     // A paced rate fault holds packets up to its queue.
                     Action::Rate(_) if self.features.holds() => Some(
                         std::time::Duration::from_nanos(injector_common::RATE_QUEUE_NS),

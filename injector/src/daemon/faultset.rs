@@ -15,7 +15,7 @@ use crate::{
     failpoint,
     fault::{
         compile::{CompileError, Image, Planned, assign_slots, compile},
-        spec::{Action, Fault, FaultSpec},
+        spec::{Fault, FaultSpec},
     },
     kernel::Maps,
 };
@@ -284,7 +284,7 @@ impl FaultSet {
             let fault = spec
                 .validate(&at)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            if matches!(fault.action, Action::Delay { .. })
+            if fault.action.hold().is_some()
                 && let Err(why) = opts.delay
             {
                 return Err(ApiError::BadRequest(format!("{at}delay: {why}")));

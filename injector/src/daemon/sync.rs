@@ -11,10 +11,7 @@ use super::{
     records::Record,
 };
 use crate::{
-    fault::{
-        compile::assign_slots,
-        spec::{Action, FaultSpec},
-    },
+    fault::{compile::assign_slots, spec::FaultSpec},
     kernel::Maps,
 };
 
@@ -151,7 +148,7 @@ impl FaultSet {
         let fault = spec
             .validate("")
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if matches!(fault.action, Action::Delay { .. })
+        if fault.action.hold().is_some()
             && let Err(why) = &opts.delay
         {
             return Err(ApiError::BadRequest(format!("delay: {why}")));

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use injector_common::{Outcome, Reply};
+use injector_common::{Outcome, Reply, dns::Answer};
 
 use super::{
+    dns::{self, Dns},
     loss::{self, Loss},
     rate::{self, Rate},
     spec::{FaultSpec, FieldError, Proto, duration, err, percent},
@@ -36,6 +37,8 @@ pub enum Action {
     Corrupt(f64),
     /// Let the matched traffic through at a rate (paced or policed, by node).
     Rate(Rate),
+    /// Answer DNS questions for the fault's names with an error, drop or delay the answers.
+    Dns(Dns),
 }
 
 impl Action {
@@ -50,6 +53,19 @@ impl Action {
             Action::Duplicate(_) => K::Duplicate,
             Action::Corrupt(_) => K::Corrupt,
             Action::Rate(_) => K::Rate,
+            Action::Dns(_) => K::Dns,
+        }
+    }
+
+    /// How long the action may hold a packet (EDT: the node needs fq and the stamp), if it
+    /// holds packets: a delay, or a DNS fault that delays answers.
+    pub fn hold(&self) -> Option<Duration> {
+        match self {
+            Action::Delay {
+                latency, jitter, ..
+            } => Some(*latency + *jitter),
+            Action::Dns(d) if d.answer == Answer::Delay => Some(d.latency + d.jitter),
+            _ => None,
         }
     }
 }
@@ -107,11 +123,17 @@ impl FaultSpec {
                 K::Drop,
             ),
             ("blackhole", self.blackhole, K::Blackhole),
-            ("delay", self.delay.is_some(), K::Delay),
+            // A dns fault's delay is how long it holds answers, not an action.
+            (
+                "delay",
+                self.delay.is_some() && self.dns.is_none(),
+                K::Delay,
+            ),
             ("reject", self.reject, K::Reject),
             ("duplicate", self.duplicate.is_some(), K::Duplicate),
             ("corrupt", self.corrupt.is_some(), K::Corrupt),
             ("rate", self.rate.is_some(), K::Rate),
+            ("dns", self.dns.is_some(), K::Dns),
         ]
         .into_iter()
         .filter(|(_, given, _)| *given)
@@ -135,7 +157,11 @@ impl FaultSpec {
         let mut v: Vec<Outcome> = self
             .given_actions()
             .iter()
-            .map(|(_, k)| k.outcome())
+            .map(|(_, k)| match (k, self.dns_answer()) {
+                (injector_common::Action::Dns, Some(Answer::Drop)) => Outcome::Dropped,
+                (injector_common::Action::Dns, Some(Answer::Delay)) => Outcome::Delayed,
+                _ => k.outcome(),
+            })
             .collect();
         if self.reorder.is_some() {
             v.push(Outcome::Reordered);
@@ -152,6 +178,36 @@ impl FaultSpec {
     /// 5%`, `corrupt 1%`, `loss 1% + delay 50ms reorder 25%`, with `pulse 10s/30s` and `(dry
     /// run)`.
     pub fn action_text(&self) -> String {
+        let mut a = self.dns_text().unwrap_or_else(|| self.other_text());
+        if let Some(p) = &self.pulse {
+            a += &format!(" pulse {p}");
+        }
+        if self.dry_run {
+            a += " (dry run)";
+        }
+        a
+    }
+
+    /// The `dns` answer word, if it is one.
+    fn dns_answer(&self) -> Option<Answer> {
+        self.dns.as_deref().and_then(|d| dns::answer("", d).ok())
+    }
+
+    /// A DNS fault's text: `dns nxdomain db.local,.svc.cluster.local`, `dns delay 2s±1s db.local`.
+    fn dns_text(&self) -> Option<String> {
+        let d = self.dns.as_deref()?;
+        let mut t = format!("dns {d}");
+        if let Some(l) = &self.delay {
+            t += &format!(" {l}");
+            if let Some(j) = &self.jitter {
+                t += &format!("±{j}");
+            }
+        }
+        Some(format!("{t} {}", self.dns_name.join(",")))
+    }
+
+    /// The text of the other actions.
+    fn other_text(&self) -> String {
         let loss = loss::text(
             self.loss.as_deref(),
             self.burst.as_deref(),
@@ -167,7 +223,7 @@ impl FaultSpec {
             }
             t
         });
-        let mut a = match (loss, delay) {
+        match (loss, delay) {
             (Some(l), Some(d)) => format!("{l} + {d}"),
             (Some(t), None) | (None, Some(t)) => t,
             (None, None) => match (self.reject, &self.duplicate, &self.corrupt, &self.rate) {
@@ -183,14 +239,7 @@ impl FaultSpec {
                 },
                 (false, None, None, None) => "blackhole".to_string(),
             },
-        };
-        if let Some(p) = &self.pulse {
-            a += &format!(" pulse {p}");
         }
-        if self.dry_run {
-            a += " (dry run)";
-        }
-        a
     }
 
     /// Validates the action fields (`at` prefixes field names): one action, or loss with
@@ -204,8 +253,8 @@ impl FaultSpec {
             return Err(err(
                 &f("action"),
                 "give one of loss (e.g. 5%), blackhole, delay (e.g. 100ms), reject, \
-                 duplicate (e.g. 5%), corrupt (e.g. 1%) or rate (e.g. 10mbit); loss and delay \
-                 combine",
+                 duplicate (e.g. 5%), corrupt (e.g. 1%), rate (e.g. 10mbit) or dns (e.g. nxdomain, \
+                 with dns_name); loss and delay combine",
             ));
         };
         if let Some(&(b, _)) = given[1..]
@@ -271,6 +320,8 @@ impl FaultSpec {
             Action::Corrupt(share("corrupt", c)?)
         } else if let Some(r) = rate {
             Action::Rate(r)
+        } else if let Some(d) = &self.dns {
+            Action::Dns(self.dns_action(&f, d)?)
         } else {
             let d = self.delay.as_deref().unwrap_or_default();
             let latency = duration(
@@ -298,6 +349,59 @@ impl FaultSpec {
                 reorder,
                 loss,
             }
+        })
+    }
+}
+
+impl FaultSpec {
+    /// A DNS fault's answer, and for `delay` how long (the fault's `delay` and `jitter`).
+    fn dns_action(&self, f: &dyn Fn(&str) -> String, d: &str) -> Result<Dns, FieldError> {
+        let answer = dns::answer(&f("dns"), d)?;
+        if self.reorder.is_some() {
+            return Err(err(&f("reorder"), "reorder is for delay faults, not dns"));
+        }
+        let (latency, jitter) = match (answer, &self.delay) {
+            (Answer::Delay, None) => {
+                return Err(err(
+                    &f("delay"),
+                    "dns delay holds answers for the fault's delay: add one (e.g. dns delay with \
+                     delay 2s)",
+                ));
+            }
+            (Answer::Delay, Some(l)) => {
+                let latency = duration(
+                    &f("delay"),
+                    l,
+                    (Duration::from_micros(1), "1us"),
+                    (MAX_DELAY, "10s"),
+                )?;
+                let jitter = match &self.jitter {
+                    None => Duration::ZERO,
+                    Some(j) => duration(
+                        &f("jitter"),
+                        j,
+                        (Duration::ZERO, "0s"),
+                        (latency, "the delay"),
+                    )?,
+                };
+                (latency, jitter)
+            }
+            (a, Some(l)) => {
+                return Err(err(
+                    &f("delay"),
+                    format!(
+                        "'{l}': a dns {} answer is not held; to hold answers write dns delay \
+                         (with delay {l}), or use two faults",
+                        a.name()
+                    ),
+                ));
+            }
+            (_, None) => (Duration::ZERO, Duration::ZERO),
+        };
+        Ok(Dns {
+            answer,
+            latency,
+            jitter,
         })
     }
 }
@@ -520,5 +624,97 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<FaultSpec>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn dns_faults_validate_their_answer_names_and_hold() {
+        use crate::fault::spec::{PortRange, Proto};
+        let v = |j: &str| {
+            let s: FaultSpec = serde_json::from_str(j).unwrap();
+            (s.validate("").unwrap(), s.action_text(), s.outcomes())
+        };
+        let (f, text, outcomes) = v(
+            r#"{"name":"x","dns":"NXDOMAIN","dns_name":["db.local",".svc.cluster.local"],"for":"1m"}"#,
+        );
+        assert_eq!(
+            f.action,
+            Action::Dns(Dns {
+                answer: Answer::NxDomain,
+                latency: Duration::ZERO,
+                jitter: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            (f.proto, f.sport.as_slice()),
+            (Proto::Udp, &[PortRange { lo: 53, hi: 53 }][..])
+        );
+        assert_eq!(f.dns_names.len(), 2);
+        assert_eq!(f.action.hold(), None);
+        assert_eq!(text, "dns NXDOMAIN db.local,.svc.cluster.local");
+        assert_eq!(outcomes, [Outcome::Rejected]);
+        let (f, text, outcomes) = v(
+            r#"{"name":"x","dns":"delay","delay":"2s","jitter":"100ms","dns_name":["db.local"],"sport":["5353"],"for":"1m"}"#,
+        );
+        assert_eq!(f.action.hold(), Some(Duration::from_millis(2100)));
+        assert_eq!(f.sport, [PortRange { lo: 5353, hi: 5353 }]);
+        assert_eq!(text, "dns delay 2s±100ms db.local");
+        assert_eq!(outcomes, [Outcome::Delayed]);
+        let (_, _, outcomes) = v(r#"{"name":"x","dns":"drop","dns_name":["a.b"],"for":"1m"}"#);
+        assert_eq!(outcomes, [Outcome::Dropped]);
+        let dns = |s: &mut FaultSpec, a: &str| {
+            s.loss = None;
+            s.dns = Some(a.into());
+            s.dns_name = vec!["db.local".into()];
+        };
+        bad(
+            |s| {
+                dns(s, "nxdomain");
+                s.dns_name.clear();
+            },
+            "faults[0].dns_name: a DNS fault needs the names it answers for",
+        );
+        bad(
+            |s| dns(s, "delay"),
+            "faults[0].delay: dns delay holds answers for the fault's delay: add one",
+        );
+        bad(
+            |s| {
+                dns(s, "servfail");
+                s.delay = Some("1s".into());
+            },
+            "faults[0].delay: '1s': a dns servfail answer is not held; to hold answers write dns \
+             delay",
+        );
+        bad(
+            |s| {
+                dns(s, "nxdomain");
+                s.proto = Some("tcp".into());
+            },
+            "faults[0].proto: a dns fault judges answers over UDP",
+        );
+        bad(
+            |s| {
+                dns(s, "nxdomain");
+                s.both_ways = true;
+            },
+            "faults[0].both_ways: a dns fault judges the answers",
+        );
+        bad(
+            |s| {
+                dns(s, "timeout");
+            },
+            "faults[0].dns: 'timeout': use nxdomain, servfail, refused, drop or delay",
+        );
+        bad(
+            |s| s.dns_name = vec!["db.local".into()],
+            "faults[0].dns_name: names are for dns faults",
+        );
+        bad(
+            |s| {
+                s.dns = Some("nxdomain".into());
+                s.dns_name = vec!["db.local".into()];
+            },
+            "faults[0].dns: a fault has one action (or loss with delay) and loss is given too",
+        );
     }
 }

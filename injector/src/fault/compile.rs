@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, flag, mask};
+use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, dns::Answer, flag, mask};
 
 use super::spec::{Action, Fault, Loss, PortRange, Proto};
 use crate::parse::Cidr;
@@ -35,6 +35,9 @@ pub struct Image {
     /// Some fault's action sends clones (`Action::clones`): the programs must look for them
     /// (`ctrl::GEN_CLONES`).
     pub clones: bool,
+    /// DNS names, (suffix, wire length, hash) -> the slots of the DNS faults that answer for
+    /// them (`maps::DNS_NAMES` without the generation); non-empty sets `ctrl::GEN_DNS`.
+    pub dns: BTreeMap<(bool, u8, u64), u64>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +225,15 @@ fn fault_cfg(f: &Fault, start_ns: u64, deadline_ns: u64) -> FaultCfg {
             cfg.rate = r.bytes_per_s;
             cfg.rate_burst_ns = r.burst_ns();
         }
+        Action::Dns(d) => {
+            cfg.flags |= d.answer.flags();
+            // A drop is judged as a blackhole, a delay as a delay without loss or reorder.
+            if d.answer == Answer::Drop {
+                cfg.threshold = 1 << 32;
+            }
+            cfg.delay_ns = d.latency.as_nanos() as u64;
+            cfg.jitter_ns = d.jitter.as_nanos() as u64;
+        }
     }
     if let Some(p) = f.pulse {
         cfg.pulse_on_ns = p.on.as_nanos() as u64;
@@ -342,6 +354,9 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
         }
         img.faults[slot as usize] = fault_cfg(f, start_ns, deadline_ns);
         img.clones |= f.action.kind().clones();
+        for n in &f.dns_names {
+            *img.dns.entry(n.key()).or_default() |= 1 << slot;
+        }
     }
     img.src_v4 = fold(32, &s4.0, &s4.1);
     img.dst_v4 = fold(32, &d4.0, &d4.1);
@@ -677,5 +692,28 @@ mod tests {
         assert_eq!(drop_threshold(1.0), 1 << 32);
         assert_eq!(drop_threshold(0.000001), 4295);
         assert_eq!(drop_threshold(0.1), 429_496_730);
+    }
+
+    #[test]
+    fn dns_faults_compile_their_answer_and_their_names_by_slot() {
+        let a = fault(
+            r#"{"name":"a","dns":"servfail","dns_name":["db.local",".svc.cluster.local"],"for":"1m"}"#,
+        );
+        let b = fault(r#"{"name":"b","dns":"drop","dns_name":["db.local"],"for":"1m"}"#);
+        let fs = [a, b];
+        let img = compile(&plan_at(&fs, &[3, 5], 0)).unwrap();
+        let cfg = img.faults[3];
+        assert_eq!(cfg.action, injector_common::Action::Dns as u32);
+        assert_eq!(Answer::from_flags(cfg.flags), Some(Answer::ServFail));
+        assert_eq!((cfg.flags >> injector_common::dns::RCODE_SHIFT) & 0xf, 2);
+        assert_eq!(img.faults[5].threshold, 1 << 32, "a drop is a blackhole");
+        let db = fs[0].dns_names.iter().find(|n| !n.suffix).unwrap().key();
+        let svc = fs[0].dns_names.iter().find(|n| n.suffix).unwrap().key();
+        assert_eq!(img.dns.get(&db), Some(&((1 << 3) | (1 << 5))));
+        assert_eq!(img.dns.get(&svc), Some(&(1 << 3)));
+        assert_eq!(img.dns.len(), 2);
+        assert!(img.clones, "a DNS fault may hold answers");
+        assert!(img.masks[mask::UDP as usize].contains(0));
+        assert!(!img.masks[mask::TCP as usize].contains(0));
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::{
     action::{Action, MAX_DELAY},
+    dns::{Dns, DnsName},
     loss::{Ge, Loss},
     pulse::Pulse,
     rate::Rate,
@@ -16,7 +17,7 @@ use crate::parse::{self, Cidr};
 
 /// A fault as written: `{"name": "db-loss", "to": ["10.42.2.7"], "proto": "tcp", "dport": ["5432"],
 /// "loss": "5%", "for": "5m"}`. One action: `loss`, `blackhole`, `delay`, `reject`,
-/// `duplicate`, `corrupt` or `rate`, or `loss` with `delay` (two faults with the same match combine the
+/// `duplicate`, `corrupt`, `rate` or `dns` (with `dns_name`), or `loss` with `delay` (two faults with the same match combine the
 /// others); modifiers: `burst`/`loss_model` (loss), `reorder` (delay), `pulse` (any). The same
 /// struct is `injector fault add`'s flags (`--to`, `--loss`, ...), so files, the API and the
 /// command line share one definition; each field's doc is its `--help` line.
@@ -134,6 +135,17 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[arg(long, requires = "rate")]
     pub rate_burst: Option<String>,
+    /// Answer DNS questions for --dns-name with this instead of the resolver's answer:
+    /// nxdomain, servfail, refused, drop (the client times out and retries) or delay (with
+    /// --delay). Acts on answers over UDP from port 53 (see --sport) to the pods in --to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub dns: Option<String>,
+    /// The names a --dns fault answers for: payments.default.svc.cluster.local, or
+    /// .svc.cluster.local for every name under it (comma-separated or repeated; at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[arg(long, value_delimiter = ',')]
+    pub dns_name: Vec<String>,
     /// Act only ON of every PERIOD from the fault's start, with any action (the kernel keeps
     /// the beat, also with the daemon gone): 10s/30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +199,8 @@ pub struct Fault {
     pub dport: Vec<PortRange>,
     pub both_ways: bool,
     pub action: Action,
+    /// The names a DNS fault answers for (empty for other actions).
+    pub dns_names: Vec<DnsName>,
     /// Acts only in on-windows; `None`: always.
     pub pulse: Option<Pulse>,
     /// Share of flows hit, in parts per million.
@@ -373,11 +387,43 @@ impl FaultSpec {
                 ));
             }
         };
-        let sport = self
+        // A DNS fault judges answers: UDP (an answer over TCP is not judged), from port 53
+        // unless the sport says otherwise, in one direction.
+        let proto = if self.dns.is_some() {
+            if !matches!(proto, Proto::Any | Proto::Udp) {
+                return Err(err(
+                    &f("proto"),
+                    "a dns fault judges answers over UDP (TCP answers pass): leave proto out or                      write udp",
+                ));
+            }
+            if self.both_ways {
+                return Err(err(
+                    &f("both_ways"),
+                    "a dns fault judges the answers that reach the pods in to; both_ways does not                      apply: remove it",
+                ));
+            }
+            Proto::Udp
+        } else {
+            proto
+        };
+        let mut sport = self
             .sport
             .iter()
             .map(|v| port_range(&f("sport"), v))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.dns.is_some() && sport.is_empty() {
+            sport.push(PortRange { lo: 53, hi: 53 });
+        }
+        let dns_names = match (&self.dns, self.dns_name.is_empty()) {
+            (Some(_), _) => super::dns::names(&f("dns_name"), &self.dns_name)?,
+            (None, true) => Vec::new(),
+            (None, false) => {
+                return Err(err(
+                    &f("dns_name"),
+                    "names are for dns faults: add dns nxdomain (or servfail, refused, drop,                      delay)",
+                ));
+            }
+        };
         let dport = self
             .dport
             .iter()
@@ -427,6 +473,7 @@ impl FaultSpec {
             dport,
             both_ways: self.both_ways,
             action,
+            dns_names,
             pulse,
             flows_ppm,
             seed: self.seed,

@@ -132,6 +132,17 @@ pub struct NetworkFaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(SIZE_PATTERN))]
     pub rate_burst: Option<String>,
+    /// Answer DNS questions for dnsNames with this instead of the resolver's answer: nxdomain,
+    /// servfail, refused, drop (the client times out and retries) or delay (with delay). Acts
+    /// on answers over UDP from port 53 (or from.ports) to the pods in `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["nxdomain", "servfail", "refused", "drop", "delay"]))]
+    pub dns: Option<String>,
+    /// The names a dns fault answers for: payments.default.svc.cluster.local, or
+    /// .svc.cluster.local for every name under it (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub dns_names: Vec<String>,
     /// Act only ON of every PERIOD from the fault's start, with any action: 10s/30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(PULSE_PATTERN))]

@@ -37,6 +37,7 @@ fn resource_field(fault_field: &str) -> String {
         "reject_with" => "rejectWith",
         "loss_model" => "lossModel",
         "rate_burst" => "rateBurst",
+        "dns_name" => "dnsNames",
         "action" => return "spec".into(),
         other => other,
     };
@@ -79,6 +80,8 @@ impl NetworkFaultSpec {
             corrupt: self.corrupt.clone(),
             rate: self.rate.clone(),
             rate_burst: self.rate_burst.clone(),
+            dns: self.dns.clone(),
+            dns_name: self.dns_names.clone(),
             pulse: self.pulse.clone(),
             flows: self.flows.clone(),
             seed: self.seed,

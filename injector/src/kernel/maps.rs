@@ -40,12 +40,12 @@ fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
 /// generation removes those keys; walking the map instead would cost ~1 ms per empty map (the
 /// kernel scans every bucket of a 256k-entry hash for the first key). `None` (at open): unknown,
 /// the map is walked once.
-struct Host<const N: usize> {
-    map: aya::maps::HashMap<MapData, [u8; N], RuleSet>,
+struct Host<const N: usize, V: aya::Pod = RuleSet> {
+    map: aya::maps::HashMap<MapData, [u8; N], V>,
     keys: [Option<Vec<[u8; N]>>; 2],
 }
 
-impl<const N: usize> Host<N> {
+impl<const N: usize, V: aya::Pod> Host<N, V> {
     fn new(m: Map) -> Result<Self> {
         Ok(Host {
             map: m.try_into()?,
@@ -53,7 +53,7 @@ impl<const N: usize> Host<N> {
         })
     }
 
-    fn insert(&mut self, g: u8, k: [u8; N], s: RuleSet) -> Result<()> {
+    fn insert(&mut self, g: u8, k: [u8; N], s: V) -> Result<()> {
         self.map.insert(k, s, 0)?;
         self.keys[usize::from(g)]
             .get_or_insert_with(Vec::new)
@@ -99,6 +99,8 @@ pub struct Maps {
     stats: PerCpuArray<MapData, HookStats>,
     specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
     xdp_ifaces: aya::maps::HashMap<MapData, u32, u32>,
+    /// DNS names -> the DNS fault slots answering for them (see `injector_common::dns`).
+    dns_names: Host<16, u64>,
     /// What this process last wrote to each generation's arrays (masks, rules, faults), so an
     /// install writes only the entries that differ: a one-fault change is a handful of syscalls,
     /// not ~200. `None` (at open, or after a failed write): unknown, every entry is written.
@@ -224,6 +226,7 @@ impl Maps {
             stats: take(maps::STATS)?.try_into()?,
             specs: take(maps::SPECS)?.try_into()?,
             xdp_ifaces: take(maps::XDP_IFACES)?.try_into()?,
+            dns_names: Host::new(take(maps::DNS_NAMES)?)?,
             written: [None, None],
         })
     }
@@ -275,6 +278,7 @@ impl Maps {
             self.dst_host_v4.keys[g] = Some(Vec::new());
             self.src_host_v6.keys[g] = Some(Vec::new());
             self.dst_host_v6.keys[g] = Some(Vec::new());
+            self.dns_names.keys[g] = Some(Vec::new());
         }
     }
 
@@ -329,6 +333,11 @@ impl Maps {
         }
         fill(&mut self.sport, g, &img.sport)?;
         fill(&mut self.dport, g, &img.dport)?;
+        for (&(suffix, len, hash), &slots) in &img.dns {
+            self.dns_names
+                .insert(g, injector_common::dns::key(g, suffix, len, hash), slots)
+                .context("inserting a DNS name")?;
+        }
         let g32 = u32::from(g);
         let new = Arrays {
             masks: img.masks.to_vec(),
@@ -370,6 +379,7 @@ impl Maps {
             word: u64::from(g)
                 | if any { ctrl::GEN_ANY } else { 0 }
                 | if img.clones { ctrl::GEN_CLONES } else { 0 }
+                | if img.dns.is_empty() { 0 } else { ctrl::GEN_DNS }
                 | trie_bits,
         })
     }
@@ -395,7 +405,8 @@ impl Maps {
         self.src_host_v6.clear(g)?;
         self.dst_host_v6.clear(g)?;
         clear(&mut self.sport, g)?;
-        clear(&mut self.dport, g)
+        clear(&mut self.dport, g)?;
+        self.dns_names.clear(g)
     }
 
     /// Stores a record under `key` (at most `SPEC_RECORD - 4` bytes).

@@ -214,6 +214,14 @@ pub struct AddArgs {
     /// With --rate: the bucket, bytes that may leave at once after a pause: 32kb.
     #[arg(long, requires = "rate")]
     pub rate_burst: Option<String>,
+    /// Answer DNS questions for --dns-name with nxdomain, servfail, refused, drop or delay
+    /// (with --delay): answers from UDP port 53 to the pods in --to.
+    #[arg(long)]
+    pub dns: Option<String>,
+    /// With --dns: the names it answers for: db.prod.svc.cluster.local, or .svc.cluster.local
+    /// for every name under it (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', requires = "dns")]
+    pub dns_name: Vec<String>,
     /// Hold packets this long: 100ms (at most 10s).
     #[arg(long)]
     pub delay: Option<String>,

@@ -135,6 +135,7 @@ pub fn flag_of(field: &str) -> String {
         "duration" => "--for".into(),
         "bothWays" => "--both-ways".into(),
         "dryRun" => "--dry-run".into(),
+        "dnsNames" => "--dns-name".into(),
         // rejectWith -> --reject-with, lossModel -> --loss-model
         other => other.chars().fold("--".to_string(), |mut s, c| {
             if c.is_ascii_uppercase() {
@@ -208,6 +209,8 @@ pub fn build(a: &AddArgs, namespace: &str) -> Result<NetworkFault, String> {
         corrupt: a.corrupt.clone(),
         rate: a.rate.clone(),
         rate_burst: a.rate_burst.clone(),
+        dns: a.dns.clone(),
+        dns_names: a.dns_name.clone(),
         delay: a.delay.clone(),
         jitter: a.jitter.clone(),
         reorder: a.reorder.clone(),
