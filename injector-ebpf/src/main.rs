@@ -97,14 +97,16 @@ fn deliver_changed(ctx: &TcContext, s: &Stash, edt: bool) -> i32 {
 
 #[inline(always)]
 fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
-    // First, where the verifier has one state to walk it in (see dns.rs).
+    // The generation, read once: the DNS names are matched and the packet judged against the
+    // same one, also when a change flips it meanwhile.
     let gen_word = ctrl_word(ctrl::GEN);
+    // First, where the verifier has one state to walk it in (see dns.rs).
     if gen_word & ctrl::GEN_DNS != 0 {
         dns::classify(ctx, (gen_word & 1) as u8);
     }
     let edt = edt_stamp();
     // Clones of ours come back only while a fault that sends them is installed.
-    if ctrl_word(ctrl::GEN) & ctrl::GEN_CLONES != 0 && clone::is_our_clone(ctx) {
+    if gen_word & ctrl::GEN_CLONES != 0 && clone::is_our_clone(ctx) {
         return TC_ACT_OK;
     }
     // SAFETY: reading a context field.
@@ -120,7 +122,7 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     } else {
         jh.stages()
     };
-    match judge(ctx, ctx.len(), hook, jh, stages) {
+    match judge(ctx, ctx.len(), hook, jh, stages, gen_word) {
         Verdict::Pass => TC_ACT_OK,
         Verdict::Drop => TC_ACT_SHOT,
         // Carried out by the entry function (`carry_out`), one call level up: see there.
@@ -202,6 +204,7 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
         Hook::XdpVeth,
         JudgeHook::XdpVeth,
         JudgeHook::XdpVeth.stages(),
+        ctrl_word(ctrl::GEN),
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,
         // XDP judges only the early stage; the rest cannot reach it.

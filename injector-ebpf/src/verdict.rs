@@ -165,10 +165,19 @@ fn delay_of(cfg: &FaultCfg) -> u64 {
 }
 
 /// Judges one packet of `len` bytes at `hook`, for the actions of `stages` (an
-/// `injector_common::stage` set; the others are judged at another hook). Each fault is judged once
+/// `injector_common::stage` set; the others are judged at another hook), against the generation
+/// `gen_word` (the GEN control word, read once per packet by the caller: the DNS names were
+/// matched against the same one). Each fault is judged once
 /// however many of its rules match (a both-ways fault whose `from` and `to` overlap matches twice).
 #[inline(always)]
-pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32) -> Verdict {
+pub fn judge<B: Bytes>(
+    pkt: &B,
+    len: u32,
+    hook: Hook,
+    jh: JudgeHook,
+    stages: u32,
+    gen_word: u64,
+) -> Verdict {
     let Some(stats) = hook_stats(hook) else {
         return Verdict::Pass;
     };
@@ -184,7 +193,6 @@ pub fn judge<B: Bytes>(pkt: &B, len: u32, hook: Hook, jh: JudgeHook, stages: u32
         stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
-    let gen_word = ctrl_word(ctrl::GEN);
     if gen_word & ctrl::GEN_ANY == 0 {
         // No fault installed: nothing to parse for.
         return Verdict::Pass;

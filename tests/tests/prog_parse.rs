@@ -24,7 +24,7 @@ use injector_tests::{lab::run_prefix, require_root};
 use support::packets::*;
 
 /// Instructions the verifier may walk per program: about 1.4x what the judging programs take
-/// now on this kernel (~212k on 6.18 with DNS faults; 6.1 prunes less: 673k, measured in the VM,
+/// now on this kernel (~212k on 6.18 with DNS faults; 6.1 prunes less: 554k, measured in the VM,
 /// of the kernel's limit of 1M (5.2 and later)). Before DNS: 149k on 6.18, 514k on 6.1; before
 /// reject, duplicate and corrupt: ~40-48k on 6.18, ~37-45k on 6.1.
 const VERIFIER_BUDGET: u32 = 300_000;
