@@ -690,14 +690,16 @@ mod tests {
                 dns(s, "nxdomain");
                 s.proto = Some("tcp".into());
             },
-            "faults[0].proto: a dns fault judges answers over UDP",
+            "faults[0].proto: a dns fault judges answers over UDP (TCP answers pass): leave proto \
+             out or write udp",
         );
         bad(
             |s| {
                 dns(s, "nxdomain");
                 s.both_ways = true;
             },
-            "faults[0].both_ways: a dns fault judges the answers",
+            "faults[0].both_ways: a dns fault judges the answers that reach the pods in to; \
+             both_ways does not apply: remove it",
         );
         bad(
             |s| {
@@ -707,7 +709,8 @@ mod tests {
         );
         bad(
             |s| s.dns_name = vec!["db.local".into()],
-            "faults[0].dns_name: names are for dns faults",
+            "faults[0].dns_name: names are for dns faults: add dns nxdomain (or servfail, \
+             refused, drop, delay)",
         );
         bad(
             |s| {

@@ -393,13 +393,15 @@ impl FaultSpec {
             if !matches!(proto, Proto::Any | Proto::Udp) {
                 return Err(err(
                     &f("proto"),
-                    "a dns fault judges answers over UDP (TCP answers pass): leave proto out or                      write udp",
+                    "a dns fault judges answers over UDP (TCP answers pass): leave proto out or \
+                     write udp",
                 ));
             }
             if self.both_ways {
                 return Err(err(
                     &f("both_ways"),
-                    "a dns fault judges the answers that reach the pods in to; both_ways does not                      apply: remove it",
+                    "a dns fault judges the answers that reach the pods in to; both_ways does not \
+                     apply: remove it",
                 ));
             }
             Proto::Udp
@@ -420,7 +422,8 @@ impl FaultSpec {
             (None, false) => {
                 return Err(err(
                     &f("dns_name"),
-                    "names are for dns faults: add dns nxdomain (or servfail, refused, drop,                      delay)",
+                    "names are for dns faults: add dns nxdomain (or servfail, refused, drop, \
+                     delay)",
                 ));
             }
         };
