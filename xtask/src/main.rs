@@ -52,12 +52,13 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// The libFuzzer targets of fuzz/ (cargo fuzz, nightly) over the userspace parsers.
+    /// The differential fuzzing of the kernel path against its reference model, then the
+    /// libFuzzer targets of fuzz/ (cargo fuzz, nightly) over the userspace parsers.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         secs: u64,
-        /// Only this target (fault_specs, values, experiment_file, network_fault).
+        /// Only this target (kernel, fault_specs, values, experiment_file, network_fault).
         #[arg(long)]
         target: Option<String>,
     },
