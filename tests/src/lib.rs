@@ -12,6 +12,7 @@ pub mod perf;
 pub mod poll;
 pub mod proc;
 pub mod prometheus;
+pub mod rng;
 pub mod snapshot;
 pub mod stats;
 pub mod traffic;

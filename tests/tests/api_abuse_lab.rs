@@ -23,6 +23,7 @@ use injector_tests::{
     injector_bin,
     lab::{self, Lab},
     require_root,
+    rng::Rng,
 };
 
 /// The faults present throughout; every abuse must leave exactly these.
@@ -31,36 +32,13 @@ const BASELINE: &str = r#"[
  {"name":"base-hole","from":["10.42.1.2"],"to":["10.99.0.0/16"],"blackhole":true,"for":"2h"}
 ]"#;
 
-/// A deterministic PRNG (splitmix64): the corpus is the same on every run, so a failure names a
-/// request that can be replayed. Kept here rather than a `rand` dependency for one test's
-/// sequence of numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
 /// A random JSON value of bounded depth (never a valid fault list: it has no fault's fields).
 fn random_json(r: &mut Rng, depth: u32) -> String {
     match if depth == 0 { r.below(4) } else { r.below(6) } {
         0 => "null".into(),
-        1 => ["true", "false"][r.below(2) as usize].into(),
-        2 => format!("{}", r.next() as i64 as f64 / 7.0),
-        3 => format!("\"{}\"", "x\u{e9}\\u0000\\\"".repeat(r.below(4) as usize)),
+        1 => ["true", "false"][r.below(2)].into(),
+        2 => format!("{}", r.u64() as i64 as f64 / 7.0),
+        3 => format!("\"{}\"", "x\u{e9}\\u0000\\\"".repeat(r.below(4))),
         4 => {
             let items: Vec<String> = (0..r.below(4)).map(|_| random_json(r, depth - 1)).collect();
             // An array of non-objects, or of objects without a fault's fields.
@@ -157,7 +135,7 @@ fn malformed(r: &mut Rng, i: u32) -> (Vec<u8>, &'static str) {
         }
         7 => {
             let body: Vec<u8> = (0..r.below(200) + 1)
-                .map(|_| r.next() as u8 | 0x80)
+                .map(|_| r.u64() as u8 | 0x80)
                 .collect();
             (post("/v1/faults", &body), "bytes that are not UTF-8")
         }
@@ -198,7 +176,7 @@ fn malformed(r: &mut Rng, i: u32) -> (Vec<u8>, &'static str) {
         }
         _ => {
             let len = r.below(512) + 1;
-            ((0..len).map(|_| r.next() as u8).collect(), "random bytes")
+            ((0..len).map(|_| r.u64() as u8).collect(), "random bytes")
         }
     }
 }
@@ -261,7 +239,7 @@ fn abuse_changes_nothing_and_the_api_keeps_answering() {
         for t in 0..8u32 {
             let (socket, answered) = (&socket, &answered);
             s.spawn(move || {
-                let mut r = Rng(0x1a2b_3c4d ^ u64::from(t));
+                let mut r = Rng::new(0x1a2b_3c4d ^ u64::from(t));
                 for i in (t..n).step_by(8) {
                     let (req, what) = malformed(&mut r, i);
                     match send(socket, &req) {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bpf::Loaded;
 use diff::{
-    generate::{self, Rng},
+    generate,
     model::{self, Installed, Verdict},
 };
 use injector::{
@@ -29,6 +29,7 @@ use injector::{
     kernel::monotonic_ns,
 };
 use injector_common::{Hook, JudgeHook, programs};
+use injector_tests::rng::Rng;
 use serde_json::{Value, json};
 
 const TC_OK: u32 = 0;
