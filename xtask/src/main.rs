@@ -9,6 +9,7 @@ mod demo;
 mod demo_k8s;
 mod fuzz;
 mod image;
+mod soak;
 mod test;
 mod vm;
 
@@ -61,6 +62,12 @@ enum Cmd {
         /// Only this target (kernel, fault_specs, values, experiment_file, network_fault).
         #[arg(long)]
         target: Option<String>,
+    },
+    /// The soak, on demand: faults changed every 100 ms, pod churn, traffic and a daemon
+    /// restart each minute, consistency, memory and fds checked each minute.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
     },
     /// The part of the benchmarks that `bench` runs inside the VM.
     #[command(hide = true)]
@@ -207,6 +214,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::BenchVm { quick } => bench::in_vm(quick),
         Cmd::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
+        Cmd::Soak { minutes } => soak::run(minutes),
         Cmd::Vm { cmd } => match cmd {
             VmCmd::Setup { kernel } => {
                 vm::setup_kernel(kernel).map(|v| println!("{} {}", v.kver, v.kernel.display()))
