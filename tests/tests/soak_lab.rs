@@ -155,7 +155,7 @@ fn soak() {
             // One node a tick: add fault k, remove the one WINDOW before it.
             let d = if k.is_multiple_of(2) { &d1 } else { &d2 };
             if on("faults") {
-                d.apply(&fault(&l, k)).unwrap();
+                d.apply(&fault(l, k)).unwrap();
                 if k >= 2 * WINDOW {
                     d.cli_ok(&["fault", "rm", &format!("soak-{}", k - 2 * WINDOW)], "")
                         .unwrap();
