@@ -2,7 +2,10 @@
 //! compiled [`Image`] atomically (fill the inactive generation, flip one word, clear the old one),
 //! set the control words, read and sum the per-CPU counters. The only module that touches map types.
 
-use std::path::Path;
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -17,6 +20,7 @@ use injector_common::{
     SPEC_RECORD, ctrl, maps, mask,
 };
 
+use super::batch;
 use crate::fault::compile::{Image, Prefix};
 
 pub use injector_common::monotonic_ns;
@@ -42,22 +46,37 @@ fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
 /// the map is walked once.
 struct Host<const N: usize, V: aya::Pod = RuleSet> {
     map: aya::maps::HashMap<MapData, [u8; N], V>,
+    /// The map's fd, for the batch commands aya lacks (`batch`).
+    fd: OwnedFd,
     keys: [Option<Vec<[u8; N]>>; 2],
 }
 
 impl<const N: usize, V: aya::Pod> Host<N, V> {
     fn new(m: Map) -> Result<Self> {
+        let fd = match &m {
+            Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned()?,
+            _ => return Err(anyhow!("a host map must be a hash map")),
+        };
         Ok(Host {
             map: m.try_into()?,
+            fd,
             keys: [None, None],
         })
     }
 
-    fn insert(&mut self, g: u8, k: [u8; N], s: V) -> Result<()> {
-        self.map.insert(k, s, 0)?;
+    /// Writes `entries` into generation `g`: in batches of one syscall each where the kernel
+    /// has them, entry by entry from where a batch stopped.
+    fn insert_all(&mut self, g: u8, entries: &[([u8; N], V)]) -> Result<()> {
+        let (keys, values): (Vec<[u8; N]>, Vec<V>) = entries.iter().copied().unzip();
+        let from = batch::update(self.fd.as_fd(), &keys, &values)
+            .err()
+            .unwrap_or(keys.len());
+        for (k, v) in &entries[from..] {
+            self.map.insert(k, v, 0)?;
+        }
         self.keys[usize::from(g)]
             .get_or_insert_with(Vec::new)
-            .push(k);
+            .extend(keys);
         Ok(())
     }
 
@@ -71,8 +90,11 @@ impl<const N: usize, V: aya::Pod> Host<N, V> {
                 .filter(|k| k[0] == g)
                 .collect(),
         };
-        for k in keys {
-            absent_ok(self.map.remove(&k))?;
+        let from = batch::delete(self.fd.as_fd(), &keys)
+            .err()
+            .unwrap_or(keys.len());
+        for k in &keys[from..] {
+            absent_ok(self.map.remove(k))?;
         }
         self.keys[usize::from(g)] = Some(Vec::new());
         Ok(())
@@ -185,10 +207,12 @@ fn fill_addrs<const N: usize>(
         .iter()
         .cloned()
         .partition(|(p, _)| usize::from(p.len) == 8 * (N - 1));
-    for (p, s) in &hosts {
-        h.insert(g, key::<N>(g, p).data(), *s)
-            .with_context(|| format!("inserting host {p:?}"))?;
-    }
+    let hosts: Vec<([u8; N], RuleSet)> = hosts
+        .iter()
+        .map(|(p, s)| (key::<N>(g, p).data(), *s))
+        .collect();
+    h.insert_all(g, &hosts)
+        .with_context(|| format!("inserting {} host addresses", hosts.len()))?;
     fill(t, g, &shorter)?;
     Ok(!shorter.is_empty())
 }
@@ -333,11 +357,16 @@ impl Maps {
         }
         fill(&mut self.sport, g, &img.sport)?;
         fill(&mut self.dport, g, &img.dport)?;
-        for (&(suffix, len, hash), &slots) in &img.dns {
-            self.dns_names
-                .insert(g, injector_common::dns::key(g, suffix, len, hash), slots)
-                .context("inserting a DNS name")?;
-        }
+        let names: Vec<_> = img
+            .dns
+            .iter()
+            .map(|(&(suffix, len, hash), &slots)| {
+                (injector_common::dns::key(g, suffix, len, hash), slots)
+            })
+            .collect();
+        self.dns_names
+            .insert_all(g, &names)
+            .context("inserting DNS names")?;
         let g32 = u32::from(g);
         let new = Arrays {
             masks: img.masks.to_vec(),

@@ -4,6 +4,7 @@
 //! build of the programs it gets (`programs`).
 
 pub mod attach;
+pub mod batch;
 pub mod features;
 pub mod maps;
 pub mod pins;

@@ -1,0 +1,96 @@
+//! Batch writes to hash maps: `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH` (Linux 5.6,
+//! "bpf: Add batch ops to all htab bpf map"), one syscall for many entries instead of one each.
+//! Ours because aya 0.14 has no batch operations (its `sys` layer is private); the attribute is
+//! the `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
+//!
+//! Where a batch fails (a kernel without the commands, a map type without them, an entry the
+//! kernel refuses) the caller writes the rest entry by entry, as before.
+//!
+//! Measured (100k host prefixes over 64 faults into one generation, then the old generation
+//! cleared, on the 2-core machine with a CI run and a soak beside it): writing 176-228 ms entry
+//! by entry, 108-116 ms batched; clearing 135-191 ms and 104-135 ms. What remains is the
+//! kernel's own work per element (the host maps are `BPF_F_NO_PREALLOC`: preallocating 256k
+//! entries would pin ~18 MB per map on every node).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+/// Entries per syscall: bounded so a batch's arrays stay small and one call stays short.
+const CHUNK: usize = 16 * 1024;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: `attr` is a valid `bpf_attr.batch` of the size given; the pointers in it point
+    // at `count` keys (and values) of the map's sizes, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `cmd` over `keys` (and `values`, for an update) in chunks. `Err(n)`: the first `n`
+/// entries are done, the rest may not be (no batch command here, or an entry failed): the caller
+/// goes on entry by entry from there, which either works or fails with the entry's own error.
+/// Both commands may be repeated on the same entries without harm.
+fn batch<K, V>(
+    cmd: libc::c_long,
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: Option<&[V]>,
+) -> Result<(), usize> {
+    let mut done = 0;
+    while done < keys.len() {
+        let n = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values.map_or(0, |v| v[done..].as_ptr() as u64),
+            count: n as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        if call(cmd, &mut attr).is_err() {
+            return Err(done);
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Writes `keys[i] -> values[i]` into hash map `fd` (whose key and value sizes are those of `K`
+/// and `V`).
+pub fn update<K: aya::Pod, V: aya::Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), usize> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    batch(BPF_MAP_UPDATE_BATCH, fd, keys, Some(values))
+}
+
+/// Deletes `keys` from hash map `fd`; every key must be present (a missing one stops the batch
+/// with ENOENT).
+pub fn delete<K: aya::Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), usize> {
+    batch::<K, u8>(BPF_MAP_DELETE_BATCH, fd, keys, None)
+}
