@@ -38,12 +38,11 @@ fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
     let (d1, d2) = daemons(l, extra, &faults);
     let got = l.ping_fast(a, b.ip.into(), n).unwrap();
     let lost = n - got;
-    let bound = (3.29 * (f64::from(n) * 0.1 * 0.9).sqrt()).ceil() as u32;
-    assert!(
-        lost.abs_diff(n / 10) <= bound,
-        "{} -> {}: lost {lost} of {n}, want 1000 +- {bound}",
-        a.name,
-        b.name
+    injector_tests::stats::assert_binomial(
+        u64::from(lost),
+        u64::from(n),
+        0.1,
+        &format!("{} -> {}: lost", a.name, b.name),
     );
     // Judged once: all judgements on the sender's node, none on the receiver's.
     let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());
