@@ -66,17 +66,19 @@ impl<const N: usize, V: aya::Pod> Host<N, V> {
 
     /// Writes `entries` into generation `g`: in batches of one syscall each where the kernel
     /// has them, entry by entry from where a batch stopped.
+    /// The keys are recorded first: if a write fails part-way, clearing the generation still
+    /// removes what was written (a key recorded but absent is skipped there).
     fn insert_all(&mut self, g: u8, entries: &[([u8; N], V)]) -> Result<()> {
         let (keys, values): (Vec<[u8; N]>, Vec<V>) = entries.iter().copied().unzip();
+        self.keys[usize::from(g)]
+            .get_or_insert_with(Vec::new)
+            .extend_from_slice(&keys);
         let from = batch::update(self.fd.as_fd(), &keys, &values)
             .err()
             .unwrap_or(keys.len());
         for (k, v) in &entries[from..] {
             self.map.insert(k, v, 0)?;
         }
-        self.keys[usize::from(g)]
-            .get_or_insert_with(Vec::new)
-            .extend(keys);
         Ok(())
     }
 
