@@ -298,6 +298,12 @@ fn the_programs_judge_as_the_reference_model() {
             pending: serde_json::from_value(c["pending"].clone()).unwrap(),
         };
         let faults = install(&mut b, &set);
+        assert_eq!(
+            faults.len(),
+            set.specs.len(),
+            "a saved case's faults no longer validate (it would test nothing): {}",
+            c["why"]
+        );
         let pkt = unhex(c["packet"].as_str().unwrap());
         let (_, d) = compare(&b, &faults, &pkt);
         if !d.is_empty() {
@@ -322,6 +328,10 @@ fn the_programs_judge_as_the_reference_model() {
         sets += 1;
         faults_n += faults.len();
         refused += set.specs.len() - faults.len();
+        assert!(
+            sets <= 100 + packets / 10,
+            "{sets} fault sets for {done} packets: the generator's faults no longer validate"
+        );
         if faults.is_empty() {
             continue;
         }
@@ -351,6 +361,16 @@ fn the_programs_judge_as_the_reference_model() {
     );
     for c in &found {
         eprintln!("{c}");
+    }
+    // A run that never drops, rejects or changes a packet compares nothing worth comparing.
+    if packets >= 10_000 {
+        for v in ["pass", "drop", "reject", "change"] {
+            assert!(
+                verdicts.get(v).is_some_and(|&n| n >= 100),
+                "only {:?} packets the model calls {v}: the generator has drifted",
+                verdicts.get(v)
+            );
+        }
     }
     assert!(
         found.is_empty(),
