@@ -415,9 +415,12 @@ fn icount_jitter_follows_the_configured_uniform_distribution() {
         .map(|d| d.expect("no loss") as f64 / 1e6 - 50.0)
         .collect();
     x.sort_by(f64::total_cmp);
+    // Never early (EDT releases no packet before its time); late by at most the jitter and a
+    // stall of the emulated path (up to ~1.8 ms seen at 1000 probes/s, docs/benchmarks.md; a
+    // bound of 0.2 ms failed once by 4.5 us). The shape is the KS test's below.
     assert!(
-        x[0] >= -10.0 && x[x.len() - 1] <= 10.2,
-        "outside 50 ms +- 10 ms: {} .. {}",
+        x[0] >= -10.0 && x[x.len() - 1] <= 12.0,
+        "outside 50 ms +- 10 ms (+ 2 ms for a path stall): {} .. {}",
         x[0],
         x[x.len() - 1]
     );
