@@ -1,4 +1,4 @@
-//! Processes of a lab: stopping them politely, then firmly.
+//! Processes of a lab: stopping them politely, then firmly; their memory and open files.
 
 use std::time::{Duration, Instant};
 
@@ -21,4 +21,20 @@ pub fn terminate_pids(pids: &[i32]) {
         // SAFETY: sending a signal.
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
+}
+
+/// Resident memory of process `pid`, in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }

@@ -22,7 +22,7 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab},
-    require_root,
+    proc, require_root,
     rng::Rng,
 };
 
@@ -200,17 +200,6 @@ fn status_ok(socket: &Path) -> bool {
     send(socket, &raw("GET", "/v1/status")) == Some(200)
 }
 
-/// The daemon's resident memory, in KiB.
-fn rss_kib(d: &Daemon) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Kernel, records and API hold exactly the baseline.
 fn assert_baseline(d: &Daemon, when: &str) {
     let (kernel, records) = d.kernel_faults();
@@ -229,7 +218,7 @@ fn abuse_changes_nothing_and_the_api_keeps_answering() {
     d.apply(BASELINE).unwrap();
     let socket = d.socket.clone();
     assert!(status_ok(&socket));
-    let rss_before = rss_kib(&d);
+    let rss_before = proc::rss_kib(d.pid().unwrap());
 
     // 1. 10k malformed requests over 8 connections at a time: every answer a 4xx (never a 2xx:
     //    nothing was valid; never a 5xx), or the connection closed for what is not HTTP.
@@ -381,7 +370,7 @@ fn abuse_changes_nothing_and_the_api_keeps_answering() {
     // The end: the same daemon, answering, holding exactly the baseline, memory bounded.
     assert!(status_ok(&socket));
     assert_baseline(&d, "at the end");
-    let rss_after = rss_kib(&d);
+    let rss_after = proc::rss_kib(d.pid().unwrap());
     eprintln!("daemon RSS: {rss_before} KiB before, {rss_after} KiB after");
     assert!(
         rss_after < rss_before + 64 * 1024,

@@ -16,6 +16,7 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab, Pod},
+    proc::{self, rss_kib},
     require_root, snapshot,
     traffic::in_netns,
 };
@@ -24,20 +25,6 @@ const PER_NODE: u32 = 200;
 const ALIVE: usize = 12;
 /// The churned pods' numbers start here (the lab's own pod is 1), one each: 10..210.
 const FIRST_SLOT: u8 = 10;
-
-fn count_dir(path: &str) -> usize {
-    std::fs::read_dir(path).map_or(0, |d| d.count())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 /// The BPF programs daemon `pid` holds (the `prog_id` of its fds; a link's fdinfo names its
 /// program too), sorted. Not the system-wide count: other tests load programs meanwhile.
@@ -176,7 +163,7 @@ fn churned_pods_are_covered_and_nothing_leaks() {
     d1.apply(fault).unwrap();
     d2.apply(fault).unwrap();
     let daemons = [&d1, &d2];
-    let fds = |d: &Daemon| count_dir(&format!("/proc/{}/fd", d.pid().unwrap()));
+    let fds = |d: &Daemon| proc::fds(d.pid().unwrap());
     let look = |n: u8| {
         snapshot::node(
             &l.node(n).netns,

@@ -21,6 +21,7 @@ use injector_tests::{
     daemon::Daemon,
     injector_bin,
     lab::{self, Lab, Pod, delete_pod},
+    proc::{fds, rss_kib},
     require_root, snapshot,
 };
 
@@ -29,20 +30,6 @@ const WINDOW: u64 = 8;
 /// Churned pods' numbers cycle through these (the lab's own pods are 1 and 2).
 const CHURN_SLOTS: std::ops::Range<u8> = 10..250;
 const CHURN_ALIVE: usize = 6;
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 /// Fault `k` of a node: UDP to one of the lab's pods, an action that varies with `k`.
 fn fault(l: &Lab, k: u64) -> String {
