@@ -11,6 +11,10 @@
 //! seed the random part; `cargo xtask fuzz` runs a long one with a fresh seed.
 
 #[path = "support/bpf.rs"]
+#[expect(
+    dead_code,
+    reason = "the shared loader; this file installs its own way"
+)]
 mod bpf;
 mod diff;
 

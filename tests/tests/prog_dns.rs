@@ -5,24 +5,14 @@
 //! other ports and names the kernel must not read (a compression pointer, a name past the
 //! packet's end) pass untouched.
 
+#[path = "support/bpf.rs"]
+#[expect(dead_code, reason = "the shared loader; this file runs TC only")]
+mod bpf;
 #[expect(dead_code, reason = "shared packet builders; this file uses some")]
 mod support;
 
-use std::path::PathBuf;
-
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun, TestRunOptions},
-};
-use injector::{
-    fault::{
-        compile::{assign_slots, compile, plan_at},
-        spec::FaultSpec,
-    },
-    kernel::{Maps, monotonic_ns},
-};
-use injector_common::{JudgeHook, Outcome, ctrl, programs};
-use injector_tests::{lab::run_prefix, require_root};
+use bpf::Loaded;
+use injector_common::{JudgeHook, Outcome, programs};
 use support::packets::{UDP, assert_csum, frame, pseudo4, pseudo6, udp};
 
 const OK: u32 = 0; // TC_ACT_OK
@@ -41,65 +31,26 @@ const FAULTS: &str = r#"[
   {"name":"gone","to":["10.42.2.9"],"dns":"drop","dns_name":["gone.example"],"for":"1h"}
 ]"#;
 
-struct Bpf {
-    ebpf: Ebpf,
-    maps: Maps,
-    dir: PathBuf,
+fn load() -> Loaded {
+    let mut b = Loaded::new("pdns");
+    b.install(FAULTS);
+    b
 }
 
-impl Drop for Bpf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Runs a TC program once; returns the verdict and the packet as it left.
+fn run(b: &Loaded, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+    let r = b
+        .tc(prog, pkt)
+        .unwrap_or_else(|| panic!("{prog}: the test run refused the packet"));
+    (r.verdict, r.data)
 }
 
-fn load() -> Bpf {
-    require_root();
-    let dir = PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("pdns")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&dir)
-        .load(injector::EBPF_OBJECT)
-        .unwrap();
-    for p in [programs::TC_VETH_EGRESS, programs::TC_OVERLAY_EGRESS] {
-        let prog: &mut SchedClassifier = ebpf.program_mut(p).unwrap().try_into().unwrap();
-        prog.load().unwrap();
-    }
-    let mut maps = Maps::take(&mut ebpf).unwrap();
-    maps.set_ctrl(ctrl::ARMED, 1).unwrap();
-    maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
-    maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
-    let specs: Vec<FaultSpec> = serde_json::from_str(FAULTS).unwrap();
-    let faults: Vec<_> = specs.iter().map(|s| s.validate("").unwrap()).collect();
-    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let slots = assign_slots(&Default::default(), &names).unwrap();
-    let img = compile(&plan_at(&faults, &slots, monotonic_ns())).unwrap();
-    maps.install(&img, &slots).unwrap();
-    Bpf { ebpf, maps, dir }
-}
-
-impl Bpf {
-    /// Runs a TC program once; returns the verdict and the packet as it left.
-    fn run(&self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; pkt.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("{prog}: test run failed: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn counted(&self, slot: u32, o: Outcome) -> u64 {
-        [JudgeHook::VethEgress, JudgeHook::OverlayEgress]
-            .into_iter()
-            .map(|jh| self.maps.fault_counters(slot, jh).unwrap().packets(o))
-            .sum()
-    }
+/// Packets fault `slot` counted as `o` at both egress hooks.
+fn counted(b: &Loaded, slot: u32, o: Outcome) -> u64 {
+    [JudgeHook::VethEgress, JudgeHook::OverlayEgress]
+        .into_iter()
+        .map(|jh| b.maps.fault_counters(slot, jh).unwrap().packets(o))
+        .sum()
 }
 
 /// A name in wire form, with the root's zero.
@@ -214,7 +165,7 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
         ("second name v4", SF, "other.example", 2, veth),
     ] {
         let sent = answer(dst, 53, &message(RESPONSE, &wire(name)), false);
-        let (v, out) = b.run(prog, &sent);
+        let (v, out) = run(&b, prog, &sent);
         assert_eq!(v, OK, "{what}: delivered");
         check_rewritten(what, &sent, &out, rcode);
     }
@@ -225,7 +176,7 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
         &message(RESPONSE, &wire("db.prod.svc.cluster.local")),
         true,
     );
-    let (v, out) = b.run(veth, &sent);
+    let (v, out) = run(&b, veth, &sent);
     assert_eq!(
         (v, &out[34 + 6..34 + 8]),
         (OK, &[0u8, 0][..]),
@@ -233,12 +184,12 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
     );
     assert_eq!(out[42 + 3] & 0xf, 3, "rewritten all the same");
     assert_eq!(
-        b.counted(0, Outcome::Rejected),
+        counted(&b, 0, Outcome::Rejected),
         3,
         "nx: three answers rewritten"
     );
     assert_eq!(
-        b.counted(1, Outcome::Rejected),
+        counted(&b, 1, Outcome::Rejected),
         3,
         "sf: three answers rewritten"
     );
@@ -309,10 +260,10 @@ fn other_names_queries_ports_and_unreadable_names_pass_untouched() {
         ),
         ("a name past the packet's end", cut),
     ] {
-        let (v, out) = b.run(veth, &pkt);
+        let (v, out) = run(&b, veth, &pkt);
         assert_eq!((v, out), (OK, pkt.clone()), "{what}: untouched");
     }
-    assert_eq!(b.counted(0, Outcome::Rejected), 0);
+    assert_eq!(counted(&b, 0, Outcome::Rejected), 0);
 }
 
 #[test]
@@ -320,9 +271,9 @@ fn a_drop_fault_drops_its_names_answers_only() {
     let b = load();
     let veth = programs::TC_VETH_EGRESS;
     let gone = answer(GONE, 53, &message(RESPONSE, &wire("gone.example")), false);
-    assert_eq!(b.run(veth, &gone).0, SHOT);
+    assert_eq!(run(&b, veth, &gone).0, SHOT);
     let kept = answer(GONE, 53, &message(RESPONSE, &wire("kept.example")), false);
-    assert_eq!(b.run(veth, &kept), (OK, kept.clone()));
-    assert_eq!(b.counted(2, Outcome::Dropped), 1);
-    assert_eq!(b.counted(2, Outcome::Passed), 1);
+    assert_eq!(run(&b, veth, &kept), (OK, kept.clone()));
+    assert_eq!(counted(&b, 2, Outcome::Dropped), 1);
+    assert_eq!(counted(&b, 2, Outcome::Passed), 1);
 }

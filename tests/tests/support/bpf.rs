@@ -8,7 +8,13 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use aya_ebpf_bindings::bindings::__sk_buff;
-use injector::kernel::{Maps, monotonic_ns};
+use injector::{
+    fault::{
+        compile::{assign_slots, compile, plan_at},
+        spec::FaultSpec,
+    },
+    kernel::{Maps, monotonic_ns},
+};
 use injector_common::{ctrl, programs};
 use injector_tests::{lab::run_prefix, require_root};
 
@@ -71,6 +77,17 @@ impl Loaded {
             maps,
             _dir: dir,
         }
+    }
+
+    /// Installs the faults of `json` (a fault list, each valid), slots in list order, as the
+    /// daemon would.
+    pub fn install(&mut self, json: &str) {
+        let specs: Vec<FaultSpec> = serde_json::from_str(json).unwrap();
+        let faults: Vec<_> = specs.iter().map(|s| s.validate("").unwrap()).collect();
+        let names: Vec<&str> = faults.iter().map(|f| f.name.as_str()).collect();
+        let slots = assign_slots(&Default::default(), &names).unwrap();
+        let img = compile(&plan_at(&faults, &slots, monotonic_ns())).unwrap();
+        self.maps.install(&img, &slots).unwrap();
     }
 
     /// Runs TC program `prog` once on `pkt`, with a zeroed `__sk_buff` context. `None`: the
