@@ -324,21 +324,7 @@ impl FaultSpec {
             Action::Dns(self.dns_action(&f, d)?)
         } else {
             let d = self.delay.as_deref().unwrap_or_default();
-            let latency = duration(
-                &f("delay"),
-                d,
-                (Duration::from_micros(1), "1us"),
-                (MAX_DELAY, "10s"),
-            )?;
-            let jitter = match &self.jitter {
-                None => Duration::ZERO,
-                Some(j) => duration(
-                    &f("jitter"),
-                    j,
-                    (Duration::ZERO, "0s"),
-                    (latency, "the delay"),
-                )?,
-            };
+            let (latency, jitter) = self.latency_and_jitter(&f, d)?;
             let reorder = match &self.reorder {
                 None => 0.0,
                 Some(r) => percent(&f("reorder"), r)?,
@@ -354,6 +340,30 @@ impl FaultSpec {
 }
 
 impl FaultSpec {
+    /// The delay `d` (1us..=10s) and the fault's jitter (up to the delay; none if absent).
+    fn latency_and_jitter(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        d: &str,
+    ) -> Result<(Duration, Duration), FieldError> {
+        let latency = duration(
+            &f("delay"),
+            d,
+            (Duration::from_micros(1), "1us"),
+            (MAX_DELAY, "10s"),
+        )?;
+        let jitter = match &self.jitter {
+            None => Duration::ZERO,
+            Some(j) => duration(
+                &f("jitter"),
+                j,
+                (Duration::ZERO, "0s"),
+                (latency, "the delay"),
+            )?,
+        };
+        Ok((latency, jitter))
+    }
+
     /// A DNS fault's answer, and for `delay` how long (the fault's `delay` and `jitter`).
     fn dns_action(&self, f: &dyn Fn(&str) -> String, d: &str) -> Result<Dns, FieldError> {
         let answer = dns::answer(&f("dns"), d)?;
@@ -368,24 +378,7 @@ impl FaultSpec {
                      delay 2s)",
                 ));
             }
-            (Answer::Delay, Some(l)) => {
-                let latency = duration(
-                    &f("delay"),
-                    l,
-                    (Duration::from_micros(1), "1us"),
-                    (MAX_DELAY, "10s"),
-                )?;
-                let jitter = match &self.jitter {
-                    None => Duration::ZERO,
-                    Some(j) => duration(
-                        &f("jitter"),
-                        j,
-                        (Duration::ZERO, "0s"),
-                        (latency, "the delay"),
-                    )?,
-                };
-                (latency, jitter)
-            }
+            (Answer::Delay, Some(l)) => self.latency_and_jitter(f, l)?,
             (a, Some(l)) => {
                 return Err(err(
                     &f("delay"),
