@@ -12,7 +12,7 @@ mod bpf;
 mod support;
 
 use bpf::Loaded;
-use injector_common::{JudgeHook, Outcome, programs};
+use injector_common::{Outcome, programs};
 use support::packets::{UDP, assert_csum, frame, pseudo4, pseudo6, udp};
 
 const OK: u32 = 0; // TC_ACT_OK
@@ -35,22 +35,6 @@ fn load() -> Loaded {
     let mut b = Loaded::new("pdns");
     b.install(FAULTS);
     b
-}
-
-/// Runs a TC program once; returns the verdict and the packet as it left.
-fn run(b: &Loaded, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-    let r = b
-        .tc(prog, pkt)
-        .unwrap_or_else(|| panic!("{prog}: the test run refused the packet"));
-    (r.verdict, r.data)
-}
-
-/// Packets fault `slot` counted as `o` at both egress hooks.
-fn counted(b: &Loaded, slot: u32, o: Outcome) -> u64 {
-    [JudgeHook::VethEgress, JudgeHook::OverlayEgress]
-        .into_iter()
-        .map(|jh| b.maps.fault_counters(slot, jh).unwrap().packets(o))
-        .sum()
 }
 
 /// A name in wire form, with the root's zero.
@@ -165,7 +149,7 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
         ("second name v4", SF, "other.example", 2, veth),
     ] {
         let sent = answer(dst, 53, &message(RESPONSE, &wire(name)), false);
-        let (v, out) = run(&b, prog, &sent);
+        let (v, out) = b.run(prog, &sent);
         assert_eq!(v, OK, "{what}: delivered");
         check_rewritten(what, &sent, &out, rcode);
     }
@@ -176,7 +160,7 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
         &message(RESPONSE, &wire("db.prod.svc.cluster.local")),
         true,
     );
-    let (v, out) = run(&b, veth, &sent);
+    let (v, out) = b.run(veth, &sent);
     assert_eq!(
         (v, &out[34 + 6..34 + 8]),
         (OK, &[0u8, 0][..]),
@@ -184,12 +168,12 @@ fn matching_answers_get_the_fault_s_rcode_with_a_right_checksum_v4_and_v6() {
     );
     assert_eq!(out[42 + 3] & 0xf, 3, "rewritten all the same");
     assert_eq!(
-        counted(&b, 0, Outcome::Rejected),
+        b.counted(0, Outcome::Rejected),
         3,
         "nx: three answers rewritten"
     );
     assert_eq!(
-        counted(&b, 1, Outcome::Rejected),
+        b.counted(1, Outcome::Rejected),
         3,
         "sf: three answers rewritten"
     );
@@ -260,10 +244,10 @@ fn other_names_queries_ports_and_unreadable_names_pass_untouched() {
         ),
         ("a name past the packet's end", cut),
     ] {
-        let (v, out) = run(&b, veth, &pkt);
+        let (v, out) = b.run(veth, &pkt);
         assert_eq!((v, out), (OK, pkt.clone()), "{what}: untouched");
     }
-    assert_eq!(counted(&b, 0, Outcome::Rejected), 0);
+    assert_eq!(b.counted(0, Outcome::Rejected), 0);
 }
 
 #[test]
@@ -271,9 +255,9 @@ fn a_drop_fault_drops_its_names_answers_only() {
     let b = load();
     let veth = programs::TC_VETH_EGRESS;
     let gone = answer(GONE, 53, &message(RESPONSE, &wire("gone.example")), false);
-    assert_eq!(run(&b, veth, &gone).0, SHOT);
+    assert_eq!(b.run(veth, &gone).0, SHOT);
     let kept = answer(GONE, 53, &message(RESPONSE, &wire("kept.example")), false);
-    assert_eq!(run(&b, veth, &kept), (OK, kept.clone()));
-    assert_eq!(counted(&b, 2, Outcome::Dropped), 1);
-    assert_eq!(counted(&b, 2, Outcome::Passed), 1);
+    assert_eq!(b.run(veth, &kept), (OK, kept.clone()));
+    assert_eq!(b.counted(2, Outcome::Dropped), 1);
+    assert_eq!(b.counted(2, Outcome::Passed), 1);
 }

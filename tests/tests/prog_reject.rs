@@ -3,24 +3,14 @@
 //! IPv6) is read back field by field and its checksums are verified here; packets that must not
 //! be answered (resets, ICMP errors) pass, and those that cannot be (fragments, multicast) drop.
 
+#[path = "support/bpf.rs"]
+#[expect(dead_code, reason = "the shared loader; this file uses part")]
+mod bpf;
 #[expect(dead_code, reason = "shared packet builders; this file uses some")]
 mod support;
 
-use std::path::PathBuf;
-
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
-};
-use injector::{
-    fault::{
-        compile::{assign_slots, compile, plan_at},
-        spec::FaultSpec,
-    },
-    kernel::{Maps, monotonic_ns},
-};
-use injector_common::{JudgeHook, Outcome, ctrl, programs};
-use injector_tests::{lab::run_prefix, require_root};
+use bpf::Loaded;
+use injector_common::{Outcome, programs};
 use support::packets::{
     ICMP, ICMPV6, PLAIN, TCP, UDP, V4, assert_csum, eth, eth_vlan, frame, ipv4, ipv6, pseudo4,
     pseudo6, sum, udp, v6_frag, v6_opts,
@@ -48,88 +38,10 @@ const FAULTS: &str = r#"[
 
 /// The object loaded with its maps pinned in a directory of this test (removed on drop), and
 /// `FAULTS` installed.
-struct Bpf {
-    ebpf: Ebpf,
-    maps: Maps,
-    dir: PathBuf,
-}
-
-impl Drop for Bpf {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn load() -> Bpf {
-    require_root();
-    let dir = PathBuf::from(format!("/sys/fs/bpf/{}", run_prefix("prj")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&dir)
-        .load(injector::EBPF_OBJECT)
-        .unwrap();
-    for p in [programs::TC_VETH_EGRESS, programs::TC_OVERLAY_EGRESS] {
-        let prog: &mut SchedClassifier = ebpf.program_mut(p).unwrap().try_into().unwrap();
-        prog.load().unwrap();
-    }
-    let x: &mut Xdp = ebpf
-        .program_mut(programs::XDP_VETH)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    x.load().unwrap();
-    let mut maps = Maps::take(&mut ebpf).unwrap();
-    maps.set_ctrl(ctrl::ARMED, 1).unwrap();
-    maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
-    maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
-    let specs: Vec<FaultSpec> = serde_json::from_str(FAULTS).unwrap();
-    let faults: Vec<_> = specs.iter().map(|s| s.validate("").unwrap()).collect();
-    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let slots = assign_slots(&Default::default(), &names).unwrap();
-    let img = compile(&plan_at(&faults, &slots, monotonic_ns())).unwrap();
-    maps.install(&img, &slots).unwrap();
-    Bpf { ebpf, maps, dir }
-}
-
-impl Bpf {
-    /// Runs a TC program once; returns the verdict and the packet as it left.
-    fn run(&self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; pkt.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(pkt),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .unwrap_or_else(|e| panic!("{prog}: test run failed: {e:?}"));
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn xdp(&self, pkt: &[u8]) -> u32 {
-        let p: &Xdp = self
-            .ebpf
-            .program(programs::XDP_VETH)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; pkt.len() + 512];
-        p.test_run(TestRunOptions {
-            data_in: Some(pkt),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .unwrap()
-        .return_value
-    }
-
-    fn counted(&self, slot: u32, o: Outcome) -> u64 {
-        [JudgeHook::VethEgress, JudgeHook::OverlayEgress]
-            .into_iter()
-            .map(|jh| self.maps.fault_counters(slot, jh).unwrap().packets(o))
-            .sum()
-    }
+fn load() -> Loaded {
+    let mut b = Loaded::new("prj");
+    b.install(FAULTS);
+    b
 }
 
 /// A TCP header (20 bytes, no options) and `payload`.
@@ -237,7 +149,7 @@ fn pseudo(out: &[u8], proto: u8, l4_len: usize) -> Vec<u8> {
 
 /// Rejects `orig` (TCP to a fault that answers with a reset) at both judging programs and
 /// checks the reset: ports swapped, `(seq, ack, flags)` as RFC 9293 says, no options, window 0.
-fn check_reset(b: &Bpf, what: &str, orig: &[u8], want: (u32, u32, u8)) {
+fn check_reset(b: &Loaded, what: &str, orig: &[u8], want: (u32, u32, u8)) {
     let l4_at = if orig[12..14] == [0x08, 0x00] {
         14 + usize::from(orig[14] & 0xf) * 4
     } else {
@@ -328,7 +240,7 @@ fn a_tcp_reset_answers_a_syn_and_a_segment_of_a_connection_v4_and_v6() {
 
 /// Rejects `orig` at both judging programs with an ICMP/ICMPv6 destination unreachable of
 /// `code`, which must quote `quote` bytes of the original from its IP header on.
-fn check_unreachable(b: &Bpf, what: &str, orig: &[u8], code: u8, quote: usize) {
+fn check_unreachable(b: &Loaded, what: &str, orig: &[u8], code: u8, quote: usize) {
     let v6 = orig[12..14] == [0x86, 0xdd];
     let (proto, ty) = if v6 { (ICMPV6, 1) } else { (ICMP, 3) };
     for prog in [programs::TC_VETH_EGRESS, programs::TC_OVERLAY_EGRESS] {

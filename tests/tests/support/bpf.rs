@@ -15,7 +15,7 @@ use injector::{
     },
     kernel::{Maps, monotonic_ns},
 };
-use injector_common::{ctrl, programs};
+use injector_common::{JudgeHook, Outcome, ctrl, programs};
 use injector_tests::{lab::run_prefix, require_root};
 
 /// The run's pin directory, removed on drop.
@@ -121,6 +121,23 @@ impl Loaded {
             data,
             tstamp: u64::from_ne_bytes(ctx[t..t + 8].try_into().unwrap()),
         })
+    }
+
+    /// Runs TC program `prog` once on a packet the test run takes: the verdict and the packet as
+    /// it left.
+    pub fn run(&self, prog: &str, pkt: &[u8]) -> (u32, Vec<u8>) {
+        let r = self
+            .tc(prog, pkt)
+            .unwrap_or_else(|| panic!("{prog}: the test run refused the packet"));
+        (r.verdict, r.data)
+    }
+
+    /// Packets fault `slot` counted as `o` at the two egress hooks.
+    pub fn counted(&self, slot: u32, o: Outcome) -> u64 {
+        [JudgeHook::VethEgress, JudgeHook::OverlayEgress]
+            .into_iter()
+            .map(|jh| self.maps.fault_counters(slot, jh).unwrap().packets(o))
+            .sum()
     }
 
     /// Runs the XDP program once on `pkt`: its verdict.
