@@ -7,13 +7,14 @@ BPF_LINKER_VERSION=0.13.0
 APT_PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf iproute2 iputils-ping prometheus
           qemu-system-x86 busybox-static cpio kmod iperf3 iptables ipset
           golang-1.19-go etcd-server openssl socat buildah podman runc chromium
-          dnsmasq-base bind9-dnsutils)
+          dnsmasq-base bind9-dnsutils
+          containerd containernetworking-plugins conntrack gcc libc6-dev nftables)
 say() { echo "bootstrap: $*" >&2; }
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 0. Source package lists, for the kube-apiserver the cluster tests build from Debian's `kubernetes`
-#    source package (scripts/build-kube-apiserver.sh): the machine's own deb entries, as deb-src,
+#    source package (scripts/build-k8s.sh): the machine's own deb entries, as deb-src,
 #    in one project-owned file (no mirror host written anywhere). Nothing when deb-src is on already.
 SRC_LIST=/etc/apt/sources.list.d/injector-deb-src.sources
 have_src() {

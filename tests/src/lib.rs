@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dns;
 pub mod k8s;
 pub mod lab;
+pub mod node;
 pub mod perf;
 pub mod poll;
 pub mod proc;

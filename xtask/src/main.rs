@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's own commands. `test` runs every check CI runs; `demo` runs the
 //! main job on the lab; `lab up|down|status` drives the two-node lab by hand,
-//! `cluster up|down|status` the lab with a real API server; `image` the node daemon's container
-//! image.
+//! `cluster up|down|status` the lab with a real API server; `node build|up|down|status` a real
+//! Kubernetes node (kubelet, containerd) running the DaemonSet; `image` the node daemon's
+//! container image.
 
 mod bench;
 mod cluster;
@@ -9,6 +10,7 @@ mod demo;
 mod demo_k8s;
 mod fuzz;
 mod image;
+mod node;
 mod soak;
 mod test;
 mod vm;
@@ -87,6 +89,12 @@ enum Cmd {
     Cluster {
         #[command(subcommand)]
         cmd: cluster::ClusterCmd,
+    },
+    /// A real one-node Kubernetes cluster here (kubelet, containerd, kube-proxy, CNI bridge on
+    /// cni0) with injector's DaemonSet from deploy/.
+    Node {
+        #[command(subcommand)]
+        cmd: node::NodeCmd,
     },
     /// The node daemon's container image, localhost/injector:<version>, built with buildah.
     Image {
@@ -244,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Cluster { cmd } => cluster::run(cmd),
+        Cmd::Node { cmd } => node::run(cmd),
         Cmd::Image { release, save } => image::run(release, save.as_deref()),
         Cmd::Lab { cmd } => match cmd {
             LabCmd::Up { prefix, pods } => {

@@ -52,8 +52,9 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     // The image test (image_lab) puts the release binary in the image; the benchmarks at the
     // end build it anyway.
     sh("cargo", &["build", "--release", "-p", "injector"])?;
-    // The cluster tests run a real kube-apiserver: built once per machine (~5 min), then cached.
-    crate::cluster::ensure_built()?;
+    // The cluster tests run a real kube-apiserver, node_lab a real node (kubelet, kube-proxy,
+    // scheduler, controller-manager): built once per machine (~10 min), then cached.
+    crate::node::ensure_built()?;
     sh(
         "cargo",
         &[

@@ -300,6 +300,10 @@ pub struct DaemonArgs {
     /// The namespace of the status writer's Lease (the daemon's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "injector")]
     pub lease_namespace: String,
+    /// The daemon's own pod (the DaemonSet sets it from the downward API's metadata.name): on
+    /// SIGTERM, if the pod's DaemonSet stays, the faults are left for its next pod to adopt.
+    #[arg(long, env = "POD_NAME", requires = "node_name")]
+    pub pod_name: Option<String>,
     /// How often the node's InjectorNode report is written (besides on changes).
     #[arg(long, default_value = "10s")]
     pub report_interval: String,
@@ -341,6 +345,7 @@ impl DaemonArgs {
                 node_name,
                 kubeconfig: self.kubeconfig,
                 lease_namespace: self.lease_namespace,
+                pod_name: self.pod_name,
                 report_interval: parse::duration(
                     "--report-interval",
                     &self.report_interval,

@@ -1,9 +1,10 @@
 //! `injector daemon`: loads the programs, pins maps and links under one bpffs directory per
 //! instance, adopts what a previous instance left pinned, attaches to the selected interfaces by
 //! role and follows netlink for new and vanished ones, serves the API and the metrics, keeps the
-//! heartbeat the kernel checks, and on SIGTERM/SIGINT removes everything it added. After a SIGKILL
-//! the pinned links and maps keep the faults running until their deadlines, or until the
-//! heartbeat is older than the grace period.
+//! heartbeat the kernel checks, and on SIGTERM/SIGINT removes everything it added, unless it runs
+//! as a DaemonSet pod whose DaemonSet stays (then it hands the node over to the next pod:
+//! `reconcile::successor`). After a SIGKILL or a hand-over the pinned links and maps keep the
+//! faults running until their deadlines, or until the heartbeat is older than the grace period.
 
 pub mod api;
 pub mod carve;
@@ -107,8 +108,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     });
     start_fq(&shared, adopted);
     let servers = spawn_servers(bound, &shared, &cfg);
-    if let Some((k, client)) = kube {
-        reconcile::spawn(shared.clone(), fixed, k, client);
+    if let Some((k, client)) = &kube {
+        reconcile::spawn(shared.clone(), fixed, k.clone(), client.clone());
     }
     {
         let mut c = shared.lock();
@@ -116,6 +117,18 @@ pub async fn run(cfg: Config) -> Result<()> {
         info!(bpffs = %cfg.bpffs.display(), socket = %cfg.socket.display(), interfaces = c.ifaces.len(), faults = c.faults.len(), adopted, xdp = cfg.roles.xdp, "daemon ready");
     }
     event_loop(&shared, &mut ebpf, &cfg, events, servers).await?;
+    if let Some((k, client)) = &kube {
+        match reconcile::successor(client, k).await {
+            Ok(why) => {
+                // As after a crash: pinned links and maps keep judging; the next pod adopts
+                // them, or the heartbeat grace ends the faults if none comes.
+                let c = shared.lock();
+                info!(faults = c.faults.len(), grace = ?cfg.grace, reason = %why, "stopping: handing the node over, programs and faults left in place");
+                return Ok(());
+            }
+            Err(why) => info!(reason = %why, "no successor"),
+        }
+    }
     teardown(shared, ebpf, &cfg);
     Ok(())
 }

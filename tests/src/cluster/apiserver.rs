@@ -23,20 +23,22 @@ use super::{
     procs::{Proc, log_tail, state_dir},
 };
 
-pub(super) fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-/// Runs `scripts/build-kube-apiserver.sh [args]`; the path it prints last, and its exit code.
-fn build_script(args: &[&str], quiet: bool) -> Result<(Option<i32>, PathBuf)> {
-    let script = workspace_root().join("scripts/build-kube-apiserver.sh");
+/// Runs `scripts/build-k8s.sh [--check] components...`: the paths it prints (one a component, in
+/// order), and its exit code (3: `--check` found one missing).
+fn build_script(check: bool, components: &[&str]) -> Result<(Option<i32>, Vec<PathBuf>)> {
+    let script = workspace_root().join("scripts/build-k8s.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .args(args)
-        .stderr(if quiet {
+        .args(check.then_some("--check"))
+        .args(components)
+        .stderr(if check {
             Stdio::piped()
         } else {
             Stdio::inherit()
@@ -44,17 +46,43 @@ fn build_script(args: &[&str], quiet: bool) -> Result<(Option<i32>, PathBuf)> {
         .output()
         .with_context(|| format!("cannot run bash {}", script.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout.lines().last().unwrap_or_default().trim().to_string();
-    if !matches!(out.status.code(), Some(0 | 3)) || path.is_empty() {
+    let paths: Vec<PathBuf> = stdout.lines().map(|l| PathBuf::from(l.trim())).collect();
+    if !matches!(out.status.code(), Some(0 | 3)) || paths.len() != components.len() {
         bail!(
             "{} {} failed ({}): {}",
             script.display(),
-            args.join(" "),
+            components.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok((out.status.code(), PathBuf::from(path)))
+    Ok((out.status.code(), paths))
+}
+
+/// The cached binaries of Kubernetes `components` (`kube-apiserver`, `kubelet`, `pause`, ... see
+/// scripts/build-k8s.sh) for the current Debian source version. Fails with the fix when one is
+/// not built yet.
+pub fn k8s_bins(components: &[&str]) -> Result<Vec<PathBuf>> {
+    match build_script(true, components)? {
+        (Some(0), paths) => Ok(paths),
+        (_, paths) => {
+            let missing: Vec<String> = paths
+                .iter()
+                .filter(|p| !p.exists())
+                .map(|p| p.display().to_string())
+                .collect();
+            bail!(
+                "{} not built: run `cargo xtask node build` (minutes, once per machine; `cargo xtask test` does it)",
+                missing.join(", ")
+            )
+        }
+    }
+}
+
+/// Builds `components` into the cache unless they are there (minutes once; then a no-op);
+/// returns their paths.
+pub fn build_k8s(components: &[&str]) -> Result<Vec<PathBuf>> {
+    build_script(false, components).map(|(_, p)| p)
 }
 
 /// The kube-apiserver binary: `$INJECTOR_KUBE_APISERVER`, or the one cached for the current
@@ -63,11 +91,11 @@ pub fn kube_apiserver_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("INJECTOR_KUBE_APISERVER") {
         return Ok(PathBuf::from(p));
     }
-    match build_script(&["--check"], true)? {
-        (Some(0), path) => Ok(path),
-        (_, path) => bail!(
+    match build_script(true, &["kube-apiserver"])? {
+        (Some(0), mut paths) => Ok(paths.remove(0)),
+        (_, paths) => bail!(
             "{} is not built: run `cargo xtask cluster build` (about 5 minutes, once per machine; `cargo xtask test` does it)",
-            path.display()
+            paths[0].display()
         ),
     }
 }
@@ -75,7 +103,7 @@ pub fn kube_apiserver_bin() -> Result<PathBuf> {
 /// Builds kube-apiserver into the cache unless it is there (about 5 minutes once; then a no-op);
 /// returns its path.
 pub fn build_kube_apiserver() -> Result<PathBuf> {
-    build_script(&[], false).map(|(_, p)| p)
+    build_k8s(&["kube-apiserver"]).map(|mut p| p.remove(0))
 }
 
 /// etcd, from Debian's `etcd-server`.
@@ -118,10 +146,10 @@ pub(super) fn http_status(port: u16, path: &str) -> Option<u16> {
 
 /// A tokio runtime of our own, so the library's calls are plain functions that work from sync
 /// tests and from async ones (each call blocks on a scoped thread, never inside the caller's runtime).
-pub(super) struct Rt(tokio::runtime::Runtime);
+pub(crate) struct Rt(tokio::runtime::Runtime);
 
 impl Rt {
-    pub(super) fn new() -> Result<Rt> {
+    pub(crate) fn new() -> Result<Rt> {
         Ok(Rt(tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -129,7 +157,7 @@ impl Rt {
             .context("building a tokio runtime")?))
     }
 
-    pub(super) fn block_on<F: Future + Send>(&self, f: F) -> F::Output
+    pub(crate) fn block_on<F: Future + Send>(&self, f: F) -> F::Output
     where
         F::Output: Send,
     {
@@ -167,6 +195,16 @@ impl ApiServer {
     /// forwarders listening ([`socket`](Self::socket)). On error, what was started is stopped
     /// and the directory removed.
     pub fn start(prefix: &str, identities: Vec<Identity>) -> Result<ApiServer> {
+        Self::start_with(prefix, identities, &[])
+    }
+
+    /// [`start`](Self::start) with `extra` arguments, each replacing the default of its name: a
+    /// real node's API server admits service accounts, for one.
+    pub fn start_with(
+        prefix: &str,
+        identities: Vec<Identity>,
+        extra: &[String],
+    ) -> Result<ApiServer> {
         ensure!(
             identities.iter().any(|i| i.name == ADMIN),
             "the identities need one named {ADMIN:?}: the library registers the lab with it"
@@ -191,12 +229,12 @@ impl ApiServer {
             kas: (kas, Vec::new()),
             keep: false,
         };
-        api.boot(&etcd)
+        api.boot(&etcd, extra)
             .with_context(|| format!("starting the API server of {prefix}"))?;
         Ok(api)
     }
 
-    fn boot(&mut self, etcd: &Path) -> Result<()> {
+    fn boot(&mut self, etcd: &Path, extra: &[String]) -> Result<()> {
         let dir = self.dir.clone();
         let pki = dir.join("pki");
         make_pki(&pki)?;
@@ -242,6 +280,11 @@ impl ApiServer {
             "--endpoint-reconciler-type=none".into(),
             format!("--cert-dir={}", p("")),
         ];
+        // A flag in `extra` replaces the default of that name (list flags would append).
+        let name = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+        let replaced: Vec<String> = extra.iter().map(|a| name(a)).collect();
+        self.kas.1.retain(|a| !replaced.contains(&name(a)));
+        self.kas.1.extend_from_slice(extra);
         self.spawn_kas()?;
         for id in &self.identities {
             std::fs::write(

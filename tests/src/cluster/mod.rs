@@ -1,7 +1,7 @@
 //! A real Kubernetes API server per run (etcd + kube-apiserver on loopback, TLS, static tokens, RBAC)
 //! and the lab registered in it as Nodes and Pods, with the lab playing kubelet; torn down on Drop.
 //!
-//! The binary comes from `scripts/build-kube-apiserver.sh` (Debian's `kubernetes` source, cached
+//! The binary comes from `scripts/build-k8s.sh` (Debian's `kubernetes` source, cached
 //! per source version). Everything of a run lives in `/tmp/<prefix>-cluster` (certs, tokens,
 //! kubeconfigs, etcd data, logs, pid files), so `down(prefix)` can clean up what a `keep()`
 //! left running, and `Drop` (also on a panic) kills every process and removes the directory.
@@ -38,15 +38,16 @@ use kube::{
 };
 use serde_json::json;
 
-pub use apiserver::{ApiServer, build_kube_apiserver, etcd_bin, kube_apiserver_bin};
+pub use apiserver::{
+    ApiServer, build_k8s, build_kube_apiserver, etcd_bin, k8s_bins, kube_apiserver_bin,
+};
 pub use kubectl::{Kubectl, kubectl};
 pub use pki::{Identity, default_identities};
 pub use procs::{down, spawn_kept, state_dir, status};
 
-use apiserver::{Rt, workspace_root};
-use objects::{
-    create_dns_service, create_pod, ensure_kubernetes_service, ensure_namespace, register_node,
-};
+pub(crate) use apiserver::{Rt, workspace_root};
+pub use objects::ensure_kubernetes_service;
+use objects::{create_dns_service, create_pod, ensure_namespace, register_node};
 
 use crate::lab::{self, Lab};
 
@@ -304,40 +305,7 @@ impl Cluster {
         ips: &[IpAddr],
         ports: &[(&str, &str, i32)],
     ) -> Result<()> {
-        let ports: Vec<_> = ports
-            .iter()
-            .map(|(n, proto, p)| json!({"name": n, "protocol": proto, "port": p}))
-            .collect();
-        let slice = json!({
-            "apiVersion": "discovery.k8s.io/v1beta1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": service, "namespace": namespace,
-                         "labels": {SERVICE_NAME_LABEL: service}},
-            "addressType": "IPv4",
-            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()],
-                                                    "conditions": {"ready": true}}))
-                            .collect::<Vec<_>>(),
-            "ports": ports,
-        });
-        let gvk = GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice");
-        let ar = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
-        let slices: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, &ar);
-        let apply = PatchParams::apply(MANAGER).force();
-        self.block_on(slices.patch(service, &apply, &Patch::Apply(&slice)))
-            .with_context(|| format!("applying EndpointSlice {namespace}/{service}"))?;
-        if ips.iter().any(|ip| ip.is_loopback()) {
-            return Ok(());
-        }
-        let eps = json!({
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": service, "namespace": namespace},
-            "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
-                         "ports": ports}],
-        });
-        let endpoints: Api<Endpoints> = Api::namespaced(self.client.clone(), namespace);
-        self.block_on(endpoints.patch(service, &apply, &Patch::Apply(&eps)))
-            .with_context(|| format!("applying Endpoints {namespace}/{service}"))?;
-        Ok(())
+        self.block_on(set_endpoints(&self.client, namespace, service, ips, ports))
     }
 
     /// Playing kubelet for a new pod: its Pod object on its node, then the status a kubelet
@@ -391,4 +359,54 @@ impl Cluster {
         lab.keep();
         drop(api);
     }
+}
+
+/// Sets the endpoints of Service `namespace/service` to `ips` with `ports` (name, protocol,
+/// port): the EndpointSlice `<service>` (`discovery.k8s.io/v1beta1`: 1.20 serves no v1) and,
+/// unless an address is loopback (which the Endpoints API refuses), the Endpoints `<service>`.
+pub async fn set_endpoints(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    ips: &[IpAddr],
+    ports: &[(&str, &str, i32)],
+) -> Result<()> {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, proto, p)| json!({"name": n, "protocol": proto, "port": p}))
+        .collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1beta1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": service, "namespace": namespace,
+                     "labels": {SERVICE_NAME_LABEL: service}},
+        "addressType": "IPv4",
+        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()],
+                                                "conditions": {"ready": true}}))
+                        .collect::<Vec<_>>(),
+        "ports": ports,
+    });
+    let gvk = GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "endpointslices");
+    let slices: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let apply = PatchParams::apply(MANAGER).force();
+    slices
+        .patch(service, &apply, &Patch::Apply(&slice))
+        .await
+        .with_context(|| format!("applying EndpointSlice {namespace}/{service}"))?;
+    if ips.iter().any(|ip| ip.is_loopback()) {
+        return Ok(());
+    }
+    let eps = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": service, "namespace": namespace},
+        "subsets": [{"addresses": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
+                     "ports": ports}],
+    });
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
+    endpoints
+        .patch(service, &apply, &Patch::Apply(&eps))
+        .await
+        .with_context(|| format!("applying Endpoints {namespace}/{service}"))?;
+    Ok(())
 }

@@ -79,7 +79,7 @@ fn go_arch() -> &'static str {
 }
 
 /// The `kubernetes` Service: the API server creates it shortly after start; created here if not.
-pub(super) async fn ensure_kubernetes_service(client: &Client) -> Result<()> {
+pub async fn ensure_kubernetes_service(client: &Client) -> Result<()> {
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {

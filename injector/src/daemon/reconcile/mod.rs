@@ -5,6 +5,7 @@
 //! Nothing here is needed for a fault to end: every part carries its kernel deadline (from the
 //! resource's creationTimestamp), so with the API server gone faults run on and end on time.
 
+mod handover;
 mod lease;
 mod report;
 mod selection;
@@ -27,6 +28,7 @@ use kube::{
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+pub use self::handover::successor;
 use self::{lease::Leader, selection::Selection, watched::Watched};
 use super::{
     carve::Protected,
@@ -48,8 +50,11 @@ pub struct KubeConfig {
     pub node_name: String,
     /// A kubeconfig file; `None`: the in-cluster service account.
     pub kubeconfig: Option<PathBuf>,
-    /// Where the status writer's Lease lives (the daemon's own namespace).
+    /// Where the status writer's Lease lives (the daemon's own namespace, its pod's).
     pub lease_namespace: String,
+    /// The daemon's pod (the downward API's `metadata.name`): on SIGTERM, whether its DaemonSet
+    /// stays decides between handing over and a clean stop ([`successor`]).
+    pub pod_name: Option<String>,
     /// How often the node report (InjectorNode) is written.
     pub report_interval: Duration,
 }
