@@ -15,29 +15,13 @@ use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{SchedClassifier, TcAttachType};
 use injector_tests::{
     lab::run_prefix,
-    node::{self, Node, host::Snapshot, images},
+    node::{
+        self, Node,
+        host::Snapshot,
+        workload::{NS, daemon_pod, fetch, metrics, sample, start_pods},
+    },
     require_root,
 };
-
-const NS: &str = "shop";
-
-fn pods_yaml() -> String {
-    let pod = |name: &str, cmd: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}\n\
-             spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {img}\n    \
-             imagePullPolicy: Never\n    command: {cmd}\n",
-            img = images::BUSYBOX
-        )
-    };
-    [
-        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"),
-        pod("web", r#"["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#),
-        pod("client", r#"["/bin/sleep", "3600"]"#),
-        pod("bystander", r#"["/bin/sleep", "3600"]"#),
-    ]
-    .join("---\n")
-}
 
 const FAULT: &str = "apiVersion: injector.dev/v1alpha1
 kind: NetworkFault
@@ -48,19 +32,6 @@ spec:
   blackhole: true
   duration: 10m
 ";
-
-/// `wget` of the web pod's page from pod `from`, through kubelet's exec: whether it came.
-fn fetch(n: &Node, from: &str, web_ip: &str) -> Result<bool> {
-    let url = format!("http://{web_ip}:8080/");
-    // busybox's `wget -T` crashes (a busybox bug): `timeout` bounds it instead.
-    let out = n.kubectl(
-        &[
-            "exec", "-n", NS, from, "--", "timeout", "3", "wget", "-q", "-O", "-", &url,
-        ],
-        None,
-    )?;
-    Ok(out.ok && out.stdout == images::PAGE)
-}
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
@@ -86,90 +57,11 @@ fn tcx(iface: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The DaemonSet's pod: (name, uid).
-fn daemon_pod(n: &Node) -> Result<(String, String)> {
-    let out = n.kubectl_ok(
-        &[
-            "get",
-            "pods",
-            "-n",
-            "injector",
-            "-l",
-            "app.kubernetes.io/name=injector",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.phase}{\"\\n\"}{end}",
-        ],
-        None,
-    )?;
-    let running: Vec<&str> = out.lines().filter(|l| l.ends_with(" Running")).collect();
-    ensure!(running.len() == 1, "daemon pods: {out:?}");
-    let f: Vec<&str> = running[0].split(' ').collect();
-    Ok((f[0].to_string(), f[1].to_string()))
-}
-
-/// The daemon's metrics (hostNetwork: the node's port 9464, from the host).
-fn metrics() -> Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&"127.0.0.1:9464".parse()?, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    ensure!(
-        raw.starts_with("HTTP/1.0 200") || raw.starts_with("HTTP/1.1 200"),
-        "GET /metrics: {raw:.200}"
-    );
-    Ok(raw)
-}
-
-/// The sum of every sample of metric `name` (any labels).
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn scenario(n: &Node) -> Result<()> {
     let t = Instant::now();
     n.install_injector()?;
     eprintln!("DaemonSet Ready in {:.1?}", t.elapsed());
-    n.kubectl_ok(&["apply", "-f", "-"], Some(&pods_yaml()))?;
-    n.kubectl_ok(
-        &[
-            "wait",
-            "-n",
-            NS,
-            "--for=condition=Ready",
-            "pod",
-            "--all",
-            "--timeout=120s",
-        ],
-        None,
-    )?;
-    let web_ip = n
-        .kubectl_ok(
-            &[
-                "get",
-                "pod",
-                "-n",
-                NS,
-                "web",
-                "-o",
-                "jsonpath={.status.podIP}",
-            ],
-            None,
-        )?
-        .trim()
-        .to_string();
-    ensure!(
-        web_ip.starts_with("10.88."),
-        "web's podIP {web_ip:?} not from the bridge's range"
-    );
+    let web_ip = start_pods(n)?;
     // The daemon attached to the real bridge and to every pod's host-side veth.
     let ports = injector_tests::cmd::run("ip", &["-o", "link", "show", "master", node::BRIDGE])?;
     let veths: Vec<String> = ports

@@ -40,14 +40,24 @@ fn ping(l: &Lab, from: &Pod, to: &Pod) -> Result<u32> {
 const K8S: &str =
     "Kubernetes: NetworkFaults by labels through `kubectl injector`, on a real API server";
 
-pub fn run(kubernetes_only: bool) -> Result<()> {
+/// The real node part's heading.
+const NODE: &str =
+    "a real Kubernetes node here: the DaemonSet from deploy/, faults on pods kubelet started";
+
+pub fn run(kubernetes_only: bool, node_only: bool) -> Result<()> {
     bootstrap()?;
-    crate::cluster::ensure_built()?;
+    crate::node::ensure_built()?;
     sh("cargo", &["build", "--release", "-p", "injector"])?;
     let bin: PathBuf = root().join("target/release/injector");
-    if kubernetes_only {
-        println!("\n== {K8S}");
-        crate::demo_k8s::run(&bin)?;
+    if kubernetes_only || node_only {
+        if kubernetes_only {
+            println!("\n== {K8S}");
+            crate::demo_k8s::run(&bin)?;
+        }
+        if node_only {
+            println!("\n== {NODE}");
+            crate::demo_node::run(&bin)?;
+        }
         println!("\ndemo: ok");
         return Ok(());
     }
@@ -285,8 +295,11 @@ pub fn run(kubernetes_only: bool) -> Result<()> {
     println!("\n== 8. {K8S}");
     crate::demo_k8s::run(&bin)?;
 
+    println!("\n== 9. {NODE}");
+    crate::demo_node::run(&bin)?;
+
     println!(
-        "\n== 9. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
+        "\n== 10. delay, on a stock Debian kernel with sch_fq (this host has none): the same demo in a VM"
     );
     let vm = crate::vm::setup()?;
     let xtask = crate::self_exe()?;

@@ -16,7 +16,7 @@ use injector_tests::{
 };
 
 /// `kubectl ARGS` as a user types it: the admin kubeconfig, and the plugin found on PATH.
-fn kubectl(kubeconfig: &Path, bin_dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn kubectl(kubeconfig: &Path, bin_dir: &Path, args: &[&str]) -> Result<String> {
     println!("  $ kubectl {}", args.join(" "));
     let path = format!(
         "{}:{}",
@@ -41,7 +41,7 @@ fn kubectl(kubeconfig: &Path, bin_dir: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// Polls `check` every 100 ms for up to 20 s; the time it took.
-fn wait(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<Duration> {
+pub(crate) fn wait(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<Duration> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(20) {
         if check()? {

@@ -8,6 +8,7 @@ mod bench;
 mod cluster;
 mod demo;
 mod demo_k8s;
+mod demo_node;
 mod fuzz;
 mod image;
 mod node;
@@ -41,9 +42,12 @@ enum Cmd {
     /// The main job: lab up, daemons on both nodes, faults between pods shown, all torn down;
     /// then NetworkFaults on a real API server, and delay in a VM.
     Demo {
-        /// Only the Kubernetes part.
+        /// Only the Kubernetes part (the lab with a real API server).
         #[arg(long)]
         kubernetes: bool,
+        /// Only the real node part (kubelet, containerd, the DaemonSet from deploy/).
+        #[arg(long)]
+        node: bool,
     },
     /// Benchmarks next to iptables/ipset and tc netem, as ratios, into docs/benchmarks.md.
     Bench {
@@ -217,7 +221,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Bootstrap => bootstrap(),
         Cmd::Test { unprivileged } => test::run(unprivileged),
-        Cmd::Demo { kubernetes } => demo::run(kubernetes),
+        Cmd::Demo { kubernetes, node } => demo::run(kubernetes, node),
         Cmd::DemoDelay => demo::delay_in_vm(),
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::BenchVm { quick } => bench::in_vm(quick),

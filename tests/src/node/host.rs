@@ -179,6 +179,11 @@ impl Snapshot {
         // Mounts (mount point, propagation, type).
         for l in std::fs::read_to_string("/proc/self/mountinfo")?.lines() {
             let f: Vec<&str> = l.split(' ').collect();
+            // Named network namespaces are the netns lab's (a node pins its pods' under its
+            // own directory: containerd's netns_mounts_under_state_dir).
+            if f.get(4).is_some_and(|m| m.starts_with("/run/netns/")) {
+                continue;
+            }
             let sep = f.iter().position(|x| *x == "-").unwrap_or(f.len());
             writeln!(
                 s,
@@ -214,12 +219,15 @@ impl Snapshot {
         for p in PATHS {
             writeln!(s, "path {p}: {}", Path::new(p).exists())?;
         }
-        let mut pins: Vec<String> = std::fs::read_dir(BPFFS)?
+        // The DaemonSet's pins (deploy/: --bpffs=/sys/fs/bpf/injector); the lab's are its own.
+        let mut pins: Vec<String> = std::fs::read_dir(Path::new(BPFFS).join("injector"))
+            .into_iter()
+            .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         pins.sort();
-        writeln!(s, "bpffs: {pins:?}")?;
+        writeln!(s, "bpffs injector/: {pins:?}")?;
         Ok(Snapshot(s))
     }
 

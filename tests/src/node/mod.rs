@@ -14,6 +14,7 @@
 
 pub mod host;
 pub mod images;
+pub mod workload;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
