@@ -114,17 +114,7 @@ fn scenario(n: &Node) -> Result<()> {
     wait_for("a new daemon pod Running", Duration::from_secs(120), || {
         Ok(daemon_pod(n).is_ok_and(|(_, uid)| uid != old_uid))
     })?;
-    n.kubectl_ok(
-        &[
-            "-n",
-            "injector",
-            "rollout",
-            "status",
-            "daemonset/injector",
-            "--timeout=120s",
-        ],
-        None,
-    )?;
+    n.daemonset_ready()?;
     ensure!(
         !fetch(n, "client", &web_ip)?,
         "client -> web came through after the daemon's pod was replaced"

@@ -442,6 +442,11 @@ state = "{w}/containerd/state"
     pub fn install_injector(&self) -> Result<()> {
         let deploy = workspace_root().join("deploy").display().to_string();
         self.kubectl_ok(&["apply", "-k", &deploy], None)?;
+        self.daemonset_ready()
+    }
+
+    /// Waits until injector's DaemonSet has its pod on the node Ready (`rollout status`).
+    pub fn daemonset_ready(&self) -> Result<()> {
         self.kubectl_ok(
             &[
                 "-n",
