@@ -148,6 +148,42 @@ fn scenario(n: &Node) -> Result<()> {
     wait_for("client -> web restored", Duration::from_secs(20), || {
         fetch(n, "client", &web_ip)
     })?;
+
+    // Uninstalled as users do: the DaemonSet goes, so its pod's daemon does not hand over but
+    // removes its programs and pins (the application pods stay).
+    let fault = n.kubectl_ok(&["apply", "-f", "-"], Some(FAULT))?;
+    wait_for(
+        "client -> web blackholed again",
+        Duration::from_secs(20),
+        || Ok(!fetch(n, "client", &web_ip)?),
+    )
+    .context(fault)?;
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    n.kubectl_ok(
+        &[
+            "delete",
+            "daemonset",
+            "-n",
+            "injector",
+            "injector",
+            "--wait=true",
+        ],
+        None,
+    )?;
+    wait_for(
+        "no programs and no pins after the DaemonSet's deletion",
+        Duration::from_secs(60),
+        || {
+            Ok(!std::path::Path::new("/sys/fs/bpf/injector").exists()
+                && tcx(node::BRIDGE)?.is_empty()
+                && veths.iter().all(|v| tcx(v).is_ok_and(|p| p.is_empty())))
+        },
+    )?;
+    ensure!(
+        fetch(n, "client", &web_ip)?,
+        "client -> web after the DaemonSet's deletion (the fault ended with it)"
+    );
+    n.kubectl_ok(&["delete", "-k", deploy, "--wait=true"], None)?;
     Ok(())
 }
 

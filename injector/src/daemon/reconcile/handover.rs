@@ -12,7 +12,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Pod};
+use k8s_openapi::{
+    api::{apps::v1::DaemonSet, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
 use kube::{Api, Client};
 
 use super::KubeConfig;
@@ -45,13 +48,7 @@ async fn owner_alive(
     else {
         return Ok(Err(format!("pod {namespace}/{pod} is gone")));
     };
-    let Some(owner) = p
-        .metadata
-        .owner_references
-        .unwrap_or_default()
-        .into_iter()
-        .find(|o| o.kind == "DaemonSet" && o.controller == Some(true))
-    else {
+    let Some(owner) = controller(&p) else {
         return Ok(Err(format!("pod {namespace}/{pod} has no DaemonSet")));
     };
     let sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
@@ -59,19 +56,92 @@ async fn owner_alive(
         .get_opt(&owner.name)
         .await
         .with_context(|| format!("get daemonset {namespace}/{}", owner.name))?;
-    Ok(match ds {
-        None => Err(format!("DaemonSet {namespace}/{} is gone", owner.name)),
-        Some(d) if d.metadata.deletion_timestamp.is_some() => Err(format!(
-            "DaemonSet {namespace}/{} is being deleted",
-            owner.name
-        )),
+    Ok(verdict(namespace, &owner, ds.as_ref()))
+}
+
+/// The DaemonSet controlling `pod`, if one does.
+fn controller(pod: &Pod) -> Option<OwnerReference> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "DaemonSet" && o.controller == Some(true))
+        .cloned()
+}
+
+/// Whether the pod's DaemonSet (`owner`, as the API server has it now: `ds`) brings a next pod.
+fn verdict(
+    namespace: &str,
+    owner: &OwnerReference,
+    ds: Option<&DaemonSet>,
+) -> Result<String, String> {
+    let name = &owner.name;
+    match ds {
+        None => Err(format!("DaemonSet {namespace}/{name} is gone")),
+        Some(d) if d.metadata.deletion_timestamp.is_some() => {
+            Err(format!("DaemonSet {namespace}/{name} is being deleted"))
+        }
+        // Deleted and made again under the same name: not the set this pod belongs to.
         Some(d) if d.metadata.uid.as_deref() != Some(owner.uid.as_str()) => Err(format!(
-            "DaemonSet {namespace}/{} is another one than the pod's",
-            owner.name
+            "DaemonSet {namespace}/{name} is another one than the pod's"
         )),
         Some(_) => Ok(format!(
-            "DaemonSet {namespace}/{} stays: its next pod adopts",
-            owner.name
+            "DaemonSet {namespace}/{name} stays: its next pod adopts"
         )),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(owners: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "injector-x", "ownerReferences": owners}}),
+        )
+        .unwrap()
+    }
+
+    fn ds(uid: &str, deleting: bool) -> DaemonSet {
+        let mut d: DaemonSet =
+            serde_json::from_value(json!({"metadata": {"name": "injector", "uid": uid}})).unwrap();
+        if deleting {
+            d.metadata.deletion_timestamp = Some(Time(Default::default()));
+        }
+        d
+    }
+
+    fn owner_ref(kind: &str, controller: bool) -> serde_json::Value {
+        json!({"apiVersion": "apps/v1", "kind": kind, "name": "injector", "uid": "u1",
+               "controller": controller})
+    }
+
+    #[test]
+    fn only_a_controlling_daemonset_counts() {
+        assert!(controller(&pod(json!([owner_ref("ReplicaSet", true)]))).is_none());
+        assert!(controller(&pod(json!([owner_ref("DaemonSet", false)]))).is_none());
+        assert!(controller(&pod(json!(null))).is_none());
+        let o = controller(&pod(json!([
+            owner_ref("ReplicaSet", false),
+            owner_ref("DaemonSet", true)
+        ])))
+        .unwrap();
+        assert_eq!((o.kind.as_str(), o.uid.as_str()), ("DaemonSet", "u1"));
+    }
+
+    #[test]
+    fn hands_over_only_to_the_same_living_daemonset() {
+        let o = controller(&pod(json!([owner_ref("DaemonSet", true)]))).unwrap();
+        assert!(verdict("injector", &o, Some(&ds("u1", false))).is_ok());
+        let no = |d: Option<&DaemonSet>, why: &str| {
+            let e = verdict("injector", &o, d).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        no(None, "is gone");
+        no(Some(&ds("u1", true)), "being deleted");
+        no(Some(&ds("u2", false)), "another one");
+    }
 }
