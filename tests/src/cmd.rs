@@ -1,7 +1,10 @@
 //! Running the commands the lab is made of (`ip`, `bridge`, `ping`), with errors that carry the
 //! command line and its stderr.
 
-use std::process::{Command, Output};
+use std::{
+    io::Write as _,
+    process::{Command, Output, Stdio},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -34,6 +37,48 @@ pub fn ip(ns: &str, args: &[&str]) -> Result<String> {
     }
     a.extend_from_slice(args);
     run("ip", &a)
+}
+
+/// `ip -n NS -batch -` with `cmds` on its stdin, one command a line: one process for all of them
+/// (the lab's pods are made this way, several hundred a minute in the churn). `ip` stops at the
+/// first failing line; the error names that line (`Command failed -:N` on its stderr; all of them
+/// when ip does not say) and carries the stderr.
+pub fn ip_batch(ns: &str, cmds: &[String]) -> Result<()> {
+    let mut a: Vec<&str> = Vec::with_capacity(4);
+    if !ns.is_empty() {
+        a.extend(["-n", ns]);
+    }
+    a.extend(["-batch", "-"]);
+    let line = || format!("`ip {}`", a.join(" "));
+    let mut child = Command::new("ip")
+        .args(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `ip` (is it installed? scripts/bootstrap.sh installs it)")?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A write error (ip gone early) shows as its exit status and stderr below.
+    let written = stdin.write_all(cmds.join("\n").as_bytes());
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {}", line()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let failed = err
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Command failed -:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .and_then(|n| cmds.get(n.wrapping_sub(1)))
+            .map_or_else(
+                // An argument ip cannot parse ends it at once, without naming the line.
+                || format!(" running `{}`", cmds.join("; ")),
+                |c| format!(" at `{c}`"),
+            );
+        bail!("{}{failed} failed ({}): {}", line(), out.status, err.trim());
+    }
+    written.with_context(|| format!("writing the commands to {}", line()))
 }
 
 /// `ip netns exec NS prog args...`.

@@ -1,11 +1,12 @@
-//! Pod churn: 200 pods per node created and deleted at up to 20 per second per node (both nodes
-//! at once, about 10 alive per node at a time) while a fault targets every pod address. Each new
+//! Pod churn: 200 pods per node created and deleted at 20 per second per node (both nodes at
+//! once, about 12 alive per node at a time) while a fault targets every pod address. Each new
 //! pod's veth must be attached, and the fault must judge the traffic sent to the new pod (a
 //! same-node sender: judged at the new pod's veth egress). Afterwards nothing has leaked: the
 //! node looks as it did before (links, qdiscs, programs on every hook, bpffs pins), the daemon
 //! holds as many fds and the same programs and links, and its memory is bounded.
 //!
-//! The link event -> attached times are printed (the bench measures them as figures).
+//! The link event -> attached times and the creation rate reached per node are printed (the bench
+//! measures them as figures); the rate is not asserted.
 
 use std::{
     net::{SocketAddr, UdpSocket},
@@ -44,16 +45,21 @@ fn held_programs(pid: u32) -> Vec<u64> {
     ids
 }
 
-/// Churns pods on node `n`: four workers, each creating every fourth pod at up to 5 per second
-/// (creating a pod takes nine `ip` commands, ~50-150 ms on this machine, so one worker could not
-/// keep 20 per second), with pod 1 of that node sending to each new one. Returns each pod's time
-/// from created to attached.
+/// Churns pods on node `n`: two workers, each creating every other pod at 10 per second (a pod
+/// is three `ip` processes, ~20 ms while the RTNL lock is free; a worker also waits for the
+/// attach and the control datagram), with pod 1 of that node sending to each new one. Returns
+/// each pod's time from created to attached.
+///
+/// Both lab nodes share one kernel and its RTNL lock, which each TCX attach holds over an RCU
+/// grace period (two per pod): on the 2-core machine that, not the lab, bounds the rate (about 9
+/// a second per node, the CPUs mostly idle). Four workers reached the same rate and only queued
+/// more on the lock, the daemons' attaches behind them (created -> attached p50 45 ms, not 13).
 fn churn(l: &Lab, n: u8) -> Vec<Duration> {
-    const WORKERS: u32 = 4;
+    const WORKERS: u32 = 2;
     let sender = l.pod(n, 1);
     let tx = in_netns(&sender.netns, || Ok(UdpSocket::bind(("0.0.0.0", 0))?)).unwrap();
     let start = Instant::now();
-    let attach: Vec<Duration> = std::thread::scope(|s| {
+    let (attach, last): (Vec<Duration>, Instant) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
                 let tx = &tx;
@@ -63,20 +69,28 @@ fn churn(l: &Lab, n: u8) -> Vec<Duration> {
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+        let mut attach = Vec::new();
+        let mut last = start;
+        for w in workers {
+            let (a, l) = w.join().unwrap();
+            attach.extend(a);
+            last = last.max(l);
+        }
+        (attach, last)
     });
+    // The schedule puts the last creation at 199 * 50 ms: 200 pods in 9.95 s is 20.1 a second.
+    let took = last - start;
     eprintln!(
-        "node {n}: {PER_NODE} pods in {:.1?} ({:.1}/s)",
-        start.elapsed(),
-        f64::from(PER_NODE) / start.elapsed().as_secs_f64()
+        "node {n}: {PER_NODE} pods created in {took:.2?} ({:.1}/s; the schedule is 20/s), \
+         all deleted after {:.2?}",
+        f64::from(PER_NODE) / took.as_secs_f64(),
+        start.elapsed()
     );
     attach
 }
 
 /// Pods number `pods` of node `n`, pod `i` due at `start + i * 50 ms`, `alive` kept at once.
+/// Returns each pod's time from created to attached, and when the last one was created.
 fn churn_some(
     l: &Lab,
     n: u8,
@@ -84,10 +98,11 @@ fn churn_some(
     pods: impl Iterator<Item = u32>,
     start: Instant,
     alive_max: usize,
-) -> Vec<Duration> {
+) -> (Vec<Duration>, Instant) {
     let node = l.node(n);
     let mut alive: std::collections::VecDeque<Pod> = Default::default();
     let mut attach = Vec::new();
+    let mut last = start;
     for i in pods {
         let due = start + Duration::from_millis(50) * i;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -96,6 +111,7 @@ fn churn_some(
         let pod = Pod::at(&l.prefix, n, FIRST_SLOT + i as u8);
         l.create_untracked(&pod).unwrap();
         let created = Instant::now();
+        last = created;
         loop {
             let progs = snapshot::tcx_programs(&node.netns, &pod.host_veth).unwrap();
             if progs.len() >= 2 {
@@ -145,7 +161,7 @@ fn churn_some(
     for p in alive {
         lab::delete_pod(&p).unwrap();
     }
-    attach
+    (attach, last)
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
@@ -164,13 +180,13 @@ fn churned_pods_are_covered_and_nothing_leaks() {
     d2.apply(fault).unwrap();
     let daemons = [&d1, &d2];
     let fds = |d: &Daemon| proc::fds(d.pid().unwrap());
-    let look = |n: u8| {
+    let try_look = |n: u8| {
         snapshot::node(
             &l.node(n).netns,
             &daemons[usize::from(n - 1)].bpffs.display().to_string(),
         )
-        .unwrap()
     };
+    let look = |n: u8| try_look(n).unwrap();
     let before = [look(1), look(2)];
     let fds_before = daemons.map(fds);
     let rss_before = daemons.map(|d| rss_kib(d.pid().unwrap()));
@@ -192,11 +208,13 @@ fn churned_pods_are_covered_and_nothing_leaks() {
     );
 
     // Each daemon forgets the vanished veths (they leave its status), then the node looks as it
-    // did before the churn.
+    // did before the churn. The kernel removes a deleted netns's veths a little later (a
+    // workqueue), so a veth listed may be gone when its programs are asked for: look again.
     let deadline = Instant::now() + Duration::from_secs(20);
     for n in [1u8, 2] {
         loop {
-            let now = look(n);
+            let now =
+                try_look(n).unwrap_or_else(|e| format!("(a link vanished while looked at: {e:#})"));
             if now == before[usize::from(n - 1)] {
                 break;
             }
