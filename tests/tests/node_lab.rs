@@ -183,7 +183,10 @@ fn scenario(n: &Node) -> Result<()> {
         fetch(n, "client", &web_ip)?,
         "client -> web after the DaemonSet's deletion (the fault ended with it)"
     );
-    n.kubectl_ok(&["delete", "-k", deploy, "--wait=true"], None)?;
+    n.kubectl_ok(
+        &["delete", "-k", deploy, "--ignore-not-found", "--wait=true"],
+        None,
+    )?;
     Ok(())
 }
 
