@@ -54,7 +54,7 @@ enum Cmd {
         /// Short runs, a smoke test (CI); written to target/bench/ instead of docs/.
         #[arg(long)]
         quick: bool,
-        /// Only these parts (idle, cost, drop, latency, rate, k8s, fidelity); written to
+        /// Only these parts (idle, cost, attach, drop, latency, rate, k8s, fidelity); written to
         /// target/bench/.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -2,6 +2,7 @@
 //! measured in the same run on the lab, printed as ratios and written to docs/benchmarks.md.
 //! `--quick` is CI's smoke run: every part, short, written under target/ instead.
 
+mod attach;
 mod cost;
 mod drop;
 mod faults;
@@ -44,7 +45,9 @@ impl Ctx {
     }
 }
 
-const PARTS: [&str; 7] = ["idle", "cost", "drop", "latency", "rate", "k8s", "fidelity"];
+const PARTS: [&str; 8] = [
+    "idle", "cost", "attach", "drop", "latency", "rate", "k8s", "fidelity",
+];
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
     if let Some(p) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
@@ -68,9 +71,10 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
     };
     let mut sections = Vec::new();
     type Part = fn(&Ctx, &Lab) -> Result<report::Section>;
-    let parts: [(&str, Part); 5] = [
+    let parts: [(&str, Part); 6] = [
         ("idle", idle::run),
         ("cost", cost::run),
+        ("attach", attach::run),
         ("drop", drop::run),
         ("latency", latency::run),
         ("rate", rate::run),
