@@ -657,7 +657,11 @@ pub fn status(prefix: &str) -> Result<String> {
     }
     s += &format!(
         "{BRIDGE}: {}\n",
-        if link_exists(BRIDGE) { "up" } else { "absent" }
+        if link_exists(BRIDGE) {
+            "present"
+        } else {
+            "absent (the bridge plugin makes it with the first pod that is not hostNetwork)"
+        }
     );
     Ok(s)
 }
