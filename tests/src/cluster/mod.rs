@@ -43,7 +43,7 @@ pub use apiserver::{
 };
 pub use kubectl::{Kubectl, kubectl};
 pub use pki::{Identity, default_identities};
-pub use procs::{down, spawn_kept, state_dir, status};
+pub use procs::{down, running_pid, spawn_kept, state_dir, status};
 
 pub(crate) use apiserver::{Rt, workspace_root};
 pub use objects::ensure_kubernetes_service;

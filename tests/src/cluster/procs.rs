@@ -126,7 +126,7 @@ pub fn spawn_kept(prefix: &str, name: &str, bin: &Path, args: &[String]) -> Resu
 
 /// The pid in `dir/<name>.pid` if that process is alive and runs the program `name` names (its
 /// part before the first dot).
-fn running_pid(dir: &Path, name: &str) -> Option<i32> {
+pub fn running_pid(dir: &Path, name: &str) -> Option<i32> {
     let program = name.split('.').next()?;
     let pid: i32 = std::fs::read_to_string(dir.join(format!("{name}.pid")))
         .ok()?

@@ -29,7 +29,7 @@ use serde_json::json;
 use crate::{
     cluster::{
         self, ADMIN, ApiServer, Kubectl, Rt, default_identities, ensure_kubernetes_service,
-        k8s_bins, kubectl, set_endpoints, spawn_kept, state_dir,
+        k8s_bins, kubectl, running_pid, set_endpoints, spawn_kept, state_dir,
     },
     cmd::run,
 };
@@ -112,7 +112,11 @@ impl Node {
     /// answers at its ClusterIP. Refuses (changing nothing) when a `cni0` or the run's directory
     /// exists; on any later error, tears down what it started.
     pub fn up(prefix: &str) -> Result<Node> {
-        crate::require_root();
+        // SAFETY: no arguments.
+        ensure!(
+            unsafe { libc::geteuid() } == 0,
+            "a node needs root (containerd, kubelet, cni0, mounts): run it as root"
+        );
         let bins = k8s_bins(&COMPONENTS)?;
         ensure!(
             !link_exists(BRIDGE),
@@ -490,18 +494,8 @@ impl Drop for Node {
     }
 }
 
-/// The pid in `dir/<name>.pid` if that process is alive.
-fn pid_of(dir: &Path, name: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.join(format!("{name}.pid")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
-
 fn stop(dir: &Path, name: &str) {
-    if let Some(pid) = pid_of(dir, name) {
+    if let Some(pid) = running_pid(dir, name) {
         crate::proc::terminate_pids(&[pid]);
     }
 }
@@ -517,7 +511,7 @@ pub fn down(prefix: &str) -> Result<()> {
     let dir = state_dir(prefix);
     let mut errors: Vec<String> = Vec::new();
     let kc = dir.join(format!("kubeconfig-{ADMIN}"));
-    if pid_of(&dir, "kube-apiserver").is_some() && pid_of(&dir, "kubelet").is_some() {
+    if running_pid(&dir, "kube-apiserver").is_some() && running_pid(&dir, "kubelet").is_some() {
         // DaemonSets first (their pods would come back), then every pod; kubelet stops each.
         for args in [
             &["delete", "daemonsets", "--all", "-A", "--timeout=60s"][..],
@@ -549,7 +543,7 @@ pub fn down(prefix: &str) -> Result<()> {
         // Removes the KUBE-* chains and rules; the tables themselves go with host::restore.
         let _ = Command::new(&bins[0]).arg("--cleanup").output();
     }
-    if pid_of(&dir, "containerd").is_some() {
+    if running_pid(&dir, "containerd").is_some() {
         // Anything kubelet did not stop (it was gone, or a pod would not go).
         if let Ok(ids) = ctr(&dir, &["task", "ls", "-q"]) {
             for id in ids.lines() {
@@ -650,7 +644,7 @@ fn remove_cgroup(path: &Path, errors: &mut Vec<String>) {
 pub fn status(prefix: &str) -> Result<String> {
     let mut s = cluster::status(prefix)?;
     let dir = state_dir(prefix);
-    if pid_of(&dir, "kube-apiserver").is_some() {
+    if running_pid(&dir, "kube-apiserver").is_some() {
         let kc = dir.join(format!("kubeconfig-{ADMIN}"));
         let out = kubectl(&kc, "", &["get", "nodes,pods", "-A", "-o", "wide"], None)?;
         s += &out.text();
