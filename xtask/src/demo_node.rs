@@ -1,7 +1,8 @@
-//! `cargo xtask demo --node`: injector on a real Kubernetes node here (kubelet, containerd,
-//! kube-proxy, the CNI bridge; `injector_tests::node`), installed as users install it
-//! (`kubectl apply -k deploy/`), faults made with `kubectl injector` between pods kubelet started,
-//! the daemon's pod replaced mid-fault, and the machine as before at the end.
+//! `cargo xtask demo --node`: injector on two real Kubernetes nodes here (per node kubelet,
+//! containerd, kube-proxy, the CNI bridge; the second in namespaces of its own, joined by
+//! flannel's VXLAN; `injector_tests::node`), installed as users install it
+//! (`kubectl apply -k deploy/`), faults made with `kubectl injector` between pods kubelet started
+//! on different nodes, the daemon's pod replaced mid-fault, and the machine as before at the end.
 
 use std::{path::Path, time::Instant};
 
@@ -31,11 +32,17 @@ pub fn run(bin: &Path) -> Result<()> {
     let before = Snapshot::take()?;
     let prefix = lab::run_prefix("demonode");
     let t = Instant::now();
-    let n = Node::up(&prefix)?;
+    let n = Node::up_with(&prefix, 2)?;
     println!(
-        "  node {} Ready: containerd, kubelet, kube-proxy, scheduler, controller-manager and an API\n  \
-         server built from Debian's kubernetes source; the CNI bridge on cni0 ({:.1?})",
-        n.name,
+        "  nodes {} Ready: per node containerd, kubelet, kube-proxy and the CNI bridge on cni0, the\n  \
+         second in a network and mount namespace of its own, joined by flannel.1 (VXLAN); a\n  \
+         scheduler, a controller-manager and an API server; all built from Debian's kubernetes\n  \
+         source ({:.1?})",
+        n.nodes
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" and "),
         t.elapsed()
     );
     let kc = n.kubeconfig();
@@ -52,7 +59,7 @@ pub fn run(bin: &Path) -> Result<()> {
         ensure!(show(&n, from, &web_ip)?, "{from} -> web before any fault");
     }
 
-    println!("\n  -- a blackhole from app=client to app=web, by labels");
+    println!("\n  -- a blackhole from app=client (node 1) to app=web (node 2), by labels");
     let t = Instant::now();
     kubectl(
         &kc,
@@ -90,8 +97,11 @@ pub fn run(bin: &Path) -> Result<()> {
     );
     kubectl(&kc, bin_dir, &["injector", "ls", "-n", NS, "-o", "wide"])?;
 
-    println!("\n  -- the daemon's pod deleted mid-fault: its DaemonSet stays, so it hands over");
-    let (old, old_uid) = daemon_pod(&n)?;
+    println!(
+        "\n  -- the daemon's pod on node 1 deleted mid-fault: its DaemonSet stays, so it hands over"
+    );
+    let first = &n.nodes[0];
+    let (old, old_uid) = daemon_pod(&n, first)?;
     kubectl(
         &kc,
         bin_dir,
@@ -103,14 +113,14 @@ pub fn run(bin: &Path) -> Result<()> {
     );
     let t = Instant::now();
     wait("a new daemon pod", || {
-        Ok(daemon_pod(&n).is_ok_and(|(_, uid)| uid != old_uid))
+        Ok(daemon_pod(&n, first).is_ok_and(|(_, uid)| uid != old_uid))
     })?;
     wait("the new daemon adopted the fault", || {
-        Ok(metrics().is_ok_and(|m| sample(&m, "injector_faults_active") == 1.0))
+        Ok(metrics(first).is_ok_and(|m| sample(&m, "injector_faults_active") == 1.0))
     })?;
     println!(
         "  new pod {} running, the fault adopted ({:.1?}); injector_faults_active 1",
-        daemon_pod(&n)?.0,
+        daemon_pod(&n, first)?.0,
         t.elapsed()
     );
     ensure!(

@@ -1,7 +1,8 @@
-//! `cargo xtask node build|up|down|status`: a real one-node Kubernetes cluster on this machine
-//! (containerd, kubelet, kube-proxy, scheduler, controller-manager and an API server, the CNI
-//! bridge on `cni0`; `injector_tests::node`), with injector installed from deploy/ as a user
-//! installs it (`kubectl apply -k deploy/`, the image imported into containerd). State in
+//! `cargo xtask node build|up|down|status`: a real Kubernetes cluster of one or two nodes on this
+//! machine (per node containerd, kubelet, kube-proxy and the CNI bridge on `cni0`, the second in
+//! namespaces of its own joined by flannel's VXLAN; a scheduler, a controller-manager and an API
+//! server; `injector_tests::node`), with injector installed from deploy/ as a user installs it
+//! (`kubectl apply -k deploy/`, the image imported into containerd). State in
 //! `/tmp/<prefix>-cluster`; `down` puts the machine back as it was.
 
 use std::time::Instant;
@@ -19,7 +20,10 @@ pub enum NodeCmd {
     Up {
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// Only the node: do not apply deploy/.
+        /// How many nodes: 1, or 2 (the second in a network and mount namespace of its own).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: u8,
+        /// Only the nodes: do not apply deploy/.
         #[arg(long)]
         no_injector: bool,
     },
@@ -51,13 +55,14 @@ pub fn run(cmd: NodeCmd) -> Result<()> {
         NodeCmd::Build => crate::bootstrap().and_then(|()| ensure_built()),
         NodeCmd::Up {
             prefix,
+            nodes,
             no_injector,
         } => {
             crate::bootstrap()?;
             ensure_built()?;
             // The image holds the release binary (scripts/build-image.sh --release).
             crate::sh("cargo", &["build", "--release", "-p", "injector"])?;
-            let n = node::Node::up(&prefix)?;
+            let n = node::Node::up_with(&prefix, nodes)?;
             if !no_injector {
                 let t = Instant::now();
                 n.install_injector()?;

@@ -179,9 +179,12 @@ impl Snapshot {
         // Mounts (mount point, propagation, type).
         for l in std::fs::read_to_string("/proc/self/mountinfo")?.lines() {
             let f: Vec<&str> = l.split(' ').collect();
-            // Named network namespaces are the netns lab's (a node pins its pods' under its
-            // own directory: containerd's netns_mounts_under_state_dir).
-            if f.get(4).is_some_and(|m| m.starts_with("/run/netns/")) {
+            // Named network namespaces (and `ip netns`'s own mount of their directory) are the
+            // netns lab's and the second node's, which `down` deletes; a node pins its pods'
+            // under its own directory (containerd's netns_mounts_under_state_dir).
+            if f.get(4)
+                .is_some_and(|m| *m == "/run/netns" || m.starts_with("/run/netns/"))
+            {
                 continue;
             }
             let sep = f.iter().position(|x| *x == "-").unwrap_or(f.len());

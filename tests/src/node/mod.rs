@@ -1,11 +1,15 @@
-//! A real one-node Kubernetes cluster on this machine, as a user's k3s-like worker is: Debian's
-//! containerd (its own root, state and socket under the run's directory), etcd and kube-apiserver
-//! ([`crate::cluster::ApiServer`], with service accounts admitted), kube-controller-manager,
-//! kube-scheduler, kubelet and kube-proxy (iptables mode) built from Debian's `kubernetes` source
-//! by scripts/build-k8s.sh, and the CNI bridge plugin: every pod kubelet starts gets a host-side
-//! `veth*` on `cni0` (10.88.0.0/16) in the host's network namespace, where the DaemonSet's
-//! daemon attaches. Pods reach the API server as in any cluster: `kubernetes.default` at
-//! 10.96.0.1:443 through kube-proxy's rules, with their service account's token.
+//! A real Kubernetes cluster of one or two nodes on this machine, as a user's k3s-like workers
+//! are: Debian's containerd (its own root, state and socket under the run's directory), etcd and
+//! kube-apiserver ([`crate::cluster::ApiServer`], with service accounts admitted),
+//! kube-controller-manager, kube-scheduler, kubelet and kube-proxy (iptables mode) built from
+//! Debian's `kubernetes` source by scripts/build-k8s.sh, and the CNI bridge plugin: every pod
+//! kubelet starts gets a host-side `veth*` on its node's `cni0` (node `n`: 10.88.`n-1`.0/24),
+//! where the DaemonSet's daemon attaches. Pods reach the API server as in any cluster:
+//! `kubernetes.default` at 10.96.0.1:443 through kube-proxy's rules, with their service
+//! account's token.
+//!
+//! Node 1 is the host's own namespaces; node 2 ([`second`]) has a network namespace, a mount
+//! namespace and a cgroup root of its own, and the two are joined by flannel's VXLAN (`flannel.1`).
 //!
 //! Everything of a run is in `/tmp/<prefix>-cluster` (pid files and logs, as
 //! [`crate::cluster`]'s processes); what it changes on the host is recorded first and put back
@@ -14,6 +18,7 @@
 
 pub mod host;
 pub mod images;
+pub mod second;
 pub mod workload;
 
 use std::{
@@ -45,7 +50,7 @@ pub const COMPONENTS: [&str; 6] = [
     "kube-proxy",
     "pause",
 ];
-/// The pods' addresses (the bridge plugin's host-local range) and the bridge's own.
+/// The pods' addresses on every node (kube-proxy's `--cluster-cidr`); node `n` has [`pod_cidr`].
 pub const POD_CIDR: &str = "10.88.0.0/16";
 pub const BRIDGE: &str = "cni0";
 /// The `kubernetes` Service's ClusterIP (the first of [`cluster::SERVICE_CIDR`]).
@@ -55,23 +60,77 @@ const KUBELET_PORT: u16 = 10250;
 const KUBELET_HEALTHZ: u16 = 10248;
 const KUBE_PROXY_HEALTHZ: u16 = 10256;
 
+/// Node `n`'s pod network (1 or 2): the bridge plugin's host-local range there, flannel's lease.
+pub fn pod_cidr(n: u8) -> String {
+    format!("10.88.{}.0/24", n - 1)
+}
+
+/// Address `host` of node `n`'s pod network (`.0` on flannel.1, `.1` on cni0: the pods' gateway).
+pub fn pod_gateway(n: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 88, n - 1, host)
+}
+
 /// Builds every component into the cache unless it is there (about 10 minutes once on 2 cores).
 pub fn build() -> Result<Vec<PathBuf>> {
     cluster::build_k8s(&COMPONENTS)
 }
 
-/// The node's name in the API.
-pub fn node_name(prefix: &str) -> String {
-    format!("{prefix}-node")
+/// Node `n`'s name in the API (`<prefix>-node`, `<prefix>-node2`).
+pub fn node_name(prefix: &str, n: u8) -> String {
+    if n == 1 {
+        format!("{prefix}-node")
+    } else {
+        format!("{prefix}-node{n}")
+    }
 }
 
-/// A running node; [`down`] on drop unless [`keep`](Self::keep)ed.
+/// One kubelet of the run with its containerd and kube-proxy: node 1 in the host's namespaces,
+/// node 2 in its own ([`second`]).
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// 1 or 2.
+    pub n: u8,
+    /// Its name in the API.
+    pub name: String,
+    /// containerd's, kubelet's and CNI's state: the run's directory, or [`second::dir`].
+    root: PathBuf,
+}
+
+impl Member {
+    /// Its processes' names: `kubelet`, `kubelet.node2`.
+    fn proc_name(&self, program: &str) -> String {
+        if self.n == 1 {
+            program.to_string()
+        } else {
+            format!("{program}.node{}", self.n)
+        }
+    }
+
+    /// Where the host reaches its hostNetwork ports (the DaemonSet pod's metrics).
+    pub fn address(&self) -> Ipv4Addr {
+        if self.n == 1 {
+            Ipv4Addr::LOCALHOST
+        } else {
+            second::NODE_IP
+        }
+    }
+
+    /// The network namespace its pods' host-side veths and its `cni0` are in (`None`: the host's).
+    pub fn netns(&self, prefix: &str) -> Option<String> {
+        (self.n != 1).then(|| second::netns(prefix))
+    }
+}
+
+/// A running cluster of one or two nodes; [`down`] on drop unless [`keep`](Self::keep)ed.
 pub struct Node {
     pub prefix: String,
+    /// Node 1's name.
     pub name: String,
+    /// Every node, node 1 first.
+    pub nodes: Vec<Member>,
     /// `/tmp/<prefix>-cluster`.
     pub dir: PathBuf,
-    /// The images imported into containerd, by reference.
+    /// The images imported into every containerd, by reference.
     pub images: Vec<String>,
     keep: bool,
 }
@@ -107,11 +166,21 @@ fn wait(what: &str, limit: Duration, mut ready: impl FnMut() -> Result<bool>) ->
 }
 
 impl Node {
-    /// Starts a node: API server, containerd with the images ([`images`]), controller-manager,
-    /// scheduler, kubelet, kube-proxy; returns once the node is Ready and `kubernetes.default`
-    /// answers at its ClusterIP. Refuses (changing nothing) when a `cni0` or the run's directory
-    /// exists; on any later error, tears down what it started.
+    /// Starts a one-node cluster ([`up_with`](Self::up_with) 1).
     pub fn up(prefix: &str) -> Result<Node> {
+        Self::up_with(prefix, 1)
+    }
+
+    /// Starts `nodes` (1 or 2) nodes: API server, controller-manager, scheduler, and per node
+    /// containerd with the images ([`images`]), kubelet and kube-proxy; returns once every node
+    /// is Ready and `kubernetes.default` answers at its ClusterIP from each. Refuses (changing
+    /// nothing) when a `cni0` or the run's directory exists; on any later error, tears down what
+    /// it started.
+    pub fn up_with(prefix: &str, nodes: u8) -> Result<Node> {
+        ensure!(
+            (1..=2).contains(&nodes),
+            "nodes: {nodes} is not supported; use 1 or 2 (node 2 has namespaces of its own, see node::second)"
+        );
         // SAFETY: no arguments.
         ensure!(
             unsafe { libc::geteuid() } == 0,
@@ -127,10 +196,22 @@ impl Node {
             "{} exists: a node or cluster {prefix} is up or was left behind; `cargo xtask node down --prefix {prefix}` removes it",
             state_dir(prefix).display()
         );
+        let dir = state_dir(prefix);
         let mut node = Node {
             prefix: prefix.to_string(),
-            name: node_name(prefix),
-            dir: state_dir(prefix),
+            name: node_name(prefix, 1),
+            nodes: (1..=nodes)
+                .map(|n| Member {
+                    n,
+                    name: node_name(prefix, n),
+                    root: if n == 1 {
+                        dir.clone()
+                    } else {
+                        second::dir(&dir)
+                    },
+                })
+                .collect(),
+            dir,
             images: Vec::new(),
             keep: false,
         };
@@ -166,9 +247,36 @@ impl Node {
         // module); this kernel has no modules and the machine no such directory. An empty one
         // stands in (recorded absent: `down` removes it).
         std::fs::create_dir_all("/lib/modules")?;
+        if self.nodes.len() > 1 {
+            // Before anything mounts under the run's directory: the second node's mount
+            // namespace starts as a copy of the host's.
+            second::create(&self.prefix, &dir)?;
+            second::join_vxlan(&self.prefix)?;
+            // Its kubelet and kube-proxy reach the API server over the underlay; the serving
+            // certificate names `kubernetes`.
+            let text = std::fs::read_to_string(&kc)?;
+            let url = format!("server: {}", api.url);
+            ensure!(text.contains(&url), "{kc} has no {url}");
+            std::fs::write(
+                self.kubeconfig_of(&self.nodes[1]),
+                text.replace(
+                    &url,
+                    &format!(
+                        "server: https://{}:{}\n    tls-server-name: kubernetes",
+                        second::HOST_IP,
+                        api.port
+                    ),
+                ),
+            )?;
+        }
         eprintln!("node {}: API server up ({:.1?})", self.name, t0.elapsed());
 
-        self.start_containerd(pause)?;
+        std::fs::create_dir_all(dir.join("images"))?;
+        let tars = images::build_all(&dir.join("images"), pause)?;
+        self.images = tars.iter().map(|(_, r)| r.clone()).collect();
+        for m in self.nodes.clone() {
+            self.start_containerd(&m, &tars)?;
+        }
         eprintln!(
             "node {}: containerd and {} images ({:.1?})",
             self.name,
@@ -200,16 +308,18 @@ impl Node {
         args.push("--secure-port=10259".into());
         spawn_kept(&self.prefix, "kube-scheduler", scheduler, &args)?;
 
-        self.start_kubelet(kubelet, &kc)?;
-        let node_ip = self.wait_ready(&kc)?;
-        eprintln!(
-            "node {}: Ready at {node_ip} ({:.1?})",
-            self.name,
-            t0.elapsed()
-        );
+        for m in &self.nodes {
+            self.start_kubelet(m, kubelet)?;
+        }
+        let mut node_ips = Vec::new();
+        for m in &self.nodes {
+            let ip = self.wait_ready(m)?;
+            eprintln!("node {}: Ready at {ip} ({:.1?})", m.name, t0.elapsed());
+            node_ips.push(ip);
+        }
 
-        // `kubernetes.default`: the API server at the node's address (the endpoint reconciler is
-        // off in the lab's API server), served at its ClusterIP by kube-proxy.
+        // `kubernetes.default`: the API server at node 1's address (the endpoint reconciler is
+        // off in the lab's API server), served at its ClusterIP by each node's kube-proxy.
         let rt = Rt::new()?;
         let client = rt.block_on(api.client(ADMIN))?;
         rt.block_on(async {
@@ -218,18 +328,15 @@ impl Node {
                 &client,
                 "default",
                 "kubernetes",
-                &[node_ip],
+                &node_ips[..1],
                 &[("https", "TCP", i32::from(api.port))],
             )
             .await
         })?;
-        spawn_kept(
-            &self.prefix,
-            "kube-proxy",
-            proxy,
-            &[
-                format!("--kubeconfig={kc}"),
-                format!("--hostname-override={}", self.name),
+        for m in &self.nodes {
+            let args = vec![
+                format!("--kubeconfig={}", self.kubeconfig_of(m).display()),
+                format!("--hostname-override={}", m.name),
                 "--proxy-mode=iptables".into(),
                 format!("--cluster-cidr={POD_CIDR}"),
                 // Leave the host's conntrack sysctls as they are.
@@ -238,33 +345,62 @@ impl Node {
                 "--conntrack-tcp-timeout-close-wait=0".into(),
                 "--metrics-bind-address=127.0.0.1:10249".into(),
                 format!("--healthz-bind-address=127.0.0.1:{KUBE_PROXY_HEALTHZ}"),
-            ],
-        )?;
-        wait(
-            "kubernetes.default at 10.96.0.1:443 (kube-proxy's rules)",
-            Duration::from_secs(60),
-            || {
-                Ok(TcpStream::connect_timeout(
+            ];
+            self.spawn(m, "kube-proxy", proxy, &args)?;
+        }
+        for m in &self.nodes {
+            let answers = || {
+                TcpStream::connect_timeout(
                     &SocketAddr::from((KUBERNETES_IP, 443)),
                     Duration::from_millis(300),
                 )
-                .is_ok())
-            },
-        )
-        .map_err(|e| e.context(self.logs_tail("kube-proxy")))?;
-        eprintln!("node {}: up in {:.1?}", self.name, t0.elapsed());
+                .is_ok()
+            };
+            wait(
+                &format!(
+                    "kubernetes.default at 10.96.0.1:443 from node {} (kube-proxy's rules)",
+                    m.name
+                ),
+                Duration::from_secs(60),
+                || match m.netns(&self.prefix) {
+                    None => Ok(answers()),
+                    Some(ns) => crate::snapshot::in_netns(&ns, answers),
+                },
+            )
+            .map_err(|e| e.context(self.logs_tail(&m.proc_name("kube-proxy"))))?;
+        }
+        eprintln!(
+            "node {}: {} node(s) up in {:.1?}",
+            self.name,
+            self.nodes.len(),
+            t0.elapsed()
+        );
         Ok(())
     }
 
-    fn start_containerd(&mut self, pause: &Path) -> Result<()> {
-        let dir = self.dir.clone();
-        for d in [
-            "run",
-            "containerd/root",
-            "containerd/state",
-            "cni/net.d",
-            "images",
-        ] {
+    /// The kubeconfig node `m`'s kubelet and kube-proxy use: the admin's on node 1; on node 2
+    /// the same, with the API server at the host's underlay address.
+    fn kubeconfig_of(&self, m: &Member) -> PathBuf {
+        if m.n == 1 {
+            self.kubeconfig()
+        } else {
+            self.dir.join(format!("kubeconfig-{ADMIN}.node{}", m.n))
+        }
+    }
+
+    /// Starts `bin args...` as node `m`'s process `program` (in its namespaces).
+    fn spawn(&self, m: &Member, program: &str, bin: &Path, args: &[String]) -> Result<PathBuf> {
+        let name = m.proc_name(program);
+        if m.n == 1 {
+            spawn_kept(&self.prefix, &name, bin, args)
+        } else {
+            second::spawn(&self.prefix, &self.dir, &name, bin, args)
+        }
+    }
+
+    fn start_containerd(&self, m: &Member, tars: &[(PathBuf, String)]) -> Result<()> {
+        let dir = m.root.clone();
+        for d in ["run", "containerd/root", "containerd/state", "cni/net.d"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
         let w = dir.display();
@@ -313,7 +449,8 @@ state = "{w}/containerd/state"
                 "type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {"type": "host-local", "dataDir": format!("{w}/cni/ipam"),
-                         "ranges": [[{"subnet": POD_CIDR, "gateway": "10.88.0.1"}]],
+                         "ranges": [[{"subnet": pod_cidr(m.n),
+                                      "gateway": pod_gateway(m.n, 1).to_string()}]],
                          "routes": [{"dst": "0.0.0.0/0"}]},
             }],
         });
@@ -321,8 +458,8 @@ state = "{w}/containerd/state"
             dir.join("cni/net.d/10-injector.conflist"),
             serde_json::to_vec_pretty(&cni)?,
         )?;
-        spawn_kept(
-            &self.prefix,
+        self.spawn(
+            m,
             "containerd",
             Path::new("/usr/bin/containerd"),
             &[
@@ -333,21 +470,20 @@ state = "{w}/containerd/state"
         wait("containerd's socket", Duration::from_secs(20), || {
             Ok(ctr(&dir, &["version"]).is_ok())
         })
-        .map_err(|e| e.context(self.logs_tail("containerd")))?;
-        for (tar, reference) in images::build_all(&dir.join("images"), pause)? {
+        .map_err(|e| e.context(self.logs_tail(&m.proc_name("containerd"))))?;
+        for (tar, reference) in tars {
             ctr(&dir, &["images", "import", &tar.display().to_string()])
                 .with_context(|| format!("importing {reference} from {}", tar.display()))?;
-            self.images.push(reference);
         }
         Ok(())
     }
 
-    fn start_kubelet(&self, kubelet: &Path, kc: &str) -> Result<()> {
-        let w = &self.dir;
+    fn start_kubelet(&self, m: &Member, kubelet: &Path) -> Result<()> {
+        let w = &m.root;
         let sock = format!("unix://{}", containerd_sock(w).display());
-        let args: Vec<String> = vec![
-            format!("--kubeconfig={kc}"),
-            format!("--hostname-override={}", self.name),
+        let mut args: Vec<String> = vec![
+            format!("--kubeconfig={}", self.kubeconfig_of(m).display()),
+            format!("--hostname-override={}", m.name),
             "--container-runtime=remote".into(),
             format!("--container-runtime-endpoint={sock}"),
             format!("--image-service-endpoint={sock}"),
@@ -376,23 +512,24 @@ state = "{w}/containerd/state"
             "--cluster-domain=cluster.local".into(),
             "--node-status-update-frequency=2s".into(),
         ];
-        spawn_kept(&self.prefix, "kubelet", kubelet, &args)?;
+        if m.n != 1 {
+            args.extend([
+                format!("--node-ip={}", second::NODE_IP),
+                format!("--cgroup-root=/{}", second::cgroup_root(&self.prefix)),
+            ]);
+        }
+        self.spawn(m, "kubelet", kubelet, &args)?;
         Ok(())
     }
 
-    /// Waits until the node reports Ready; its InternalIP.
-    fn wait_ready(&self, kc: &str) -> Result<IpAddr> {
+    /// Waits until node `m` reports Ready; its InternalIP.
+    fn wait_ready(&self, m: &Member) -> Result<IpAddr> {
         let mut ip = None;
         wait(
-            &format!("node {} Ready", self.name),
+            &format!("node {} Ready", m.name),
             Duration::from_secs(120),
             || {
-                let out = kubectl(
-                    Path::new(kc),
-                    "",
-                    &["get", "node", &self.name, "-o", "json"],
-                    None,
-                )?;
+                let out = self.kubectl(&["get", "node", &m.name, "-o", "json"], None)?;
                 ensure!(out.ok, "{}", out.text());
                 let v: serde_json::Value = serde_json::from_str(&out.stdout)?;
                 let ready = v["status"]["conditions"]
@@ -409,7 +546,7 @@ state = "{w}/containerd/state"
                 Ok(ready && ip.is_some())
             },
         )
-        .map_err(|e| e.context(self.logs_tail("kubelet")))?;
+        .map_err(|e| e.context(self.logs_tail(&m.proc_name("kubelet"))))?;
         ip.context("no InternalIP")
     }
 
@@ -476,9 +613,11 @@ state = "{w}/containerd/state"
         if let Ok(out) = self.kubectl(&["get", "pods,ds", "-A", "-o", "wide"], None) {
             s += &out.text();
         }
-        for name in ["kubelet", "containerd", "kube-proxy"] {
-            s += &self.logs_tail(name);
-            s.push('\n');
+        for m in &self.nodes {
+            for program in ["kubelet", "containerd", "kube-proxy"] {
+                s += &self.logs_tail(&m.proc_name(program));
+                s.push('\n');
+            }
         }
         s
     }
@@ -533,7 +672,9 @@ pub fn down(prefix: &str) -> Result<()> {
     }
     for name in [
         "kubelet",
+        "kubelet.node2",
         "kube-proxy",
+        "kube-proxy.node2",
         "kube-scheduler",
         "kube-controller-manager",
     ] {
@@ -543,20 +684,27 @@ pub fn down(prefix: &str) -> Result<()> {
         // Removes the KUBE-* chains and rules; the tables themselves go with host::restore.
         let _ = Command::new(&bins[0]).arg("--cleanup").output();
     }
-    if running_pid(&dir, "containerd").is_some() {
+    for (name, root) in [
+        ("containerd", dir.clone()),
+        ("containerd.node2", second::dir(&dir)),
+    ] {
+        if running_pid(&dir, name).is_none() {
+            continue;
+        }
         // Anything kubelet did not stop (it was gone, or a pod would not go).
-        if let Ok(ids) = ctr(&dir, &["task", "ls", "-q"]) {
+        if let Ok(ids) = ctr(&root, &["task", "ls", "-q"]) {
             for id in ids.lines() {
-                let _ = ctr(&dir, &["task", "kill", "-a", "-s", "KILL", id]);
+                let _ = ctr(&root, &["task", "kill", "-a", "-s", "KILL", id]);
             }
             std::thread::sleep(Duration::from_millis(300));
             for id in ids.lines() {
-                let _ = ctr(&dir, &["task", "delete", "-f", id]);
+                let _ = ctr(&root, &["task", "delete", "-f", id]);
             }
         }
     }
-    // containerd's shims outlive it by design: find them by the socket they serve.
-    let sock = containerd_sock(&dir).display().to_string();
+    // containerd's shims outlive it by design: find them by the socket they serve (every
+    // node's is under the run's directory).
+    let sock = format!("{}/", dir.display());
     let shims: Vec<i32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -569,7 +717,11 @@ pub fn down(prefix: &str) -> Result<()> {
         })
         .collect();
     stop(&dir, "containerd");
+    stop(&dir, "containerd.node2");
     crate::proc::terminate_pids(&shims);
+    // The second node's namespaces, links and cgroup root (its mounts first: they are under
+    // the run's directory too).
+    second::remove(prefix, &dir, &mut errors);
     if dir.exists() {
         // Mounts under the directory (kubelet's root, pod netns pins, shm, rootfs), deepest first.
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -657,5 +809,12 @@ pub fn status(prefix: &str) -> Result<String> {
             "absent (the bridge plugin makes it with the first pod that is not hostNetwork)"
         }
     );
+    let ns = second::netns(prefix);
+    if Path::new("/run/netns").join(&ns).exists() {
+        s += &format!(
+            "node 2: network namespace {ns}, underlay {}\n",
+            second::NODE_IP
+        );
+    }
     Ok(s)
 }
