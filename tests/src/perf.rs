@@ -19,7 +19,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::{
     cmd, snapshot,
-    traffic::{enter, in_netns, monotonic_ns},
+    traffic::{in_netns, monotonic_ns},
 };
 
 /// iperf3 (TCP) from `from_ns` to `to_ip` in `to_ns` for `secs`: received Mbit/s (0 if it failed).
@@ -211,12 +211,13 @@ pub fn udp_rtts(netns: &str, dst: SocketAddr, count: u32) -> Result<Vec<u64>> {
     })
 }
 
-/// A paced stream of sequence-numbered UDP probes from one pod to another, recording each probe's
-/// send time and whether it arrived: what an apply or an abort changed, and when.
+/// A paced stream of sequence-numbered UDP probes from one pod to another (or on several such
+/// paths, taken in turn by one sender thread), recording each probe's send time and whether it
+/// arrived: what an apply or an abort changed, and when.
 pub struct ProbeStream {
     stop: Arc<AtomicBool>,
-    sender: Option<JoinHandle<Result<Vec<u64>>>>,
-    receiver: Option<JoinHandle<Vec<bool>>>,
+    sender: Option<JoinHandle<Result<Vec<Vec<u64>>>>>,
+    receivers: Vec<JoinHandle<Vec<bool>>>,
 }
 
 /// The send time of every probe (monotonic ns) and whether it arrived.
@@ -225,71 +226,97 @@ pub struct Probes {
     pub arrived: Vec<bool>,
 }
 
-impl ProbeStream {
-    /// Starts sending from `from_ns` to `dst` (received in `to_ns`) every `gap`, spinning between
-    /// probes (so the resolution is `gap`, not the timer slack).
-    pub fn start(from_ns: &str, to_ns: &str, dst: SocketAddr, gap: Duration) -> Result<Self> {
-        let rx = in_netns(to_ns, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
-        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
-        // Room for ~100 ms of probes, so a receiver descheduled for a while loses none.
-        let size: libc::c_int = 16 << 20;
-        // SAFETY: setsockopt with a valid fd and an int option value.
-        unsafe {
-            libc::setsockopt(
-                rx.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let receiver = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 16];
-                let mut idle = 0;
-                loop {
-                    match rx.recv(&mut buf) {
-                        Ok(8) => {
-                            let seq = u64::from_le_bytes(buf[..8].try_into().expect("8")) as usize;
-                            if seq >= got.len() {
-                                got.resize(seq + 1, false);
-                            }
-                            got[seq] = true;
-                            idle = 0;
-                        }
-                        _ if stop.load(Ordering::Relaxed) => {
-                            idle += 1;
-                            if idle > 4 {
-                                return got;
-                            }
-                        }
-                        _ => {}
-                    }
+/// Receives probes on `rx` until told to stop (and a few idle timeouts more): which arrived.
+fn receive(rx: UdpSocket, stop: Arc<AtomicBool>) -> Vec<bool> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    let mut idle = 0;
+    loop {
+        match rx.recv(&mut buf) {
+            Ok(8) => {
+                let seq = u64::from_le_bytes(buf[..8].try_into().expect("8")) as usize;
+                if seq >= got.len() {
+                    got.resize(seq + 1, false);
                 }
-            })
-        };
-        let sender = {
+                got[seq] = true;
+                idle = 0;
+            }
+            _ if stop.load(Ordering::Relaxed) => {
+                idle += 1;
+                if idle > 4 {
+                    return got;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits until monotonic time `next`: spinning the last 200 µs (so a short gap's resolution is
+/// the gap, not the timer slack), sleeping before that (so a long gap costs no CPU).
+fn wait_until(next: u64) {
+    let now = monotonic_ns();
+    if next > now + 200_000 {
+        std::thread::sleep(Duration::from_nanos(next - now - 150_000));
+    }
+    while monotonic_ns() < next {
+        std::hint::spin_loop();
+    }
+}
+
+impl ProbeStream {
+    /// Starts sending from `from_ns` to `dst` (received in `to_ns`) every `gap`.
+    pub fn start(from_ns: &str, to_ns: &str, dst: SocketAddr, gap: Duration) -> Result<Self> {
+        Self::start_paths(&[(from_ns, to_ns, dst)], gap)
+    }
+
+    /// Starts one stream per path `(from_ns, to_ns, dst)`: one sender thread sends a probe every
+    /// `gap`, on each path in turn (so each path sees one every `gap` × paths).
+    pub fn start_paths(paths: &[(&str, &str, SocketAddr)], gap: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::new();
+        let mut txs = Vec::new();
+        for &(from, to, dst) in paths {
+            let rx = in_netns(to, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
+            rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+            // Room for ~100 ms of probes, so a receiver descheduled for a while loses none.
+            let size: libc::c_int = 16 << 20;
+            // SAFETY: setsockopt with a valid fd and an int option value.
+            unsafe {
+                libc::setsockopt(
+                    rx.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
             let stop = stop.clone();
-            let from = from_ns.to_string();
-            std::thread::spawn(move || -> Result<Vec<u64>> {
-                enter(&from)?;
+            receivers.push(std::thread::spawn(move || receive(rx, stop)));
+            // A socket stays in the namespace it was made in: one thread sends on every path.
+            let tx = in_netns(from, move || {
                 let s = UdpSocket::bind(("0.0.0.0", 0))?;
                 s.connect(dst)?;
-                let mut sent = Vec::with_capacity(1 << 16);
+                Ok(s)
+            })?;
+            txs.push(tx);
+        }
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> Result<Vec<Vec<u64>>> {
+                let mut sent: Vec<Vec<u64>> =
+                    txs.iter().map(|_| Vec::with_capacity(1 << 16)).collect();
                 let gap = gap.as_nanos() as u64;
                 let mut next = monotonic_ns();
+                let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    while monotonic_ns() < next {
-                        std::hint::spin_loop();
-                    }
-                    let seq = sent.len() as u64;
-                    sent.push(monotonic_ns());
+                    wait_until(next);
+                    let seq = sent[i].len() as u64;
+                    sent[i].push(monotonic_ns());
                     // EPERM from an OUTPUT DROP rule is a lost probe, not an error.
-                    let _ = s.send(&seq.to_le_bytes());
+                    let _ = txs[i].send(&seq.to_le_bytes());
                     next += gap;
+                    i = (i + 1) % txs.len();
                 }
                 Ok(sent)
             })
@@ -297,27 +324,34 @@ impl ProbeStream {
         Ok(ProbeStream {
             stop,
             sender: Some(sender),
-            receiver: Some(receiver),
+            receivers,
         })
     }
 
-    /// Stops sending, waits for stragglers, and returns what happened to every probe.
-    pub fn finish(mut self) -> Result<Probes> {
+    /// Stops sending, waits for stragglers, and returns what happened to every probe (of the
+    /// first path).
+    pub fn finish(self) -> Result<Probes> {
+        Ok(self.finish_paths()?.remove(0))
+    }
+
+    /// As [`finish`](Self::finish), per path in the order given.
+    pub fn finish_paths(mut self) -> Result<Vec<Probes>> {
         self.stop.store(true, Ordering::Relaxed);
-        let sent_ns = self
+        let sent = self
             .sender
             .take()
             .expect("sender")
             .join()
             .map_err(|_| anyhow::anyhow!("probe sender panicked"))??;
-        let mut arrived = self
-            .receiver
-            .take()
-            .expect("receiver")
-            .join()
-            .map_err(|_| anyhow::anyhow!("probe receiver panicked"))?;
-        arrived.resize(sent_ns.len(), false);
-        Ok(Probes { sent_ns, arrived })
+        let mut out = Vec::new();
+        for (sent_ns, rx) in sent.into_iter().zip(std::mem::take(&mut self.receivers)) {
+            let mut arrived = rx
+                .join()
+                .map_err(|_| anyhow::anyhow!("probe receiver panicked"))?;
+            arrived.resize(sent_ns.len(), false);
+            out.push(Probes { sent_ns, arrived });
+        }
+        Ok(out)
     }
 }
 
@@ -327,7 +361,7 @@ impl Drop for ProbeStream {
         if let Some(t) = self.sender.take() {
             let _ = t.join();
         }
-        if let Some(t) = self.receiver.take() {
+        for t in self.receivers.drain(..) {
             let _ = t.join();
         }
     }

@@ -42,7 +42,7 @@ const K8S: &str =
 
 /// The real node part's heading.
 const NODE: &str =
-    "a real Kubernetes node here: the DaemonSet from deploy/, faults on pods kubelet started";
+    "two real Kubernetes nodes here: the DaemonSet from deploy/, faults on pods kubelet started";
 
 pub fn run(kubernetes_only: bool, node_only: bool) -> Result<()> {
     bootstrap()?;

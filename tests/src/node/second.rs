@@ -55,9 +55,18 @@ pub fn netns(prefix: &str) -> String {
     format!("{prefix}-node2")
 }
 
-/// The host's end of the underlay link.
+/// The host's end of the underlay link: `n2-` and the prefix's last 8 characters (a link's name
+/// has at most 15).
 pub fn host_link(prefix: &str) -> String {
-    format!("{prefix}-n2")
+    let tail: String = prefix
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("n2-{tail}")
 }
 
 /// Where the second node keeps its containerd, kubelet and CNI state.

@@ -3,6 +3,7 @@
 //! `--quick` is CI's smoke run: every part, short, written under target/ instead.
 
 mod attach;
+mod cluster;
 mod cost;
 mod drop;
 mod faults;
@@ -45,8 +46,8 @@ impl Ctx {
     }
 }
 
-const PARTS: [&str; 8] = [
-    "idle", "cost", "attach", "drop", "latency", "rate", "k8s", "fidelity",
+const PARTS: [&str; 9] = [
+    "idle", "cost", "attach", "drop", "latency", "rate", "k8s", "cluster", "fidelity",
 ];
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
@@ -92,6 +93,13 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         eprintln!("xtask: bench: k8s");
         crate::cluster::ensure_built()?;
         let s = k8s::run(&ctx)?;
+        println!("{}", s.markdown());
+        sections.push(s);
+    }
+    if wanted("cluster") {
+        eprintln!("xtask: bench: cluster");
+        crate::cluster::ensure_built()?;
+        let s = cluster::run(&ctx)?;
         println!("{}", s.markdown());
         sections.push(s);
     }
