@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod fault;
 pub mod k8s;
 pub mod kernel;
+pub mod kube_client;
 pub mod kubectl;
 pub mod local;
 pub mod net;

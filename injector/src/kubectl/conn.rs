@@ -88,7 +88,7 @@ impl Conn {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|e| {
+        let client = crate::kube_client::build(config).map_err(|e| {
             fail(format!(
                 "a client for {server} (context {context}): {}",
                 root_cause(&e)

@@ -2,9 +2,15 @@
 //! agent runs on 127.0.0.1: kube-apiserver listens on the host's loopback, which a node's netns
 //! cannot reach, so
 //!
-//! - on the host, `socat UNIX-LISTEN:<dir>/apiserver.sock,fork,mode=600 TCP:127.0.0.1:PORT`, and
-//! - in each node, `ip netns exec <netns> socat TCP-LISTEN:PORT,bind=127.0.0.1,fork,reuseaddr
+//! - on the host, `socat UNIX-LISTEN:<dir>/apiserver.sock,fork,mode=600
+//!   TCP:127.0.0.1:PORT,nodelay`, and
+//! - in each node, `ip netns exec <netns> socat TCP-LISTEN:PORT,bind=127.0.0.1,fork,reuseaddr,nodelay
 //!   UNIX-CONNECT:<dir>/apiserver.sock` (a path socket is reached from any netns).
+//!
+//! `nodelay` on both TCP ends: socat copies each read as a write, so a client's TLS Finished and
+//! its first request reach the API server as two small writes, and with Nagle on socat's socket
+//! the second waited for the delayed ACK of the first (~40 ms on every new connection, measured
+//! in `cargo xtask bench --only cluster`); no such hop exists in a cluster.
 //!
 //! So `https://127.0.0.1:PORT` is the API server on the host and in every node: one kubeconfig
 //! serves both, and the serving certificate (for 127.0.0.1) stays valid. TLS runs end to end;
@@ -43,7 +49,7 @@ impl ApiServer {
         let sock = self.socket();
         let args = vec![
             format!("UNIX-LISTEN:{},fork,mode=600", sock.display()),
-            format!("TCP:127.0.0.1:{}", self.port),
+            format!("TCP:127.0.0.1:{},nodelay", self.port),
         ];
         let p = Proc::spawn("socat.host", &socat()?, &args, &self.dir)?;
         self.procs.push(p);
@@ -63,7 +69,10 @@ impl ApiServer {
             "exec".into(),
             netns.into(),
             socat()?.display().to_string(),
-            format!("TCP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr", self.port),
+            format!(
+                "TCP-LISTEN:{},bind=127.0.0.1,fork,reuseaddr,nodelay",
+                self.port
+            ),
             format!("UNIX-CONNECT:{}", self.socket().display()),
         ];
         let p = Proc::spawn(&format!("socat.{name}"), Path::new("ip"), &args, &self.dir)?;

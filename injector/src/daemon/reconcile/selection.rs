@@ -1,9 +1,11 @@
 //! The watches of what the faults select (pods by label per namespace, namespaces, Services and
-//! their EndpointSlices), started and stopped as faults come and go, and the World they make.
+//! their EndpointSlices), started as faults come and stopped [`LINGER`] after the last one that
+//! needed them went, and the World they make.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{
@@ -64,12 +66,36 @@ impl Objects {
     }
 }
 
+/// How long a watch no fault needs any more is kept running. A NetworkFault whose selectors are
+/// watched already is installed from the local stores within milliseconds of its event; one with
+/// new selectors waits for their LIST and WATCH first (~60 ms on the lab's API server, measured
+/// by `cargo xtask bench --only cluster`). The next fault on the same pods is the common case: a
+/// ramp's next step, an experiment run again, a fault deleted and made anew. Bounded: one watch
+/// per selector used in the last [`LINGER`].
+pub const LINGER: Duration = Duration::from_secs(600);
+
+/// Whether a watch stays: wanted now, or unwanted for less than [`LINGER`] (`unused_since` is
+/// when it stopped being wanted; reset when it is wanted again).
+fn stays(unused_since: &mut Option<Instant>, wanted: bool, now: Instant) -> bool {
+    if wanted {
+        *unused_since = None;
+        return true;
+    }
+    now.duration_since(*unused_since.get_or_insert(now)) < LINGER
+}
+
+struct Kept {
+    sel: Sel,
+    /// Since when no fault needs it.
+    unused_since: Option<Instant>,
+}
+
 pub struct Selection {
     client: Client,
     poke: Arc<Notify>,
     /// EndpointSlices as the API server serves them: discovery.k8s.io/v1, or v1beta1 (1.20).
     slices: ApiResource,
-    watches: BTreeMap<Watch, Sel>,
+    watches: BTreeMap<Watch, Kept>,
 }
 
 /// The watches that keep the guarded Services and their endpoints in view.
@@ -122,13 +148,22 @@ impl Selection {
         Ok(ApiResource::from_gvk_with_plural(&gvk, "endpointslices"))
     }
 
-    /// Keeps exactly the watches `want` names: new ones started, unneeded ones stopped.
+    /// Runs the watches `want` names: new ones started; ones no longer named kept for
+    /// [`LINGER`], then stopped.
     pub fn set(&mut self, want: &BTreeSet<Watch>) {
-        self.watches.retain(|w, _| want.contains(w));
+        let now = Instant::now();
+        self.watches
+            .retain(|w, k| stays(&mut k.unused_since, want.contains(w), now));
         for w in want {
             if !self.watches.contains_key(w) {
                 let sel = self.start(w);
-                self.watches.insert(w.clone(), sel);
+                self.watches.insert(
+                    w.clone(),
+                    Kept {
+                        sel,
+                        unused_since: None,
+                    },
+                );
             }
         }
     }
@@ -161,14 +196,14 @@ impl Selection {
     /// Whether every one of `ws` has listed its objects at least once.
     pub fn ready(&self, ws: &[Watch]) -> bool {
         ws.iter()
-            .all(|w| self.watches.get(w).is_some_and(Sel::ready))
+            .all(|w| self.watches.get(w).is_some_and(|k| k.sel.ready()))
     }
 
     /// The namespaces the namespace watches hold (for the faults' namespaceSelectors).
     pub fn namespaces(&self) -> Vec<Namespace> {
         let mut out: BTreeMap<String, Namespace> = BTreeMap::new();
-        for s in self.watches.values() {
-            if let Sel::Namespace(w) = s {
+        for k in self.watches.values() {
+            if let Sel::Namespace(w) = &k.sel {
                 out.extend(w.objects().into_iter().map(|n| (n.name_any(), n)));
             }
         }
@@ -180,8 +215,8 @@ impl Selection {
         let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
         let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
         let mut slices: BTreeMap<(String, String), EndpointSlice> = BTreeMap::new();
-        for s in self.watches.values() {
-            match s {
+        for k in self.watches.values() {
+            match &k.sel {
                 Sel::Pod(w) => {
                     pods.extend(w.objects().into_iter().map(|p| (uid_or_name(&p), p)));
                 }
@@ -239,5 +274,29 @@ fn as_v1(o: DynamicObject) -> Option<EndpointSlice> {
             tracing::warn!(slice = %o.name_any(), error = %e, "unreadable EndpointSlice");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unwanted_watch_lingers_then_goes_and_wanting_it_again_starts_over() {
+        let t0 = Instant::now();
+        let mut since = None;
+        assert!(stays(&mut since, true, t0));
+        assert_eq!(since, None);
+        // No longer wanted: kept through LINGER, counted from the first time it was unwanted.
+        assert!(stays(&mut since, false, t0));
+        assert!(stays(&mut since, false, t0 + LINGER / 2));
+        assert!(!stays(&mut since, false, t0 + LINGER));
+        // Wanted again before the end: the clock starts over when it is next unwanted.
+        let mut since = None;
+        assert!(stays(&mut since, false, t0));
+        assert!(stays(&mut since, true, t0 + LINGER / 2));
+        assert!(stays(&mut since, false, t0 + LINGER));
+        assert!(stays(&mut since, false, t0 + LINGER + LINGER / 2));
+        assert!(!stays(&mut since, false, t0 + LINGER * 2));
     }
 }
