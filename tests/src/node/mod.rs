@@ -753,14 +753,10 @@ pub fn down(prefix: &str) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
     }
-    // The cgroups kubelet (kubepods) and containerd (k8s.io) made, in every v1 hierarchy.
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    // The cgroups kubelet (kubepods) and containerd (k8s.io) made, in every hierarchy.
+    for h in second::cgroup_hierarchies() {
         for g in ["kubepods", "k8s.io"] {
-            let top = h.path().join(g);
+            let top = h.join(g);
             if top.is_dir() {
                 remove_cgroup(&top, &mut errors);
             }

@@ -156,9 +156,14 @@ pub fn create(prefix: &str, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every cgroup hierarchy mounted under /sys/fs/cgroup (v1: one per controller).
+/// Every cgroup hierarchy's root: /sys/fs/cgroup itself under cgroup v2 (the unified
+/// hierarchy), else each hierarchy mounted under it (v1: one per controller, as on this machine).
 pub fn cgroup_hierarchies() -> Vec<PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    std::fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()

@@ -1,4 +1,4 @@
-//! Part 7, cluster apply and abort: on a real API server with a daemon per node, from a
+//! Part 9, cluster apply and abort: on a real API server with a daemon per node, from a
 //! NetworkFault's creation to the first affected packet on **every** node, and from the
 //! cluster-wide abort (`kubectl injector abort`) to traffic restored on every node; against the
 //! same change made as Chaos Mesh makes it: one controller process runs, per target pod,
@@ -302,7 +302,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         )
     };
     let mut sec = Section::new(
-        "7. Cluster apply and abort: every node",
+        "9. Cluster apply and abort: every node",
         "Chaos Mesh partition (per target pod ipset/iptables, one controller)",
     );
     let alt = col(2, |x| x.0);

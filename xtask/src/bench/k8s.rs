@@ -1,4 +1,4 @@
-//! Part 6, Kubernetes coverage: on a real API server with a daemon per node, how long from a
+//! Part 8, Kubernetes coverage: on a real API server with a daemon per node, how long from a
 //! NetworkFault's creation, and from a new matching pod's podIP appearing, until every node's
 //! daemon holds it (its API asked every millisecond, which needs no API server).
 
@@ -93,7 +93,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     covered.sort_by(f64::total_cmp);
     created.sort_by(f64::total_cmp);
     let mut s = Section::new(
-        "Kubernetes coverage: a NetworkFault or a new pod -> held by every node's daemon",
+        "8. Kubernetes coverage: a NetworkFault or a new pod -> held by every node's daemon",
         "-",
     );
     s.rows.push(Row::new(
