@@ -21,13 +21,13 @@ use injector_tests::{
     k8s::{Deployed, network_fault},
     lab::{self, Pod},
     perf::{ProbeStream, Probes, median, percentile},
-    traffic::monotonic_ns,
 };
 use serde_json::json;
 
 use super::{
-    Ctx,
+    Ctx, Event,
     report::{Row, Section},
+    timed,
 };
 
 const PORT: u16 = 9030;
@@ -47,19 +47,6 @@ enum Way {
     /// first.
     Cold,
     ChaosMesh,
-}
-
-/// When each call started and returned (monotonic ns).
-struct Event {
-    way: Way,
-    apply: (u64, u64),
-    abort: (u64, u64),
-}
-
-fn timed(f: impl FnOnce() -> Result<()>) -> Result<(u64, u64)> {
-    let t0 = monotonic_ns();
-    f()?;
-    Ok((t0, monotonic_ns()))
 }
 
 /// Chaos Mesh's partition in each target pod's netns (the sources' addresses in an ipset, a
@@ -168,7 +155,7 @@ fn one(
     sources: &[Ipv4Addr],
     way: Way,
     round: usize,
-) -> Result<Event> {
+) -> Result<Event<Way>> {
     let apply = match way {
         Way::Warm => timed(|| d.apply(&fault(None)))?,
         Way::Cold => timed(|| d.apply(&fault(Some(round))))?,
@@ -190,7 +177,7 @@ fn one(
 
 /// (apply: call start to the first dropped probe on every path, abort: call start to traffic
 /// back on every path, apply call's duration, abort call's duration), in ms.
-fn analyse(paths: &[Probes], e: &Event) -> Result<(f64, f64, f64, f64)> {
+fn analyse(paths: &[Probes], e: &Event<Way>) -> Result<(f64, f64, f64, f64)> {
     let mut lost_all = 0u64;
     let mut back_all = 0u64;
     for (i, p) in paths.iter().enumerate() {

@@ -14,12 +14,12 @@ use injector_tests::{
     daemon::Daemon,
     lab::{Lab, Pod},
     perf::{ProbeStream, Probes, median},
-    traffic::monotonic_ns,
 };
 
 use super::{
-    Ctx, faults,
+    Ctx, Event, faults,
     report::{Row, Section},
+    timed,
 };
 
 const PORT: u16 = 9020;
@@ -32,19 +32,6 @@ enum Way {
     Cli,
     ChaosMesh,
     OneRule,
-}
-
-/// When each call started and returned (monotonic ns).
-struct Event {
-    way: Way,
-    apply: (u64, u64),
-    abort: (u64, u64),
-}
-
-fn timed(f: impl FnOnce() -> Result<()>) -> Result<(u64, u64)> {
-    let t0 = monotonic_ns();
-    f()?;
-    Ok((t0, monotonic_ns()))
 }
 
 /// Runs the commands one after the other, each as its own `ip netns exec` process.
@@ -60,7 +47,7 @@ fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
-fn one(d: &Daemon, a: &Pod, b: &Pod, way: Way) -> Result<Event> {
+fn one(d: &Daemon, a: &Pod, b: &Pod, way: Way) -> Result<Event<Way>> {
     let (src, dst) = (a.ip.to_string(), b.ip.to_string());
     let fault = format!(
         r#"[{{"name":"probe","from":["{src}"],"to":["{dst}"],"proto":"udp","dport":["{PORT}"],"blackhole":true,"for":"10m"}}]"#
@@ -133,7 +120,7 @@ fn one(d: &Daemon, a: &Pod, b: &Pod, way: Way) -> Result<Event> {
 
 /// (apply latency, abort: call start to restored, abort: return to restored, apply call
 /// duration), in µs.
-fn analyse(p: &Probes, e: &Event) -> Result<(f64, f64, f64, f64)> {
+fn analyse(p: &Probes, e: &Event<Way>) -> Result<(f64, f64, f64, f64)> {
     let lost = p
         .first_after(e.apply.0, false)
         .ok_or_else(|| anyhow::anyhow!("no probe was lost after the apply"))?;

@@ -46,6 +46,20 @@ impl Ctx {
     }
 }
 
+/// When a way's apply and abort calls started and returned (monotonic ns): parts 4 and 9.
+struct Event<W> {
+    way: W,
+    apply: (u64, u64),
+    abort: (u64, u64),
+}
+
+/// Runs `f`; when it started and returned (monotonic ns).
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(u64, u64)> {
+    let t0 = injector_tests::traffic::monotonic_ns();
+    f()?;
+    Ok((t0, injector_tests::traffic::monotonic_ns()))
+}
+
 const PARTS: [&str; 9] = [
     "idle", "cost", "attach", "drop", "latency", "rate", "k8s", "cluster", "fidelity",
 ];
