@@ -90,7 +90,8 @@ impl Endpoint {
         );
         s.write_all(req.as_bytes())
             .map_err(|e| proto(e.to_string()))?;
-        let mut raw = Vec::new();
+        // Room for a usual answer: one read, not a 32-byte probe read and doublings.
+        let mut raw = Vec::with_capacity(16 << 10);
         s.read_to_end(&mut raw).map_err(|e| proto(e.to_string()))?;
         parse_response(&raw).map_err(proto)
     }

@@ -133,10 +133,16 @@ async fn create(
         delay: c.delay_support(),
         protected: &c.protected,
     };
-    let names = c.faults.add(&mut c.maps, specs, opts, monotonic_ns())?;
-    c.sync_fq();
-    // A new fault set re-arms (as after an abort, applying again is a deliberate act).
-    c.maps.set_ctrl(ctrl::ARMED, 1)?;
+    // A new fault set re-arms (as after an abort, applying again is a deliberate act): the armed
+    // word is written right after the flip, before the tidying and the fq sync.
+    let added = c
+        .faults
+        .add_arming(&mut c.maps, specs, opts, monotonic_ns());
+    // After a failure to arm the change still happened: fq follows it as after a success.
+    if matches!(added, Ok(_) | Err(ApiError::Internal(_))) {
+        c.sync_fq();
+    }
+    let names = added?;
     tracing::info!(faults = ?names, force, "faults added");
     let carved = names
         .iter()

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use injector_common::ctrl;
 use tracing::warn;
 
 use super::{
@@ -192,9 +193,23 @@ impl FaultSet {
     pub(super) fn commit(
         &mut self,
         maps: &mut Maps,
+        next: BTreeMap<String, Entry>,
+        reset: &[u32],
+        op: Op,
+    ) -> Result<(), ApiError> {
+        self.commit_arming(maps, next, reset, op, false)
+    }
+
+    /// As [`commit`](Self::commit); with `arm`, the armed word is written right after the flip,
+    /// before the tidying, so a change that re-arms takes effect at its flip and not a dozen
+    /// syscalls later. A failure to arm is returned after the tidying: the change happened.
+    fn commit_arming(
+        &mut self,
+        maps: &mut Maps,
         mut next: BTreeMap<String, Entry>,
         reset: &[u32],
         op: Op,
+        arm: bool,
     ) -> Result<(), ApiError> {
         let op = op.name();
         // Everything that can be refused, before anything is written.
@@ -248,6 +263,11 @@ impl FaultSet {
         }
         // Committed.
         self.entries = next;
+        let armed = if arm {
+            maps.set_ctrl(ctrl::ARMED, 1)
+        } else {
+            Ok(())
+        };
         failpoint::hit(op, "flipped");
         if let Err(e) = maps.clear_inactive() {
             warn!(error = format!("{e:#}"), "clearing the previous generation");
@@ -261,7 +281,7 @@ impl FaultSet {
             );
         }
         failpoint::hit(op, "collected");
-        Ok(())
+        Ok(armed?)
     }
 
     /// Adds `specs` (all or none). `delay`: `Err(why)` when delay is impossible on this node.
@@ -271,6 +291,29 @@ impl FaultSet {
         specs: Vec<FaultSpec>,
         opts: AddOptions<'_>,
         now: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        self.add_then_arm(maps, specs, opts, now, false)
+    }
+
+    /// As [`add`](Self::add), and re-arms (the API's add: after an abort, applying again is a
+    /// deliberate act) right at the flip; see [`commit_arming`](Self::commit_arming).
+    pub fn add_arming(
+        &mut self,
+        maps: &mut Maps,
+        specs: Vec<FaultSpec>,
+        opts: AddOptions<'_>,
+        now: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        self.add_then_arm(maps, specs, opts, now, true)
+    }
+
+    fn add_then_arm(
+        &mut self,
+        maps: &mut Maps,
+        specs: Vec<FaultSpec>,
+        opts: AddOptions<'_>,
+        now: u64,
+        arm: bool,
     ) -> Result<Vec<String>, ApiError> {
         if specs.is_empty() {
             return Err(ApiError::BadRequest(
@@ -368,7 +411,7 @@ impl FaultSet {
             next.insert(name.clone(), e);
         }
         let op = if replaced { Op::Replace } else { Op::Add };
-        self.commit(maps, next, &reset, op)?;
+        self.commit_arming(maps, next, &reset, op, arm)?;
         Ok(added)
     }
 

@@ -253,6 +253,14 @@ fn adopt(cfg: &Config, l: &mut Loaded) -> Result<FaultSet> {
         l.maps.set_ctrl(ctrl::ARMED, 1)?;
         return Ok(FaultSet::default());
     }
+    // Off the API's path: the first changes then write only the array entries that differ.
+    // Without it (a failed read) they write every entry, as before.
+    if let Err(e) = l.maps.read_back_arrays() {
+        warn!(
+            error = format!("{e:#}"),
+            "reading back the adopted fault arrays"
+        );
+    }
     let (set, dropped) = FaultSet::adopt(&mut l.maps, monotonic_ns())?;
     info!(faults = set.len(), dropped = ?dropped, "adopted the faults of a previous instance");
     Ok(set)
