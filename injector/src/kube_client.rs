@@ -17,7 +17,9 @@ use kube::{
 use tower::{BoxError, ServiceBuilder, retry::RetryLayer};
 
 /// A client for `config`, as `Client::try_from(config)` makes it (its layers in its order; its
-/// tracing spans left out), with `TCP_NODELAY`.
+/// tracing spans left out), with `TCP_NODELAY`. One thing kube's own keeps and this does not:
+/// `Client::valid_until`, the expiry of an exec plugin's client certificate (kube derives it in
+/// a crate-private function); the certificate itself is used, and nothing here reads the expiry.
 pub fn build(config: Config) -> kube::Result<Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
