@@ -207,89 +207,30 @@ impl Lab {
     }
 
     fn build_flannel(&self, node: &Node) -> Result<()> {
-        let ns = node.netns.as_str();
         let n = node.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
-        let local = node.underlay_ip.to_string();
-        ip(
-            ns,
-            &[
-                "link",
-                "add",
-                "flannel.1",
-                "address",
-                &node.flannel_mac,
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "local",
-                &local,
-                "dev",
-                "eth0",
-                "dstport",
-                "8472",
-                "nolearning",
-            ],
-        )?;
-        ip(ns, &["link", "set", "flannel.1", "mtu", POD_MTU])?;
-        ip(
-            ns,
-            &[
-                "addr",
-                "add",
-                &format!("10.42.{n}.0/32"),
-                "dev",
-                "flannel.1",
-            ],
-        )?;
-        ip(ns, &["link", "set", "flannel.1", "up"])?;
-        // What flanneld installs for each other node's lease.
-        for peer in self.nodes.iter().filter(|p| p.name != node.name) {
-            let pn = peer.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
-            let gw = format!("10.42.{pn}.0");
-            ip(
-                ns,
-                &[
-                    "route",
-                    "add",
-                    &peer.pod_cidr,
-                    "via",
-                    &gw,
-                    "dev",
-                    "flannel.1",
-                    "onlink",
-                ],
-            )?;
-            ip(
-                ns,
-                &[
-                    "neigh",
-                    "add",
-                    &gw,
-                    "lladdr",
-                    &peer.flannel_mac,
-                    "dev",
-                    "flannel.1",
-                    "nud",
-                    "permanent",
-                ],
-            )?;
-            run(
-                "bridge",
-                &[
-                    "-n",
-                    ns,
-                    "fdb",
-                    "append",
-                    &peer.flannel_mac,
-                    "dev",
-                    "flannel.1",
-                    "dst",
-                    &peer.underlay_ip.to_string(),
-                ],
-            )?;
-        }
-        Ok(())
+        let peers: Vec<FlannelLease> = self
+            .nodes
+            .iter()
+            .filter(|p| p.name != node.name)
+            .map(|p| {
+                let pn = p.pod_cidr.split('.').nth(2).expect("10.42.N.0/24");
+                FlannelLease {
+                    pod_cidr: p.pod_cidr.clone(),
+                    gateway: format!("10.42.{pn}.0"),
+                    mac: p.flannel_mac.clone(),
+                    underlay: p.underlay_ip,
+                }
+            })
+            .collect();
+        join_flannel(
+            &node.netns,
+            "eth0",
+            node.underlay_ip,
+            &node.flannel_mac,
+            Some(POD_MTU),
+            &format!("10.42.{n}.0"),
+            &peers,
+        )
     }
 
     /// Adds a pod to node `n` while the lab runs (as a CNI ADD would); returns it.
@@ -522,6 +463,99 @@ pub fn status(prefix: &str) -> Result<String> {
         }
     }
     Ok(s)
+}
+
+/// Another node's lease as flannel's VXLAN backend installs it on a node.
+pub struct FlannelLease {
+    /// Its pod network.
+    pub pod_cidr: String,
+    /// Its pod network's `.0` (the address on its `flannel.1`).
+    pub gateway: String,
+    /// Its `flannel.1`'s MAC.
+    pub mac: String,
+    /// Its underlay address (the VXLAN packets' destination).
+    pub underlay: Ipv4Addr,
+}
+
+/// One node's side of flannel's VXLAN backend in `netns` (`""`: the host's): `flannel.1` (VNI 1,
+/// port 8472, no learning; MAC `mac`, local `local` on `dev`, MTU `mtu` or the kernel's
+/// default, address `addr`/32), and each other node's lease: a route to its pod network onlink
+/// via its `.0`, a permanent neighbour for that `.0`, an fdb entry to its underlay address.
+/// The lab's nodes and a real node's second ([`crate::node::second`]) are joined this way.
+pub fn join_flannel(
+    netns: &str,
+    dev: &str,
+    local: Ipv4Addr,
+    mac: &str,
+    mtu: Option<&str>,
+    addr: &str,
+    peers: &[FlannelLease],
+) -> Result<()> {
+    const DEV: &str = "flannel.1";
+    let local = local.to_string();
+    ip(
+        netns,
+        &[
+            "link",
+            "add",
+            DEV,
+            "address",
+            mac,
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "local",
+            &local,
+            "dev",
+            dev,
+            "dstport",
+            "8472",
+            "nolearning",
+        ],
+    )?;
+    if let Some(mtu) = mtu {
+        ip(netns, &["link", "set", DEV, "mtu", mtu])?;
+    }
+    ip(netns, &["addr", "add", &format!("{addr}/32"), "dev", DEV])?;
+    ip(netns, &["link", "set", DEV, "up"])?;
+    for p in peers {
+        ip(
+            netns,
+            &[
+                "route",
+                "add",
+                &p.pod_cidr,
+                "via",
+                &p.gateway,
+                "dev",
+                DEV,
+                "onlink",
+            ],
+        )?;
+        ip(
+            netns,
+            &[
+                "neigh",
+                "add",
+                &p.gateway,
+                "lladdr",
+                &p.mac,
+                "dev",
+                DEV,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        let underlay = p.underlay.to_string();
+        let mut fdb = Vec::new();
+        if !netns.is_empty() {
+            fdb.extend(["-n", netns]);
+        }
+        fdb.extend(["fdb", "append", &p.mac, "dev", DEV, "dst", &underlay]);
+        run("bridge", &fdb)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

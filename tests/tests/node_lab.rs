@@ -87,12 +87,22 @@ fn judged_ifaces(n: &Node, m: &Member) -> Result<Vec<String>> {
     Ok(all)
 }
 
-/// Whether the DaemonSet's pins are on node `m` (node 2 has a bpffs instance of its own).
-fn pinned(n: &Node, m: &Member) -> bool {
+/// Whether the DaemonSet's pins are on node `m` (node 2 has a bpffs instance of its own; a
+/// failure to look there is an error, not "absent").
+fn pinned(n: &Node, m: &Member) -> Result<bool> {
     if m.netns(&n.prefix).is_none() {
-        return std::path::Path::new("/sys/fs/bpf/injector").exists();
+        return Ok(std::path::Path::new("/sys/fs/bpf/injector").exists());
     }
-    node::second::exec(&n.prefix, &n.dir, "test", &["-e", "/sys/fs/bpf/injector"]).is_ok()
+    let out = node::second::exec(
+        &n.prefix,
+        &n.dir,
+        "sh",
+        &[
+            "-c",
+            "if test -e /sys/fs/bpf/injector; then echo yes; else echo no; fi",
+        ],
+    )?;
+    Ok(out.trim() == "yes")
 }
 
 fn scenario(n: &Node) -> Result<()> {
@@ -228,7 +238,7 @@ fn scenario(n: &Node) -> Result<()> {
             ),
             Duration::from_secs(60),
             || {
-                Ok(!pinned(n, m)
+                Ok(!pinned(n, m)?
                     && ifaces
                         .iter()
                         .all(|i| tcx(n, m, i).is_ok_and(|p| p.is_empty())))

@@ -29,6 +29,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     cluster::spawn_kept,
     cmd::{ip, run},
+    lab::{FlannelLease, join_flannel},
 };
 
 /// The host's end of the underlay link (the first node's address as the second sees it).
@@ -172,10 +173,9 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Joins the host (node 1) and the second node as flannel's VXLAN backend does: on each side
-/// `flannel.1` (local = its underlay address, its pod network's `.0` as its address) with the
-/// other's lease (a route onlink via the other's `.0`, a permanent neighbour, an fdb entry to the
-/// other's underlay address).
+/// Joins the host (node 1) and the second node as flannel's VXLAN backend does
+/// ([`join_flannel`]): on each side `flannel.1` (local = its underlay address, its pod network's
+/// `.0` as its address) with the other's lease.
 pub fn join_vxlan(prefix: &str) -> Result<()> {
     let ns = netns(prefix);
     let host = host_link(prefix);
@@ -185,68 +185,21 @@ pub fn join_vxlan(prefix: &str) -> Result<()> {
     ];
     for (i, (netns, dev, local, n)) in sides.iter().enumerate() {
         let (_, _, peer_ip, peer_n) = sides[1 - i];
-        let own_gw = format!("{}/32", super::pod_gateway(*n, 0));
-        let peer_gw = super::pod_gateway(peer_n, 0).to_string();
-        let peer_cidr = super::pod_cidr(peer_n);
-        ip(
+        let lease = FlannelLease {
+            pod_cidr: super::pod_cidr(peer_n),
+            gateway: super::pod_gateway(peer_n, 0).to_string(),
+            mac: flannel_mac(peer_n),
+            underlay: peer_ip,
+        };
+        join_flannel(
             netns,
-            &[
-                "link",
-                "add",
-                FLANNEL,
-                "address",
-                &flannel_mac(*n),
-                "type",
-                "vxlan",
-                "id",
-                "1",
-                "local",
-                &local.to_string(),
-                "dev",
-                dev,
-                "dstport",
-                "8472",
-                "nolearning",
-            ],
+            dev,
+            *local,
+            &flannel_mac(*n),
+            None,
+            &super::pod_gateway(*n, 0).to_string(),
+            &[lease],
         )?;
-        ip(netns, &["addr", "add", &own_gw, "dev", FLANNEL])?;
-        ip(netns, &["link", "set", FLANNEL, "up"])?;
-        ip(
-            netns,
-            &[
-                "route", "add", &peer_cidr, "via", &peer_gw, "dev", FLANNEL, "onlink",
-            ],
-        )?;
-        ip(
-            netns,
-            &[
-                "neigh",
-                "add",
-                &peer_gw,
-                "lladdr",
-                &flannel_mac(peer_n),
-                "dev",
-                FLANNEL,
-                "nud",
-                "permanent",
-            ],
-        )?;
-        let mut fdb = Vec::new();
-        if !netns.is_empty() {
-            fdb.extend(["-n", *netns]);
-        }
-        let peer = peer_ip.to_string();
-        let mac = flannel_mac(peer_n);
-        fdb.extend([
-            "fdb",
-            "append",
-            mac.as_str(),
-            "dev",
-            FLANNEL,
-            "dst",
-            peer.as_str(),
-        ]);
-        run("bridge", &fdb)?;
     }
     Ok(())
 }
