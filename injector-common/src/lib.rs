@@ -49,10 +49,12 @@ pub mod maps {
     pub const DST_HOST_V4: &str = "DST_HOST_V4";
     pub const SRC_HOST_V6: &str = "SRC_HOST_V6";
     pub const DST_HOST_V6: &str = "DST_HOST_V6";
-    /// Hash ifindex -> 1: where packets enter after XDP judged their drops (`--xdp`): the pod
-    /// veths with the XDP program, and the bridge (routed pod traffic enters the host stack
-    /// there). Egress leaves those packets' drops alone and judges the drops of every other
-    /// packet (from the node itself, or through an uplink).
+    /// Hash ifindex -> 1: where packets enter after their sender's veth judged the early stage
+    /// (drops) at ingress: the pod veths with the ingress judge (TC, or XDP with `--xdp`), and
+    /// the bridge (routed pod traffic enters the host stack there) while every pod veth has it.
+    /// Egress leaves what was judged there alone (see [`ctrl::EARLY`](crate::ctrl::EARLY)) and
+    /// judges the drops of every other packet (from the node itself, or through an uplink).
+    /// Named for its first use (XDP); the name stays so pins of earlier versions are adopted.
     pub const XDP_IFACES: &str = "XDP_IFACES";
     /// Hash [`dns::Key`](crate::dns::Key) (generation, exact or suffix, length, hash of a
     /// question name) -> u64 set of the DNS fault slots that answer for it.
@@ -87,7 +89,10 @@ pub mod programs {
     pub const TC_VETH_EGRESS: &str = "tc_veth_egress";
     /// Judges faults at the last egress hop towards another node (flannel.1 egress).
     pub const TC_OVERLAY_EGRESS: &str = "tc_vxlan_egress";
-    /// Counts what a hook sees, judges nothing (veth ingress, cni0, flannel.1 ingress).
+    /// Judges the early stage (drops) where a pod's packets enter the node: its host veth's TC
+    /// ingress, the earliest TC point (no skb-to-XDP conversion). Default; `--xdp` replaces it.
+    pub const TC_VETH_INGRESS: &str = "tc_veth_ingress";
+    /// Counts what a hook sees, judges nothing (cni0, flannel.1 ingress; veth ingress with `--xdp`).
     pub const TC_OBSERVE: &str = "tc_observe";
     /// Drop/blackhole fast path at the sending pod's host veth (XDP).
     pub const XDP_VETH: &str = "xdp_veth";
@@ -113,6 +118,12 @@ pub mod ctrl {
     /// GEN bit 7: the active generation holds a DNS fault: only then are UDP payloads read as
     /// DNS answers and their question names hashed.
     pub const GEN_DNS: u64 = 128;
+    /// GEN bit 8: the active generation holds no fault of the early stage (`stage::EARLY`): a
+    /// hook that judges only that stage passes packets without parsing them. Bits say "none" so
+    /// that a word written by an earlier version (without them) means "judge everything".
+    pub const GEN_EARLY_NONE: u64 = 256;
+    /// GEN bit 9: the active generation holds no fault of the egress stage (`stage::EGRESS`).
+    pub const GEN_EGRESS_NONE: u64 = 512;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.
@@ -122,9 +133,24 @@ pub mod ctrl {
     /// ifindex of the overlay device (flannel.1): packets that entered through it were judged on
     /// their sender's node and are not judged again at veth egress.
     pub const OVERLAY_IFINDEX: u32 = 4;
-    /// 1 when the XDP program judges drop/blackhole at the host veths; egress hooks then judge
-    /// only delay for packets that came from a local pod.
-    pub const XDP: u32 = 5;
+    /// Where the early stage (drop, blackhole) of a local pod's packets is judged: one of
+    /// [`EARLY_AT_EGRESS`], [`EARLY_XDP`], [`EARLY_TC`]. Egress hooks ask it for packets that
+    /// entered through an interface of [`maps::XDP_IFACES`](crate::maps::XDP_IFACES).
+    pub const EARLY: u32 = 5;
+    /// Nowhere before egress: every egress hook judges every stage (a word of 0: the state of
+    /// a fresh map).
+    pub const EARLY_AT_EGRESS: u64 = 0;
+    /// By XDP on the sender's veth (`--xdp`): egress judges only the egress stage for packets
+    /// from such a veth. XDP runs before the host's NAT, so a packet to a Service VIP is judged
+    /// there against the VIP only.
+    pub const EARLY_XDP: u64 = 1;
+    /// By `tc_veth_ingress` on the sender's veth (the default). That program records, per CPU,
+    /// the packet's addresses, ports and the faults it judged; the egress hook reached by the
+    /// same packet (in the same softirq call chain: bridge forwarding or IP forwarding) skips
+    /// those faults, and judges the early stage of the others when the host's NAT changed the
+    /// packet (a Service VIP translated to a pod): each fault is judged once, on the addresses
+    /// the packet carries when it meets it.
+    pub const EARLY_TC: u64 = 2;
     /// The skb->mark bit a delayed packet's clone carries between `bpf_clone_redirect` and the
     /// judging program that lets it through (`daemon --clone-mark`; 0: none). Only a label for
     /// hooks ahead of ours: the clone is recognised by a per-CPU token, not by the mark.
@@ -487,7 +513,8 @@ pub struct GeState {
 pub enum JudgeHook {
     VethEgress = 0,
     OverlayEgress = 1,
-    XdpVeth = 2,
+    /// The sending pod's host veth, ingress: TC (`tc_veth_ingress`) or XDP (`xdp_veth`).
+    VethIngress = 2,
 }
 
 impl JudgeHook {
@@ -495,15 +522,15 @@ impl JudgeHook {
     pub const ALL: [JudgeHook; 3] = [
         JudgeHook::VethEgress,
         JudgeHook::OverlayEgress,
-        JudgeHook::XdpVeth,
+        JudgeHook::VethIngress,
     ];
 
-    /// The [`stage`]s this hook judges. Egress hooks judge every stage, less the early one for
-    /// packets the XDP program judged already (see `maps::XDP_IFACES`).
+    /// The [`stage`]s this hook judges. Egress hooks judge every stage, less what the sender's
+    /// veth judged at ingress (see [`ctrl::EARLY`]).
     pub const fn stages(self) -> u32 {
         match self {
             JudgeHook::VethEgress | JudgeHook::OverlayEgress => stage::ALL,
-            JudgeHook::XdpVeth => stage::EARLY,
+            JudgeHook::VethIngress => stage::EARLY,
         }
     }
 
@@ -511,7 +538,7 @@ impl JudgeHook {
         match self {
             JudgeHook::VethEgress => "veth_egress",
             JudgeHook::OverlayEgress => "overlay_egress",
-            JudgeHook::XdpVeth => "xdp_veth",
+            JudgeHook::VethIngress => "veth_ingress",
         }
     }
 }
@@ -522,8 +549,9 @@ impl JudgeHook {
 pub enum Hook {
     VethEgress = 0,
     OverlayEgress = 1,
-    XdpVeth = 2,
-    /// Count-only hooks (veth ingress, cni0, flannel.1 ingress).
+    /// The sending pod's host veth, ingress (TC or XDP).
+    VethIngress = 2,
+    /// Count-only hooks (cni0, flannel.1 ingress; veth ingress with `--xdp`).
     Observe = 3,
 }
 
@@ -532,7 +560,7 @@ impl Hook {
     pub const ALL: [Hook; 4] = [
         Hook::VethEgress,
         Hook::OverlayEgress,
-        Hook::XdpVeth,
+        Hook::VethIngress,
         Hook::Observe,
     ];
 
@@ -540,7 +568,7 @@ impl Hook {
         match self {
             Hook::VethEgress => "veth_egress",
             Hook::OverlayEgress => "overlay_egress",
-            Hook::XdpVeth => "xdp_veth",
+            Hook::VethIngress => "veth_ingress",
             Hook::Observe => "observe",
         }
     }

@@ -4,11 +4,14 @@
 //! Where faults are judged (once per packet per fault, cluster-wide): on the node of the sender,
 //! at the last egress hop there: the destination pod's host veth egress (same node, or the node
 //! itself to a pod) or flannel.1 egress (to another node). Packets that entered the node through
-//! flannel.1 were judged on their sender's node and pass veth egress unjudged. With the XDP program
-//! attached to the host veths, drop and blackhole are judged there instead (the earliest point),
-//! and the egress hooks then judge only the egress-stage actions (delay, reject, duplicate,
-//! corrupt) for packets that entered through such a veth or the bridge (the `XDP_IFACES` map);
-//! drops of everything else (from the node, from an uplink) are still judged at egress.
+//! flannel.1 were judged on their sender's node and pass veth egress unjudged. Drop and blackhole
+//! (the early stage) of what a pod sends are judged where it enters the node, at its host veth's
+//! TC ingress (`tc_veth_ingress`), or with `--xdp` by the XDP program there; the egress hooks then
+//! leave the faults judged there alone for packets that entered through such a veth or the bridge
+//! (the `XDP_IFACES` map, `ctrl::EARLY`), and still judge drops of everything else (from the
+//! node, from an uplink). After TC ingress, a packet the host's NAT changed on the way (a Service
+//! VIP to a pod) has the early stage of its other faults judged at egress, on its new addresses
+//! (`verdict::EarlyRecord`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -17,6 +20,7 @@ mod clone;
 mod corrupt;
 mod csum;
 mod dns;
+mod early;
 mod loss;
 mod maps;
 mod parse;
@@ -111,13 +115,20 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     }
     // SAFETY: reading a context field.
     let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    // Entered through a pod veth whose XDP program judged its drops already?
+    // Entered through a pod veth that judged its early stage at ingress already?
+    let at = ctrl_word(ctrl::EARLY);
     // SAFETY: the value is only tested for presence.
-    let xdp_judged =
-        iif != 0 && ctrl_word(ctrl::XDP) == 1 && unsafe { XDP_IFACES.get(iif) }.is_some();
+    let early_judged =
+        iif != 0 && at != ctrl::EARLY_AT_EGRESS && unsafe { XDP_IFACES.get(iif) }.is_some();
+    // Its drops were judged there: by XDP, or by the TC ingress judge if the packet is as it
+    // was then (not changed by NAT on the way; see early.rs). Asked only while some drop-like
+    // fault is installed: without, there is no early stage to skip.
+    let judged_early = early_judged
+        && (at == ctrl::EARLY_XDP
+            || (gen_word & ctrl::GEN_EARLY_NONE == 0 && early::step(ctx, early::Step::Compare)));
     // Without the stamp the API refuses delay faults, so there are none to judge; the stages stay
     // as they are (masking delay out here too would let LLVM duplicate the judging loop).
-    let stages = if xdp_judged {
+    let stages = if judged_early {
         jh.stages() & !stage::EARLY
     } else {
         jh.stages()
@@ -184,6 +195,28 @@ pub fn tc_vxlan_egress(ctx: TcContext) -> i32 {
     )
 }
 
+/// Host veth ingress: what the pod sends, where it enters the node. Judges the early stage (drop,
+/// blackhole) and records what it judged for the egress hook the packet reaches next.
+#[classifier]
+pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
+    let gen_word = ctrl_word(ctrl::GEN);
+    if gen_word & (ctrl::GEN_ANY | ctrl::GEN_EARLY_NONE) == ctrl::GEN_ANY {
+        early::step(&ctx, early::Step::Record);
+    }
+    match judge(
+        &ctx,
+        ctx.len(),
+        Hook::VethIngress,
+        JudgeHook::VethIngress,
+        JudgeHook::VethIngress.stages(),
+        gen_word,
+    ) {
+        Verdict::Drop => TC_ACT_SHOT,
+        // The early stage only drops.
+        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change => TC_ACT_OK,
+    }
+}
+
 /// Counts what a hook sees and judges nothing.
 #[classifier]
 pub fn tc_observe(ctx: TcContext) -> i32 {
@@ -201,9 +234,9 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
     match judge(
         &ctx,
         len,
-        Hook::XdpVeth,
-        JudgeHook::XdpVeth,
-        JudgeHook::XdpVeth.stages(),
+        Hook::VethIngress,
+        JudgeHook::VethIngress,
+        JudgeHook::VethIngress.stages(),
         ctrl_word(ctrl::GEN),
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,

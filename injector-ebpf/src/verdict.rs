@@ -13,6 +13,7 @@ use injector_common::{
     dns::Answer,
     flag,
     flow::{self, Endpoint},
+    stage,
 };
 
 use network_types::eth::EthHdr;
@@ -83,6 +84,13 @@ fn stash_layout(stash: *mut Stash, flow: &Flow) -> Layout {
         core::ptr::write_volatile(at, flow.layout());
         core::ptr::read_volatile(at)
     }
+}
+
+/// Some fault of `stages` is installed in the generation of `gen_word`.
+#[inline(always)]
+fn installed(stages: u32, gen_word: u64) -> bool {
+    (stages & stage::EARLY != 0 && gen_word & ctrl::GEN_EARLY_NONE == 0)
+        || (stages & stage::EGRESS != 0 && gen_word & ctrl::GEN_EGRESS_NONE == 0)
 }
 
 /// Changes the stashed change in place (volatile: it stays in the map, out of the verifier's
@@ -195,8 +203,8 @@ pub fn judge<B: Bytes>(
         stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
-    if gen_word & ctrl::GEN_ANY == 0 {
-        // No fault installed: nothing to parse for.
+    if gen_word & ctrl::GEN_ANY == 0 || !installed(stages, gen_word) {
+        // No fault of these stages installed: nothing to parse for.
         return Verdict::Pass;
     }
     let Some(flow) = parse(pkt) else {

@@ -140,9 +140,10 @@ pub struct Interface {
     /// Hooks taken over from a previous instance's pinned links.
     pub adopted: usize,
     pub error: Option<String>,
-    /// Drops of packets entering here were judged by XDP, so egress hooks judge only delay.
+    /// Drops of packets entering here were judged at ingress (TC, or XDP with `--xdp`), so
+    /// egress hooks leave the faults judged there alone.
     #[serde(default)]
-    pub xdp_judged: bool,
+    pub early_judged: bool,
 }
 
 /// The fq qdiscs of delay faults.

@@ -205,10 +205,10 @@ impl Daemon {
     }
 
     /// `key` (`matched`, `dropped`, ...) of fault `name` as the pinned maps count it, summed over
-    /// the node's judging hooks (veth egress, overlay egress, XDP).
+    /// the node's judging hooks (veth egress, overlay egress, the sender's veth ingress).
     pub fn counted(&self, name: &str, key: &str) -> u64 {
         let s = self.local(&["stats"]).unwrap();
-        ["veth_egress", "overlay_egress", "xdp_veth"]
+        ["veth_egress", "overlay_egress", "veth_ingress"]
             .iter()
             .map(|h| crate::stats::fault(&s, name, h, key))
             .sum()

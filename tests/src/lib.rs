@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod cmd;
+pub mod cpu;
 pub mod daemon;
 pub mod dns;
 pub mod k8s;

@@ -485,7 +485,7 @@ fn an_xdp_attach_failure_is_not_ready_and_that_pods_drops_are_still_judged() {
     let metrics: SocketAddr = "127.0.0.1:9464".parse().unwrap();
     let readyz = || http_get(&netns, metrics, "/readyz", "*/*").unwrap();
     assert_eq!(readyz(), (200, "ready\n".to_string()));
-    assert_eq!(status(&d)["interfaces"]["cni0"]["xdp_judged"], true);
+    assert_eq!(status(&d)["interfaces"]["cni0"]["early_judged"], true);
 
     // A pod whose veth refuses XDP: its peer's MTU is too large for XDP on veth (ERANGE).
     let bad = l.add_pod_with_mtu(1, "9000").unwrap();
@@ -503,7 +503,7 @@ fn an_xdp_attach_failure_is_not_ready_and_that_pods_drops_are_still_judged() {
         "{st}"
     );
     assert_eq!(
-        st["interfaces"]["cni0"]["xdp_judged"], false,
+        st["interfaces"]["cni0"]["early_judged"], false,
         "one pod veth without XDP: packets entering through the bridge were not all judged by XDP"
     );
     let (code, body) = readyz();
@@ -530,7 +530,7 @@ fn an_xdp_attach_failure_is_not_ready_and_that_pods_drops_are_still_judged() {
     // The pod goes: ready again, the bridge XDP-judged again.
     l.remove_pod(1, &bad.name).unwrap();
     until("ready again", Duration::from_secs(5), || readyz().0 == 200);
-    assert_eq!(status(&d)["interfaces"]["cni0"]["xdp_judged"], true);
+    assert_eq!(status(&d)["interfaces"]["cni0"]["early_judged"], true);
 
     // A map pin removed behind the daemon's back: not ready, naming it.
     let pin = d.bpffs.join(injector_common::maps::ALL[0]);

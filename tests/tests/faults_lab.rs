@@ -46,7 +46,7 @@ fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
     );
     // Judged once: all judgements on the sender's node, none on the receiver's.
     let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());
-    let judged: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+    let judged: u64 = ["veth_egress", "overlay_egress", "veth_ingress"]
         .iter()
         .map(|h| stats::fault(&s1, "loss10", h, "matched"))
         .sum();
@@ -56,12 +56,12 @@ fn ten_percent(l: &Lab, a: &Pod, b: &Pod, extra: &[&str]) {
         "every request judged once on {}:\n{s1}",
         l.node(a.node).name
     );
-    let elsewhere: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+    let elsewhere: u64 = ["veth_egress", "overlay_egress", "veth_ingress"]
         .iter()
         .map(|h| stats::fault(&s2, "loss10", h, "matched"))
         .sum();
     assert_eq!(elsewhere, 0, "judged again on the other node:\n{s2}");
-    let dropped: u64 = ["veth_egress", "overlay_egress", "xdp_veth"]
+    let dropped: u64 = ["veth_egress", "overlay_egress", "veth_ingress"]
         .iter()
         .map(|h| stats::fault(&s1, "loss10", h, "dropped"))
         .sum();
@@ -111,7 +111,7 @@ fn both_ways_overlapping(l: &Lab, a: &Pod, b: &Pod) {
         1.0 - 0.9 * 0.9,
         &format!("{} <-> {}: pings lost", a.name, b.name),
     );
-    let hooks = ["veth_egress", "overlay_egress", "xdp_veth"];
+    let hooks = ["veth_egress", "overlay_egress", "veth_ingress"];
     let sum =
         |s: &str, key: &str| -> u64 { hooks.iter().map(|h| stats::fault(s, "bw", h, key)).sum() };
     let (s1, s2) = (d1.local(&["stats"]).unwrap(), d2.local(&["stats"]).unwrap());

@@ -161,7 +161,7 @@ fn compare(b: &Loaded, faults: &[Installed], pkt: &[u8]) -> (bool, Vec<String>) 
     let mut diffs = vec![];
     let n = faults.len();
     // TC, the destination pod's veth egress: every action.
-    let m = model::judge(faults, pkt, JudgeHook::VethEgress);
+    let m = model::judge(faults, pkt, JudgeHook::VethEgress, false);
     let before = observe(b, n, JudgeHook::VethEgress, Hook::VethEgress);
     let t0 = monotonic_ns();
     let run = b.tc(programs::TC_VETH_EGRESS, pkt);
@@ -233,18 +233,56 @@ fn compare(b: &Loaded, faults: &[Installed], pkt: &[u8]) -> (bool, Vec<String>) 
             ));
         }
     }
+    diffs.extend(ingress(b, faults, pkt));
     diffs.extend(xdp(b, faults, pkt));
     (true, diffs)
+}
+
+/// The same for the TC judge at the sending pod's veth ingress: drops only.
+fn ingress(b: &Loaded, faults: &[Installed], pkt: &[u8]) -> Vec<String> {
+    let mut diffs = vec![];
+    let n = faults.len();
+    let m = model::judge(faults, pkt, JudgeHook::VethIngress, false);
+    let before = observe(b, n, JudgeHook::VethIngress, Hook::VethIngress);
+    let Some(run) = b.tc(programs::TC_VETH_INGRESS, pkt) else {
+        return diffs;
+    };
+    let got = delta(
+        &observe(b, n, JudgeHook::VethIngress, Hook::VethIngress),
+        &before,
+    );
+    let want = if m.verdict == Verdict::Drop {
+        TC_SHOT
+    } else {
+        TC_OK
+    };
+    if run.verdict != want {
+        diffs.push(format!(
+            "tc ingress verdict {} where the model says {:?}",
+            run.verdict, m.verdict
+        ));
+    }
+    if got != expected(&m) {
+        diffs.push(format!(
+            "tc ingress counters/stats {:?} where the model says {:?}",
+            got,
+            expected(&m)
+        ));
+    }
+    diffs
 }
 
 /// The same for XDP, the sending pod's veth: drops only.
 fn xdp(b: &Loaded, faults: &[Installed], pkt: &[u8]) -> Vec<String> {
     let mut diffs = vec![];
     let n = faults.len();
-    let m = model::judge(faults, pkt, JudgeHook::XdpVeth);
-    let before = observe(b, n, JudgeHook::XdpVeth, Hook::XdpVeth);
+    let m = model::judge(faults, pkt, JudgeHook::VethIngress, true);
+    let before = observe(b, n, JudgeHook::VethIngress, Hook::VethIngress);
     let v = b.xdp(pkt);
-    let got = delta(&observe(b, n, JudgeHook::XdpVeth, Hook::XdpVeth), &before);
+    let got = delta(
+        &observe(b, n, JudgeHook::VethIngress, Hook::VethIngress),
+        &before,
+    );
     let want = if m.verdict == Verdict::Drop {
         XDP_DROP
     } else {
@@ -343,7 +381,7 @@ fn the_programs_judge_as_the_reference_model() {
             let pkt = generate::packet(&mut r);
             let (tc, d) = compare(&b, &faults, &pkt);
             tc_refused += u64::from(!tc);
-            let v = model::judge(&faults, &pkt, JudgeHook::VethEgress).verdict;
+            let v = model::judge(&faults, &pkt, JudgeHook::VethEgress, false).verdict;
             let name = match v {
                 Verdict::Change { .. } => "change".to_string(),
                 v => format!("{v:?}").to_lowercase(),

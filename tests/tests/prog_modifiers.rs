@@ -25,6 +25,7 @@ use injector::{
     kernel::{Maps, monotonic_ns, programs as progs},
 };
 use injector_common::{FaultCounters, JudgeHook, Outcome, ctrl, programs};
+use injector_tests::cpu::on_cpu0;
 use injector_tests::{
     cmd,
     lab::run_prefix,
@@ -163,25 +164,6 @@ fn udp(dst: &str) -> Vec<u8> {
         "10.42.1.2"
     };
     simple(src, dst, UDP, 4000, 5000)
-}
-
-/// Runs `f` on a thread of its own, bound to CPU 0 (the loss chain is per CPU), which moves
-/// into the test's network namespace.
-fn on_cpu0(f: impl FnOnce() + Send + 'static) {
-    std::thread::spawn(move || {
-        // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            assert_eq!(
-                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
-        f()
-    })
-    .join()
-    .expect("test thread panicked");
 }
 
 /// Verdicts of `n` packets to `dst`, one run each.

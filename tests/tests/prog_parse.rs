@@ -42,10 +42,11 @@ enum Seen {
 use Seen::*;
 
 /// The programs that parse (tc_observe only counts), with their hook and drop verdict.
-const JUDGES: [(&str, Hook, u32); 3] = [
+const JUDGES: [(&str, Hook, u32); 4] = [
     (programs::TC_VETH_EGRESS, Hook::VethEgress, 2), // TC_ACT_SHOT
     (programs::TC_OVERLAY_EGRESS, Hook::OverlayEgress, 2),
-    (programs::XDP_VETH, Hook::XdpVeth, 1), // XDP_DROP
+    (programs::TC_VETH_INGRESS, Hook::VethIngress, 2),
+    (programs::XDP_VETH, Hook::VethIngress, 1), // XDP_DROP
 ];
 
 /// A pin directory of this test; removed when dropped, also on a panic.
@@ -118,7 +119,7 @@ impl Loaded {
     }
 
     /// Runs `pkt` through each judging program; what each did.
-    fn seen(&self, pkt: &[u8]) -> [Seen; 3] {
+    fn seen(&self, pkt: &[u8]) -> [Seen; 4] {
         JUDGES.map(|(name, hook, drop)| {
             let before = self.unparsed(hook);
             let mut out = vec![0u8; pkt.len() + 256];
@@ -153,9 +154,9 @@ impl Loaded {
         for (what, pkt, want) in cases {
             let what = what.as_ref();
             let got = self.seen(pkt);
-            if got != [*want; 3] {
+            if got != [*want; 4] {
                 wrong.push(format!(
-                    "{what}: want {want:?}, got {got:?} (veth, overlay, xdp)"
+                    "{what}: want {want:?}, got {got:?} (veth, overlay, tc ingress, xdp)"
                 ));
             }
         }
@@ -188,6 +189,7 @@ fn every_program_passes_the_verifier_within_budget() {
     let mut want = [
         programs::TC_VETH_EGRESS,
         programs::TC_OVERLAY_EGRESS,
+        programs::TC_VETH_INGRESS,
         programs::TC_OBSERVE,
         programs::XDP_VETH,
     ];
@@ -524,12 +526,12 @@ fn xdp_fails_open_on_headers_past_512_bytes_tc_does_not() {
     let l = Loaded::new(FAULTS);
     // Hop-by-hop of 8 * (1 + 60) = 488 bytes: UDP starts at 14 + 40 + 488 = 542.
     let deep = v6_to("fd00:42:2::8", &[(HOPOPTS, v6_opts(60))], UDP, 53);
-    assert_eq!(l.seen(&deep), [Dropped, Dropped, Unparsed]);
+    assert_eq!(l.seen(&deep), [Dropped, Dropped, Dropped, Unparsed]);
     // Just within: 8 * (1 + 56) = 456 bytes, UDP at 510.
     let near = v6_to("fd00:42:2::8", &[(HOPOPTS, v6_opts(56))], UDP, 53);
-    assert_eq!(l.seen(&near), [Dropped; 3]);
+    assert_eq!(l.seen(&near), [Dropped; 4]);
     assert_eq!(
         l.seen(&simple("10.42.1.2", "10.42.2.8", UDP, 1, 53)),
-        [Dropped; 3]
+        [Dropped; 4]
     );
 }

@@ -20,6 +20,7 @@ use injector::{
     kernel::{Maps, monotonic_ns},
 };
 use injector_common::{FaultCounters, Hook, JudgeHook, Outcome, ctrl, flow, programs};
+use injector_tests::cpu::on_cpu0;
 use injector_tests::{lab::run_prefix, require_root, stats};
 use support::packets::*;
 
@@ -29,6 +30,7 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const VETH: &str = programs::TC_VETH_EGRESS;
 const OVERLAY: &str = programs::TC_OVERLAY_EGRESS;
+const INGRESS: &str = programs::TC_VETH_INGRESS;
 
 /// The object loaded with its maps pinned in a directory of this test (removed on drop), and the
 /// faults of `json` installed.
@@ -57,7 +59,7 @@ fn load(json: &str) -> Bpf {
         .default_map_pin_directory(&dir.0)
         .load(injector::EBPF_OBJECT)
         .unwrap();
-    for p in [VETH, OVERLAY, programs::TC_OBSERVE] {
+    for p in [VETH, OVERLAY, INGRESS, programs::TC_OBSERVE] {
         let prog: &mut SchedClassifier = ebpf.program_mut(p).unwrap().try_into().unwrap();
         prog.load().unwrap();
     }
@@ -776,8 +778,8 @@ fn each_packet_is_judged_at_one_hook() {
     assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "from a local pod");
     // With XDP judging drops at the pod veths (ifindex 5 is one), egress judges them only for
     // traffic that did not enter through one of those.
-    b.maps.set_ctrl(ctrl::XDP, 1).unwrap();
-    b.maps.set_xdp_iface(5, true).unwrap();
+    b.maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_XDP).unwrap();
+    b.maps.set_early_iface(5, true).unwrap();
     assert_eq!(b.xdp(&db), XDP_DROP);
     assert_eq!(b.tc(VETH, &db, 5, 1).0, OK, "from a pod: XDP judged it");
     assert_eq!(b.tc(OVERLAY, &db, 5, 1).0, OK, "from a pod: XDP judged it");
@@ -786,9 +788,9 @@ fn each_packet_is_judged_at_one_hook() {
         SHOT,
         "through an uplink (no XDP there): judged at egress"
     );
-    b.maps.set_xdp_iface(5, false).unwrap();
+    b.maps.set_early_iface(5, false).unwrap();
     assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "that veth's XDP gone");
-    b.maps.set_xdp_iface(5, true).unwrap();
+    b.maps.set_early_iface(5, true).unwrap();
     assert_eq!(
         b.tc(VETH, &db, 0, 1).0,
         SHOT,
@@ -798,10 +800,105 @@ fn each_packet_is_judged_at_one_hook() {
     assert!(t > monotonic_ns(), "delay is still judged at egress");
     b.install(FAULTS);
     assert_eq!(
-        b.counters("db", JudgeHook::XdpVeth),
+        b.counters("db", JudgeHook::VethIngress),
         FaultCounters::default(),
         "counters reset for a new fault set"
     );
+}
+
+/// The default: drops judged at the sender's veth TC ingress, which records the packet for the
+/// egress hook it reaches next on the same CPU. That hook leaves the drops alone when the packet
+/// is unchanged, and judges them when the host's NAT changed it on the way (a Service VIP turned
+/// into a pod's address).
+#[test]
+fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
+    require_root();
+    on_cpu0(|| {
+        let mut b = load(
+            r#"[
+  {"name":"db","to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"1h"},
+  {"name":"wide","to":["10.0.0.0/8"],"proto":"udp","blackhole":true,"dry_run":true,"for":"1h"},
+  {"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}
+]"#,
+        );
+        b.maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_TC).unwrap();
+        b.maps.set_early_iface(5, true).unwrap();
+        let matched = |b: &Bpf, f: &str, jh| b.counters(f, jh).packets(Outcome::Matched);
+        let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);
+        assert_eq!(b.tc(INGRESS, &db, 0, 1).0, SHOT, "dropped where it enters");
+        assert_eq!(
+            b.counters("db", JudgeHook::VethIngress)
+                .packets(Outcome::Dropped),
+            1
+        );
+        // To a Service VIP no fault names; translated to db's pod on the way.
+        let vip = simple("10.42.1.2", "10.96.0.10", TCP, 40000, 5432);
+        assert_eq!(b.tc(INGRESS, &vip, 0, 1).0, OK);
+        assert_eq!(
+            b.tc(VETH, &db, 5, 1).0,
+            SHOT,
+            "changed by NAT: its drops are judged at egress, on the pod's address"
+        );
+        // Unchanged (the TTL aside: routed): the dry-run fault matched at ingress is not judged
+        // again.
+        let u = simple("10.42.1.2", "10.42.2.60", UDP, 1, 2);
+        assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
+        let mut routed = u.clone();
+        routed[14 + 8] -= 1;
+        assert_eq!(b.tc(VETH, &routed, 5, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethIngress), 1);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 0, "judged once");
+        // Changed by NAT: judged at egress on what it carries now (a fault whose prefixes hold
+        // both the VIP and the pod is judged at both).
+        let uvip = simple("10.42.1.2", "10.96.0.11", UDP, 1, 2);
+        assert_eq!(b.tc(INGRESS, &uvip, 0, 1).0, OK);
+        assert_eq!(b.tc(VETH, &u, 5, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethIngress), 2);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 1);
+        // Another port is another packet.
+        assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
+        let other_port = simple("10.42.1.2", "10.42.2.60", UDP, 1, 3);
+        assert_eq!(b.tc(VETH, &other_port, 5, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 2);
+        // Through an interface without the ingress judge (9, an uplink): egress judges it all,
+        // whatever this CPU's record says.
+        assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
+        assert_eq!(b.tc(VETH, &u, 9, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 3);
+        // IPv6 alike.
+        b.install(
+            r#"[{"name":"v6","to":["fd00:42:2::/64"],"proto":"tcp","blackhole":true,"dry_run":true,"for":"1h"}]"#,
+        );
+        let six = simple("fd00:42:1::2", "fd00:42:2::7", TCP, 40000, 80);
+        assert_eq!(b.tc(INGRESS, &six, 0, 1).0, OK);
+        assert_eq!(b.tc(VETH, &six, 5, 1).0, OK);
+        assert_eq!(matched(&b, "v6", JudgeHook::VethIngress), 1);
+        assert_eq!(matched(&b, "v6", JudgeHook::VethEgress), 0, "judged once");
+        let six_nat = simple("fd00:42:1::2", "fd00:42:2::8", TCP, 40000, 80);
+        assert_eq!(b.tc(INGRESS, &six, 0, 1).0, OK);
+        assert_eq!(b.tc(VETH, &six_nat, 5, 1).0, OK);
+        assert_eq!(matched(&b, "v6", JudgeHook::VethEgress), 1);
+        b.install(
+            r#"[{"name":"db","to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"1h"},
+                {"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}]"#,
+        );
+        // Delay is judged at egress, also for a packet from a pod.
+        let d = simple("10.42.1.2", "10.42.2.40", UDP, 1, 2);
+        assert_eq!(b.tc(INGRESS, &d, 0, 1).0, OK);
+        let (_, t) = b.tc(VETH, &d, 5, 1);
+        assert!(t > monotonic_ns(), "delayed at egress");
+        // With no drop-like fault installed the ingress hook does not even parse.
+        // An IPv4 header length of 16 bytes: no parser takes it.
+        let mut garbled = [eth(0x0800), vec![0; 40]].concat();
+        garbled[14] = 0x44;
+        let unparsed = |b: &Bpf| b.maps.stats(Hook::VethIngress).unwrap().unparsed_packets;
+        let before = unparsed(&b);
+        assert_eq!(b.tc(INGRESS, &garbled, 0, 1).0, OK);
+        assert_eq!(unparsed(&b), before + 1, "parsed while a drop is installed");
+        b.install(r#"[{"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}]"#);
+        assert_eq!(b.tc(INGRESS, &garbled, 0, 1).0, OK);
+        assert_eq!(unparsed(&b), before + 1, "not parsed: no drop installed");
+    });
 }
 
 #[test]

@@ -178,7 +178,7 @@ fn refused(l: &Lab, a: &Pod, b: &Pod, v6: bool, extra: &[&str], hook: &str) {
     assert_eq!(stats::fault(&s, "rej-udp", hook, "rejected"), 3, "{s}");
     let o = other.local(&["stats"]).unwrap();
     for f in ["rej", "rej-udp"] {
-        for h in ["veth_egress", "overlay_egress", "xdp_veth"] {
+        for h in ["veth_egress", "overlay_egress", "veth_ingress"] {
             assert_eq!(
                 stats::fault(&o, f, h, "matched"),
                 0,

@@ -47,8 +47,6 @@ impl IntoResponse for ApiError {
 pub struct ApiState {
     pub shared: Shared,
     pub listeners: Listeners,
-    /// `--xdp`: drops are judged in XDP on the pod veths.
-    pub xdp: bool,
 }
 
 fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, ApiError> {
@@ -207,7 +205,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let c = s.shared.lock();
     let now = monotonic_ns();
     let not_ready = health::not_ready(&c, &s.listeners);
-    let xdp_judged = attach::xdp_judged(c.ifaces.values(), s.xdp);
+    let early_judged = attach::early_judged(c.ifaces.values());
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         bpffs: c.bpffs.clone(),
@@ -232,7 +230,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
                     hooks: st.hooks.clone(),
                     adopted: st.adopted,
                     error: st.error.clone(),
-                    xdp_judged: xdp_judged.contains(&st.ifindex),
+                    early_judged: early_judged.contains(&st.ifindex),
                 };
                 (name.clone(), i)
             })

@@ -212,6 +212,7 @@ fn load(cfg: &Config) -> Result<Loaded> {
     for prog in [
         programs::TC_VETH_EGRESS,
         programs::TC_OVERLAY_EGRESS,
+        programs::TC_VETH_INGRESS,
         programs::TC_OBSERVE,
     ] {
         let p: &mut SchedClassifier = ebpf
@@ -244,7 +245,14 @@ fn adopt(cfg: &Config, l: &mut Loaded) -> Result<FaultSet> {
     l.maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns())?;
     l.maps
         .set_ctrl(ctrl::GRACE_NS, cfg.grace.as_nanos() as u64)?;
-    l.maps.set_ctrl(ctrl::XDP, u64::from(cfg.roles.xdp))?;
+    l.maps.set_ctrl(
+        ctrl::EARLY,
+        if cfg.roles.xdp {
+            ctrl::EARLY_XDP
+        } else {
+            ctrl::EARLY_TC
+        },
+    )?;
     l.maps
         .set_ctrl(ctrl::CLONE_MARK, u64::from(cfg.clone_mark))?;
     l.maps
@@ -282,7 +290,6 @@ fn spawn_servers(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<()> {
     let state = ApiState {
         shared: shared.clone(),
         listeners: Listeners::default(),
-        xdp: cfg.roles.xdp,
     };
     let mut servers = JoinSet::new();
     let up = state

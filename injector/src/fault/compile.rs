@@ -35,6 +35,9 @@ pub struct Image {
     /// Some fault's action sends clones (`Action::clones`): the programs must look for them
     /// (`ctrl::GEN_CLONES`).
     pub clones: bool,
+    /// The stages (`injector_common::stage`) of the faults' actions: a stage without any lets the
+    /// hooks that judge only it pass packets unparsed (`ctrl::GEN_EARLY_NONE`, `GEN_EGRESS_NONE`).
+    pub stages: u32,
     /// DNS names, (suffix, wire length, hash) -> the slots of the DNS faults that answer for
     /// them (`maps::DNS_NAMES` without the generation); non-empty sets `ctrl::GEN_DNS`.
     pub dns: BTreeMap<(bool, u8, u64), u64>,
@@ -354,6 +357,7 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
         }
         img.faults[slot as usize] = fault_cfg(f, start_ns, deadline_ns);
         img.clones |= f.action.kind().clones();
+        img.stages |= f.action.kind().stage();
         for n in &f.dns_names {
             *img.dns.entry(n.key()).or_default() |= 1 << slot;
         }

@@ -23,7 +23,7 @@ use crate::kernel::features;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// A pod's host veth: judged at egress, observed at ingress, XDP drop path optional.
+    /// A pod's host veth: drops judged at ingress (TC, or XDP with `--xdp`), the rest at egress.
     PodVeth,
     /// The bridge (cni0): observed only.
     Bridge,
@@ -87,16 +87,17 @@ fn hooks(role: Role, xdp: bool) -> Vec<Hook> {
             Hook::Tc(programs::TC_OBSERVE, Ingress),
             Hook::Tc(programs::TC_OBSERVE, Egress),
         ],
-        Role::PodVeth => {
-            let mut v = vec![
-                Hook::Tc(programs::TC_OBSERVE, Ingress),
-                Hook::Tc(programs::TC_VETH_EGRESS, Egress),
-            ];
-            if xdp {
-                v.push(Hook::Xdp(programs::XDP_VETH));
-            }
-            v
-        }
+        // The ingress judge last: a veth counts as judged at ingress (`early_judged`) once it
+        // is there, and then every hook is.
+        Role::PodVeth if xdp => vec![
+            Hook::Tc(programs::TC_OBSERVE, Ingress),
+            Hook::Tc(programs::TC_VETH_EGRESS, Egress),
+            Hook::Xdp(programs::XDP_VETH),
+        ],
+        Role::PodVeth => vec![
+            Hook::Tc(programs::TC_VETH_EGRESS, Egress),
+            Hook::Tc(programs::TC_VETH_INGRESS, Ingress),
+        ],
     }
 }
 
@@ -115,27 +116,29 @@ pub struct IfaceStatus {
 }
 
 impl IfaceStatus {
-    /// The XDP program is attached here (it is the last hook attached, so all the others are too).
-    pub fn has_xdp(&self) -> bool {
-        self.hooks.iter().any(|h| h.starts_with("xdp:"))
+    /// A judge of the early stage is attached at this veth's ingress (XDP, or TC ingress; it is
+    /// the last hook attached, so all the others are too).
+    pub fn judges_early(&self) -> bool {
+        let tc = Hook::Tc(programs::TC_VETH_INGRESS, TcAttachType::Ingress).label();
+        self.hooks.iter().any(|h| h.starts_with("xdp:") || *h == tc)
     }
 }
 
-/// The interfaces whose entering packets' drops were judged by XDP (`--xdp`), which is what
-/// [`maps::XDP_IFACES`](injector_common::maps::XDP_IFACES) tells the egress programs (they then
-/// judge only delay for such packets): every pod veth with the XDP program attached, and the
-/// bridge, since what a pod sends to be routed (to another node) enters the host stack through
-/// the bridge after XDP judged it on the pod's veth. That holds for the bridge only while *every*
-/// pod veth has XDP: one veth without it (its XDP attach failed) would have its routed packets
-/// judged nowhere, so then the bridge is left out and egress judges their drops.
-pub fn xdp_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: bool) -> Vec<u32> {
-    if !xdp {
-        return Vec::new();
-    }
+/// The interfaces whose entering packets' drops were judged at ingress (TC by default, XDP with
+/// `--xdp`), which is what [`maps::XDP_IFACES`](injector_common::maps::XDP_IFACES) tells the
+/// egress programs (they then leave what was judged there alone): every pod veth with an
+/// ingress judge attached, and the bridge, since what a pod sends to be routed (to another node)
+/// enters the host stack through the bridge after its veth judged it. That holds for the bridge
+/// only while *every* pod veth has the judge: one veth without it (its attach failed) would have
+/// its routed packets judged nowhere, so then the bridge is left out and egress judges their drops.
+pub fn early_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>) -> Vec<u32> {
     let ifaces: Vec<&IfaceStatus> = ifaces.into_iter().collect();
     let veths = || ifaces.iter().filter(|s| s.role == Role::PodVeth);
-    let mut out: Vec<u32> = veths().filter(|s| s.has_xdp()).map(|s| s.ifindex).collect();
-    if veths().all(|s| s.has_xdp()) {
+    let mut out: Vec<u32> = veths()
+        .filter(|s| s.judges_early())
+        .map(|s| s.ifindex)
+        .collect();
+    if veths().all(|s| s.judges_early()) {
         out.extend(
             ifaces
                 .iter()
@@ -361,29 +364,34 @@ mod tests {
         }
     }
 
+    fn labels(role: Role, xdp: bool) -> Vec<String> {
+        hooks(role, xdp).iter().map(Hook::label).collect()
+    }
+
     #[test]
-    fn the_bridge_is_xdp_judged_only_while_every_pod_veth_has_xdp() {
-        let tc = ["tc_ingress:tc_observe", "tc_egress:tc_veth_egress"];
-        let full = [
-            "tc_ingress:tc_observe",
-            "tc_egress:tc_veth_egress",
-            "xdp:xdp_veth",
-        ];
+    fn the_bridge_is_judged_early_only_while_every_pod_veth_judges_at_ingress() {
         let bridge = iface(1, Role::Bridge, &["tc_ingress:tc_observe"]);
         let overlay = iface(2, Role::Overlay, &["tc_egress:tc_overlay_egress"]);
-        let (a, b) = (
-            iface(10, Role::PodVeth, &full),
-            iface(11, Role::PodVeth, &full),
-        );
-        assert_eq!(xdp_judged([&bridge, &overlay, &a, &b], true), [10, 11, 1]);
-        assert_eq!(xdp_judged([&bridge, &a, &b], false), [] as [u32; 0]);
-        // b's XDP attach failed: its TC hooks are there, XDP is not.
-        let mut failed = iface(11, Role::PodVeth, &tc);
-        failed.error = Some("attaching xdp_veth to b: ERANGE".into());
-        assert_eq!(
-            xdp_judged([&bridge, &overlay, &a, &failed], true),
-            [10],
-            "a veth without XDP: the bridge is not XDP-judged, so egress judges its drops"
-        );
+        for xdp in [false, true] {
+            let full = labels(Role::PodVeth, xdp);
+            let full: Vec<&str> = full.iter().map(String::as_str).collect();
+            let (a, b) = (
+                iface(10, Role::PodVeth, &full),
+                iface(11, Role::PodVeth, &full),
+            );
+            assert_eq!(early_judged([&bridge, &overlay, &a, &b]), [10, 11, 1]);
+            // b's last attach (the ingress judge) failed: its egress hook is there, it is not.
+            let mut failed = iface(11, Role::PodVeth, &full[..full.len() - 1]);
+            failed.error = Some("attaching the ingress judge to b: ERANGE".into());
+            assert_eq!(
+                early_judged([&bridge, &overlay, &a, &failed]),
+                [10],
+                "a veth without the judge: the bridge is not judged early, so egress judges \
+                 its drops (xdp: {xdp})"
+            );
+        }
+        // The observer alone judges nothing.
+        let observed = iface(12, Role::PodVeth, &["tc_ingress:tc_observe"]);
+        assert!(!observed.judges_early());
     }
 }

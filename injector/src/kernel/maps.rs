@@ -17,7 +17,7 @@ use aya::{
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_RULES, Rule, RuleSet,
-    SPEC_RECORD, ctrl, maps, mask,
+    SPEC_RECORD, ctrl, maps, mask, stage,
 };
 
 use super::batch;
@@ -300,8 +300,9 @@ impl Maps {
         })
     }
 
-    /// Records whether the XDP program judges drops on `ifindex` (see [`maps::XDP_IFACES`]).
-    pub fn set_xdp_iface(&mut self, ifindex: u32, on: bool) -> Result<()> {
+    /// Records whether drops of packets entering through `ifindex` were judged at ingress there
+    /// (see [`maps::XDP_IFACES`]).
+    pub fn set_early_iface(&mut self, ifindex: u32, on: bool) -> Result<()> {
         if on {
             self.xdp_ifaces.insert(ifindex, 1, 0)?;
             return Ok(());
@@ -311,7 +312,7 @@ impl Maps {
 
     /// Makes [`maps::XDP_IFACES`] hold exactly `ifindexes` (at start: a previous instance may
     /// have left interfaces that are gone since).
-    pub fn sync_xdp_ifaces(&mut self, ifindexes: &[u32]) -> Result<()> {
+    pub fn sync_early_ifaces(&mut self, ifindexes: &[u32]) -> Result<()> {
         let stale: Vec<u32> = self
             .xdp_ifaces
             .keys()
@@ -319,10 +320,10 @@ impl Maps {
             .filter(|k| !ifindexes.contains(k))
             .collect();
         for i in stale {
-            self.set_xdp_iface(i, false)?;
+            self.set_early_iface(i, false)?;
         }
         for &i in ifindexes {
-            self.set_xdp_iface(i, true)?;
+            self.set_early_iface(i, true)?;
         }
         Ok(())
     }
@@ -474,6 +475,16 @@ impl Maps {
                 | if any { ctrl::GEN_ANY } else { 0 }
                 | if img.clones { ctrl::GEN_CLONES } else { 0 }
                 | if img.dns.is_empty() { 0 } else { ctrl::GEN_DNS }
+                | if img.stages & stage::EARLY == 0 {
+                    ctrl::GEN_EARLY_NONE
+                } else {
+                    0
+                }
+                | if img.stages & stage::EGRESS == 0 {
+                    ctrl::GEN_EGRESS_NONE
+                } else {
+                    0
+                }
                 | trie_bits,
         })
     }

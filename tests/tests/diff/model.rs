@@ -314,15 +314,22 @@ fn payload(b: &[u8], flow: &Flow) -> Option<(usize, usize)> {
     (end > start).then(|| (start, end - start))
 }
 
-/// Judges packet `b` at hook `jh` against `faults` (in the order they were applied).
-pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook) -> Judged {
-    let xdp = jh == JudgeHook::XdpVeth;
+/// Judges packet `b` at hook `jh` against `faults` (in the order they were applied); `xdp`: the
+/// hook is the XDP program (it reads headers within 512 bytes only).
+pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook, xdp: bool) -> Judged {
     let mut out = Judged {
         verdict: Verdict::Pass,
         counters: vec![FaultCounters::default(); faults.len()],
         unparsed: false,
         expired: 0,
     };
+    // No fault of the stages this hook judges: the packet is not even parsed.
+    if !faults
+        .iter()
+        .any(|f| f.fault.action.kind().stage() & jh.stages() != 0)
+    {
+        return out;
+    }
     let Some(flow) = parse(b, xdp) else {
         out.unparsed = true;
         return out;

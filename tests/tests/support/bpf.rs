@@ -57,6 +57,7 @@ impl Loaded {
         for p in [
             programs::TC_VETH_EGRESS,
             programs::TC_OVERLAY_EGRESS,
+            programs::TC_VETH_INGRESS,
             programs::TC_OBSERVE,
         ] {
             let prog: &mut SchedClassifier = ebpf.program_mut(p).unwrap().try_into().unwrap();

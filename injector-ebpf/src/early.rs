@@ -1,0 +1,153 @@
+//! The early stage's hand-over from a pod's host veth TC ingress (`tc_veth_ingress`, which judges
+//! drops where the pod's packets enter the node) to the egress hook the same packet reaches next
+//! (`ctrl::EARLY_TC`).
+//!
+//! The egress hook must not judge those drops again, unless the packet changed on the way: the
+//! host's NAT (kube-proxy) turns a packet to a Service VIP into one to a pod, and a fault on that
+//! pod must judge it. So the ingress hook records the packet's addresses, protocol and ports,
+//! per CPU, and the egress hook compares: the same, it judges only the egress stage; changed (or
+//! not recorded), every stage, on what the packet carries now.
+//!
+//! A packet goes from the ingress hook to the egress hook in one call chain on one CPU: the
+//! bridge forwards it, or the host's IP stack routes it to flannel.1, before the softirq takes
+//! the next packet. The record the egress hook reads is therefore its own packet's. Where that
+//! does not hold (RPS steering the bridge's packets to another CPU, a netfilter queue), the
+//! record is another packet's: a changed packet may then be taken as unchanged (its drops not
+//! judged again), or the reverse (judged twice).
+//!
+//! Read with `bpf_skb_load_bytes` straight into map memory, outside the judging path (its own
+//! function): that path has no stack to spare, and the verifier walks it once per stage set, as
+//! with XDP. Untagged IPv4 and IPv6 are identified (ports of TCP and UDP: the first header after
+//! the IPv6 header, an IPv4 packet that is not a later fragment); anything else has no identity
+//! and is judged at egress again.
+
+use aya_ebpf::{
+    cty::c_void, helpers::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, programs::TcContext,
+};
+
+/// Words of an identity: addresses (IPv4 in the first word; IPv6 in four), then protocol and
+/// ports, then a marker that the identity is valid.
+const WORDS: usize = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Record {
+    recorded: [u64; WORDS],
+    now: [u64; WORDS],
+}
+
+#[map]
+static EARLY_RECORD: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// Ethernet header length: the IP header of an untagged frame starts here.
+const L3: u32 = 14;
+
+/// What to do with the record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Record,
+    Compare,
+}
+
+/// Loads `len` packet bytes at `off` into map memory at `dst`.
+#[inline(always)]
+fn load(ctx: &TcContext, off: u32, dst: *mut u64, len: u32) -> bool {
+    // SAFETY: `dst` points into this CPU's EARLY_RECORD slot with at least `len` bytes left.
+    unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const c_void, off, dst as *mut c_void, len) == 0 }
+}
+
+/// Writes the packet's identity into `now`; false when it has none (see the module).
+#[inline(always)]
+fn identify(ctx: &TcContext, now: *mut u64) -> bool {
+    // SAFETY: `now` is WORDS words of map memory (`Record::now`).
+    unsafe {
+        for i in 0..WORDS {
+            core::ptr::write_volatile(now.add(i), 0);
+        }
+    }
+    let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
+        return false;
+    };
+    let (proto, l4) = match ethertype {
+        ETH_P_IP => {
+            let (Ok(vihl), Ok(frag), Ok(proto)) = (
+                ctx.load::<u8>(L3 as usize),
+                ctx.load::<u16>(L3 as usize + 6).map(u16::from_be),
+                ctx.load::<u8>(L3 as usize + 9),
+            ) else {
+                return false;
+            };
+            // Source and destination: 8 bytes at 12.
+            if !load(ctx, L3 + 12, now, 8) {
+                return false;
+            }
+            let later_fragment = frag & 0x1fff != 0;
+            (
+                proto,
+                (!later_fragment).then_some(L3 + u32::from(vihl & 0xf) * 4),
+            )
+        }
+        ETH_P_IPV6 => {
+            let Ok(next) = ctx.load::<u8>(L3 as usize + 6) else {
+                return false;
+            };
+            // Source and destination: 32 bytes at 8.
+            if !load(ctx, L3 + 8, now, 32) {
+                return false;
+            }
+            (next, Some(L3 + 40))
+        }
+        _ => return false,
+    };
+    let ports = match l4 {
+        Some(at) if proto == IPPROTO_TCP || proto == IPPROTO_UDP => {
+            let Ok(p) = ctx.load::<u32>(at as usize) else {
+                return false;
+            };
+            u64::from(p)
+        }
+        _ => 0,
+    };
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(now.add(4), (u64::from(proto) << 32) | ports);
+        core::ptr::write_volatile(now.add(5), 1);
+    }
+    true
+}
+
+/// Records the packet (`Step::Record`: the ingress hook) or compares it with the record
+/// (`Step::Compare`: the egress hook; true when it is the recorded packet, unchanged).
+#[inline(never)]
+pub fn step(ctx: &TcContext, what: Step) -> bool {
+    let Some(r) = EARLY_RECORD.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot; field pointers within it.
+    let (recorded, now) = unsafe {
+        (
+            core::ptr::addr_of_mut!((*r).recorded) as *mut u64,
+            core::ptr::addr_of_mut!((*r).now) as *mut u64,
+        )
+    };
+    // Without an identity `now` is all zero: recorded so, it matches nothing (a valid identity's
+    // last word is 1).
+    let known = identify(ctx, now);
+    let mut diff = 0;
+    for i in 0..WORDS {
+        // SAFETY: word `i` of both, in map memory.
+        unsafe {
+            let v = core::ptr::read_volatile(now.add(i));
+            if what == Step::Record {
+                core::ptr::write_volatile(recorded.add(i), v);
+            } else {
+                diff |= v ^ core::ptr::read_volatile(recorded.add(i));
+            }
+        }
+    }
+    what == Step::Compare && known && diff == 0
+}
