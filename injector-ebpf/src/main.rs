@@ -120,12 +120,12 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     // SAFETY: the value is only tested for presence.
     let early_judged =
         iif != 0 && at != ctrl::EARLY_AT_EGRESS && unsafe { XDP_IFACES.get(iif) }.is_some();
-    // Its drops were judged there: by XDP, or by the TC ingress judge if the packet is as it
-    // was then (not changed by NAT on the way; see early.rs). Asked only while some drop-like
+    // Its drops were judged there (by the TC ingress judge, or by XDP) if the packet is as it
+    // was then, not changed by NAT on the way (see early.rs). Asked only while some drop-like
     // fault is installed: without, there is no early stage to skip.
     let judged_early = early_judged
-        && (at == ctrl::EARLY_XDP
-            || (gen_word & ctrl::GEN_EARLY_NONE == 0 && early::step(ctx, early::Step::Compare)));
+        && gen_word & ctrl::GEN_EARLY_NONE == 0
+        && early::step(ctx, early::Step::Compare);
     // Without the stamp the API refuses delay faults, so there are none to judge; the stages stay
     // as they are (masking delay out here too would let LLVM duplicate the judging loop).
     let stages = if judged_early {
@@ -195,13 +195,21 @@ pub fn tc_vxlan_egress(ctx: TcContext) -> i32 {
     )
 }
 
-/// Host veth ingress: what the pod sends, where it enters the node. Judges the early stage (drop,
-/// blackhole) and records what it judged for the egress hook the packet reaches next.
+/// Host veth ingress: what the pod sends, where it enters the node. Records the packet for the
+/// egress hook it reaches next (early.rs) and judges the early stage (drop, blackhole), unless
+/// XDP judged it already (`--xdp`: XDP runs first, and this only records).
 #[classifier]
 pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
     let gen_word = ctrl_word(ctrl::GEN);
     if gen_word & (ctrl::GEN_ANY | ctrl::GEN_EARLY_NONE) == ctrl::GEN_ANY {
         early::step(&ctx, early::Step::Record);
+    }
+    if ctrl_word(ctrl::EARLY) != ctrl::EARLY_TC {
+        if let Some(s) = hook_stats(Hook::Observe) {
+            s.seen_packets += 1;
+            s.seen_bytes += u64::from(ctx.len());
+        }
+        return TC_ACT_OK;
     }
     match judge(
         &ctx,

@@ -105,7 +105,7 @@ fn every_subcommand_and_output_format() {
     };
     assert_eq!(names(&json), ["bh", "db"]);
     assert_eq!(names(&yaml), names(&json));
-    assert_eq!(json[0]["counters"]["veth_egress"]["dropped"]["packets"], 3);
+    assert_eq!(json[0]["counters"]["veth_ingress"]["dropped"]["packets"], 3);
     assert_eq!(yaml[1]["spec"]["dport"], json[1]["spec"]["dport"]);
 
     // get
@@ -220,7 +220,7 @@ fn a_yaml_file_of_several_faults_is_applied_and_removed() {
     let v = faults(&d);
     assert_eq!(v.as_array().unwrap().len(), 3);
     assert_eq!(
-        v[2]["counters"]["overlay_egress"]["matched"]["packets"], 2,
+        v[2]["counters"]["veth_ingress"]["matched"]["packets"], 2,
         "but counts"
     );
     // The same file from stdin, as JSON, is refused whole: the names exist.

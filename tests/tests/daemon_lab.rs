@@ -114,7 +114,7 @@ fn kill_9_and_restart_adopts_the_running_faults() {
         );
     }
     assert_eq!(
-        relisted[0]["counters"]["veth_egress"]["dropped"]["packets"], 5,
+        relisted[0]["counters"]["veth_ingress"]["dropped"]["packets"], 5,
         "counters kept"
     );
     assert_eq!(l.ping(a, b.ip.into(), 3).unwrap(), 0, "still enforced");
@@ -592,7 +592,7 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     assert_eq!(code, 200);
     assert!(
         body.contains(
-            r#"injector_packets_total{fault="bh",hook="veth_egress",action="dropped"} 4"#
+            r#"injector_packets_total{fault="bh",hook="veth_ingress",action="dropped"} 4"#
         ),
         "{body}"
     );
@@ -631,7 +631,7 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         .spawn()
         .expect("prometheus (Debian package prometheus)");
     let _prom = Prometheus { child, dir };
-    let q = "/api/v1/query?query=injector_packets_total%7Bfault%3D%22bh%22%2Caction%3D%22dropped%22%2Chook%3D%22veth_egress%22%7D";
+    let q = "/api/v1/query?query=injector_packets_total%7Bfault%3D%22bh%22%2Caction%3D%22dropped%22%2Chook%3D%22veth_ingress%22%7D";
     let api: SocketAddr = "127.0.0.1:9090".parse().unwrap();
     let mut last = String::new();
     until(

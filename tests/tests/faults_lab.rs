@@ -258,7 +258,7 @@ fn a_port_blackhole_leaves_other_ports_and_pods_alone() {
     );
     let s = d1.local(&["stats"]).unwrap();
     assert_eq!(
-        stats::fault(&s, "db-udp", "overlay_egress", "dropped"),
+        stats::fault(&s, "db-udp", "veth_ingress", "dropped"),
         20,
         "{s}"
     );
@@ -476,4 +476,113 @@ fn with_xdp_traffic_from_an_uplink_is_still_judged() {
         5,
         "{s}"
     );
+}
+
+/// kube-proxy's way to a Service: the host's NAT turns a packet to the VIP into one to a pod
+/// (iptables DNAT in the node's namespace, with br_netfilter for the bridged replies). The
+/// sender's veth judges drops at TC ingress, where the packet still carries the VIP; a fault
+/// naming the pod must still cut it, judged at egress on the pod's address, and once.
+#[test]
+fn a_fault_on_a_pod_cuts_its_traffic_through_a_service_vip() {
+    through_a_vip("vip", &[]);
+}
+
+/// The same with XDP judging drops on the veths: the TC ingress program records for egress.
+#[test]
+fn a_fault_on_a_pod_cuts_its_traffic_through_a_service_vip_with_xdp() {
+    through_a_vip("vipx", &["--xdp"]);
+}
+
+fn through_a_vip(tag: &str, extra: &[&str]) {
+    require_root();
+    let l = Lab::up(&lab::run_prefix(tag), 2).unwrap();
+    let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
+    let _sb = Servers::start(&b.netns, &[5432, 5433], &[]).unwrap();
+    let _sc = Servers::start(&c.netns, &[5432], &[]).unwrap();
+    let ns = &l.node(1).netns;
+    injector_tests::cmd::in_ns(
+        ns,
+        "sysctl",
+        &["-qw", "net.bridge.bridge-nf-call-iptables=1"],
+    )
+    .unwrap();
+    let vips = [
+        ("10.96.0.71", b, 5432),
+        ("10.96.0.72", c, 5432),
+        ("10.96.0.73", b, 5433),
+    ];
+    for (vip, p, port) in vips {
+        let to = format!("{}:{port}", p.ip);
+        injector_tests::cmd::in_ns(
+            ns,
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                vip,
+                "-p",
+                "udp",
+                "--dport",
+                "80",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
+            ],
+        )
+        .unwrap();
+    }
+    let vip = |i: usize| SocketAddr::new(vips[i].0.parse().unwrap(), 80);
+    let w = Duration::from_millis(500);
+    for i in 0..3 {
+        assert_eq!(
+            udp_echoes(&a.netns, vip(i), 5, w).unwrap(),
+            5,
+            "{:?} without faults",
+            vips[i].0
+        );
+    }
+    let faults = format!(
+        r#"[{{"name":"bh-b","to":["{b}"],"proto":"udp","dport":["5432"],"blackhole":true,"for":"5m"}},
+            {{"name":"bh-c","to":["{c}"],"proto":"udp","dport":["5432"],"blackhole":true,"for":"5m"}},
+            {{"name":"shadow","to":["{b}"],"proto":"udp","dport":["5433"],"blackhole":true,"dry_run":true,"for":"5m"}}]"#,
+        b = b.ip,
+        c = c.ip
+    );
+    let (d1, _d2) = daemons(&l, extra, &faults);
+    assert_eq!(
+        udp_echoes(&a.netns, vip(0), 20, w).unwrap(),
+        0,
+        "same node, through the VIP"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, vip(1), 20, w).unwrap(),
+        0,
+        "cross node, through the VIP"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, vip(2), 20, w).unwrap(),
+        20,
+        "a dry run passes"
+    );
+    assert_eq!(
+        udp_echoes(&a.netns, at(b, 5433), 20, w).unwrap(),
+        20,
+        "a dry run passes"
+    );
+    let s = d1.local(&["stats"]).unwrap();
+    let count = |f: &str, hook: &str, what: &str| stats::fault(&s, f, hook, what);
+    assert_eq!(count("bh-b", "veth_egress", "dropped"), 20, "{s}");
+    assert_eq!(count("bh-c", "overlay_egress", "dropped"), 20, "{s}");
+    assert_eq!(
+        count("bh-b", "veth_ingress", "matched"),
+        0,
+        "the VIP matches nothing: {s}"
+    );
+    // The dry run: through the VIP judged at egress, directly at ingress; each request once.
+    assert_eq!(count("shadow", "veth_egress", "matched"), 20, "{s}");
+    assert_eq!(count("shadow", "veth_ingress", "matched"), 20, "{s}");
 }

@@ -46,11 +46,7 @@ fn blackhole_blocks_only_its_destination_until_deleted() {
         "same-node pod untouched"
     );
     let s = d1.local(&["stats"]).unwrap();
-    assert_eq!(
-        stats::fault(&s, "bh", "overlay_egress", "dropped"),
-        5,
-        "{s}"
-    );
+    assert_eq!(stats::fault(&s, "bh", "veth_ingress", "dropped"), 5, "{s}");
 
     d1.cli_ok(&["fault", "rm", "bh"], "").unwrap();
     assert_eq!(
@@ -106,8 +102,14 @@ fn sigterm_leaves_the_node_as_it_was() {
     let before = snapshot::node(&node.netns, &node.bpffs()).unwrap();
     let d = Daemon::start_with(&injector_bin(), node, &["--xdp"]).unwrap();
     let during = snapshot::node(&node.netns, &node.bpffs()).unwrap();
-    // veths: observe in, judge out; cni0: observe both ways; flannel.1: observe in, judge out.
-    assert_eq!(during.matches("Ingress:tc_observe").count(), 4, "{during}");
+    // veths: XDP judges, TC records in, judges out; cni0: observe both ways; flannel.1: observe
+    // in, judge out.
+    assert_eq!(during.matches("Ingress:tc_observe").count(), 2, "{during}");
+    assert_eq!(
+        during.matches("Ingress:tc_veth_ingress").count(),
+        2,
+        "{during}"
+    );
     assert_eq!(
         during.matches("Egress:tc_veth_egress").count(),
         2,

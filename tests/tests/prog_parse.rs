@@ -92,6 +92,7 @@ impl Loaded {
             (ctrl::ARMED, 1),
             (ctrl::HEARTBEAT_NS, monotonic_ns()),
             (ctrl::GRACE_NS, 3_600_000_000_000),
+            (ctrl::EARLY, ctrl::EARLY_TC),
         ] {
             maps.set_ctrl(w, v).unwrap();
         }

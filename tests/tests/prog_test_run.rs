@@ -73,6 +73,8 @@ fn load(json: &str) -> Bpf {
     maps.set_ctrl(ctrl::ARMED, 1).unwrap();
     maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
     maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
+    // As the daemon runs by default: drops judged at the pod veths' TC ingress.
+    maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_TC).unwrap();
     let mut b = Bpf {
         ebpf,
         maps,
@@ -767,6 +769,11 @@ fn safety_switches_turn_every_fault_off() {
 
 #[test]
 fn each_packet_is_judged_at_one_hook() {
+    // The TC ingress program's record is per CPU (early.rs): its runs and egress's on one CPU.
+    on_cpu0(each_packet_is_judged_at_one_hook_on_one_cpu);
+}
+
+fn each_packet_is_judged_at_one_hook_on_one_cpu() {
     let mut b = load(FAULTS);
     let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);
     let delayed = simple("10.42.1.2", "10.42.2.40", UDP, 1, 2);
@@ -777,10 +784,16 @@ fn each_packet_is_judged_at_one_hook() {
     assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().skipped_packets, 2);
     assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "from a local pod");
     // With XDP judging drops at the pod veths (ifindex 5 is one), egress judges them only for
-    // traffic that did not enter through one of those.
+    // traffic that did not enter through one of those (or changed on the way: the TC ingress
+    // program records what XDP let through).
     b.maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_XDP).unwrap();
     b.maps.set_early_iface(5, true).unwrap();
     assert_eq!(b.xdp(&db), XDP_DROP);
+    assert_eq!(
+        b.tc(INGRESS, &db, 0, 1).0,
+        OK,
+        "with XDP the TC ingress only records"
+    );
     assert_eq!(b.tc(VETH, &db, 5, 1).0, OK, "from a pod: XDP judged it");
     assert_eq!(b.tc(OVERLAY, &db, 5, 1).0, OK, "from a pod: XDP judged it");
     assert_eq!(
@@ -821,7 +834,6 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
   {"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}
 ]"#,
         );
-        b.maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_TC).unwrap();
         b.maps.set_early_iface(5, true).unwrap();
         let matched = |b: &Bpf, f: &str, jh| b.counters(f, jh).packets(Outcome::Matched);
         let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);

@@ -47,6 +47,8 @@ impl IntoResponse for ApiError {
 pub struct ApiState {
     pub shared: Shared,
     pub listeners: Listeners,
+    /// `--xdp`: drops are judged in XDP on the pod veths.
+    pub xdp: bool,
 }
 
 fn view(e: &Entry, maps: &crate::kernel::Maps, now: u64) -> Result<FaultView, ApiError> {
@@ -205,7 +207,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let c = s.shared.lock();
     let now = monotonic_ns();
     let not_ready = health::not_ready(&c, &s.listeners);
-    let early_judged = attach::early_judged(c.ifaces.values());
+    let early_judged = attach::early_judged(c.ifaces.values(), s.xdp);
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         bpffs: c.bpffs.clone(),

@@ -72,7 +72,7 @@ pub fn attach_all(cfg: &Config, ebpf: &mut aya::Ebpf, maps: &mut Maps) -> Result
     }
     let overlay = ifs.get(&cfg.roles.overlay).map_or(0, |s| s.ifindex);
     maps.set_ctrl(ctrl::OVERLAY_IFINDEX, u64::from(overlay))?;
-    maps.sync_early_ifaces(&attach::early_judged(ifs.values()))
+    maps.sync_early_ifaces(&attach::early_judged(ifs.values(), cfg.roles.xdp))
         .context("recording the interfaces whose ingress judges drops")?;
     Ok(Attached {
         ifaces: ifs,
@@ -83,8 +83,8 @@ pub fn attach_all(cfg: &Config, ebpf: &mut aya::Ebpf, maps: &mut Maps) -> Result
 
 /// Makes `XDP_IFACES` match the interfaces covered now (a veth that came or went can change
 /// whether the bridge counts as judged at ingress).
-fn sync_early(c: &mut Core) {
-    let judged = attach::early_judged(c.ifaces.values());
+fn sync_early(c: &mut Core, xdp: bool) {
+    let judged = attach::early_judged(c.ifaces.values(), xdp);
     if let Err(e) = c.maps.sync_early_ifaces(&judged) {
         // Egress then judges drops the ingress judged too (twice), or misses some: say so loudly.
         warn!(error = %e, "recording the interfaces whose ingress judges drops");
@@ -112,7 +112,7 @@ pub fn rescan(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config) {
 pub fn on_link(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ev: LinkEvent) {
     match ev {
         LinkEvent::New { ifindex, name } => appeared(shared, ebpf, cfg, ifindex, name),
-        LinkEvent::Del { ifindex, name } => vanished(shared, ifindex, &name),
+        LinkEvent::Del { ifindex, name } => vanished(shared, cfg, ifindex, &name),
     }
 }
 
@@ -140,11 +140,11 @@ fn appeared(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ifindex: u32, n
         warn!(error = %e, "writing the overlay ifindex");
     }
     c.ifaces.insert(name, st);
-    sync_early(&mut c);
+    sync_early(&mut c, cfg.roles.xdp);
     c.sync_fq();
 }
 
-fn vanished(shared: &Shared, ifindex: u32, name: &str) {
+fn vanished(shared: &Shared, cfg: &Config, ifindex: u32, name: &str) {
     let mut c = shared.lock();
     // Only the link we cover: a name can come back with another ifindex.
     if c.ifaces.get(name).is_none_or(|s| s.ifindex != ifindex) {
@@ -163,6 +163,6 @@ fn vanished(shared: &Shared, ifindex: u32, name: &str) {
     if let Err(e) = c.maps.set_early_iface(ifindex, false) {
         warn!(iface = %name, error = %e, "forgetting the interface judged at ingress");
     }
-    sync_early(&mut c);
+    sync_early(&mut c, cfg.roles.xdp);
     info!(iface = %name, "interface gone, forgotten");
 }

@@ -290,6 +290,7 @@ fn spawn_servers(b: Bound, shared: &Shared, cfg: &Config) -> JoinSet<()> {
     let state = ApiState {
         shared: shared.clone(),
         listeners: Listeners::default(),
+        xdp: cfg.roles.xdp,
     };
     let mut servers = JoinSet::new();
     let up = state

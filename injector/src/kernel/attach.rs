@@ -88,10 +88,11 @@ fn hooks(role: Role, xdp: bool) -> Vec<Hook> {
             Hook::Tc(programs::TC_OBSERVE, Egress),
         ],
         // The ingress judge last: a veth counts as judged at ingress (`early_judged`) once it
-        // is there, and then every hook is.
+        // is there, and then every hook is. With XDP, the TC ingress program only records the
+        // packet for egress (a packet NAT changes on the way is judged again there).
         Role::PodVeth if xdp => vec![
-            Hook::Tc(programs::TC_OBSERVE, Ingress),
             Hook::Tc(programs::TC_VETH_EGRESS, Egress),
+            Hook::Tc(programs::TC_VETH_INGRESS, Ingress),
             Hook::Xdp(programs::XDP_VETH),
         ],
         Role::PodVeth => vec![
@@ -118,9 +119,11 @@ pub struct IfaceStatus {
 impl IfaceStatus {
     /// A judge of the early stage is attached at this veth's ingress (XDP, or TC ingress; it is
     /// the last hook attached, so all the others are too).
-    pub fn judges_early(&self) -> bool {
+    pub fn judges_early(&self, xdp: bool) -> bool {
         let tc = Hook::Tc(programs::TC_VETH_INGRESS, TcAttachType::Ingress).label();
-        self.hooks.iter().any(|h| h.starts_with("xdp:") || *h == tc)
+        self.hooks
+            .iter()
+            .any(|h| if xdp { h.starts_with("xdp:") } else { *h == tc })
     }
 }
 
@@ -131,14 +134,14 @@ impl IfaceStatus {
 /// enters the host stack through the bridge after its veth judged it. That holds for the bridge
 /// only while *every* pod veth has the judge: one veth without it (its attach failed) would have
 /// its routed packets judged nowhere, so then the bridge is left out and egress judges their drops.
-pub fn early_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>) -> Vec<u32> {
+pub fn early_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: bool) -> Vec<u32> {
     let ifaces: Vec<&IfaceStatus> = ifaces.into_iter().collect();
     let veths = || ifaces.iter().filter(|s| s.role == Role::PodVeth);
     let mut out: Vec<u32> = veths()
-        .filter(|s| s.judges_early())
+        .filter(|s| s.judges_early(xdp))
         .map(|s| s.ifindex)
         .collect();
-    if veths().all(|s| s.judges_early()) {
+    if veths().all(|s| s.judges_early(xdp)) {
         out.extend(
             ifaces
                 .iter()
@@ -379,19 +382,21 @@ mod tests {
                 iface(10, Role::PodVeth, &full),
                 iface(11, Role::PodVeth, &full),
             );
-            assert_eq!(early_judged([&bridge, &overlay, &a, &b]), [10, 11, 1]);
+            assert_eq!(early_judged([&bridge, &overlay, &a, &b], xdp), [10, 11, 1]);
             // b's last attach (the ingress judge) failed: its egress hook is there, it is not.
             let mut failed = iface(11, Role::PodVeth, &full[..full.len() - 1]);
             failed.error = Some("attaching the ingress judge to b: ERANGE".into());
             assert_eq!(
-                early_judged([&bridge, &overlay, &a, &failed]),
+                early_judged([&bridge, &overlay, &a, &failed], xdp),
                 [10],
                 "a veth without the judge: the bridge is not judged early, so egress judges \
                  its drops (xdp: {xdp})"
             );
         }
-        // The observer alone judges nothing.
+        // The observer alone judges nothing; with --xdp, the TC ingress program only records.
         let observed = iface(12, Role::PodVeth, &["tc_ingress:tc_observe"]);
-        assert!(!observed.judges_early());
+        assert!(!observed.judges_early(false) && !observed.judges_early(true));
+        let recording = iface(13, Role::PodVeth, &["tc_ingress:tc_veth_ingress"]);
+        assert!(recording.judges_early(false) && !recording.judges_early(true));
     }
 }

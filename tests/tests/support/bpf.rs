@@ -73,6 +73,8 @@ impl Loaded {
         maps.set_ctrl(ctrl::ARMED, 1).unwrap();
         maps.set_ctrl(ctrl::HEARTBEAT_NS, monotonic_ns()).unwrap();
         maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
+        // As the daemon runs by default: drops judged at the pod veths' TC ingress.
+        maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_TC).unwrap();
         Loaded {
             ebpf,
             maps,
