@@ -537,12 +537,11 @@ fn through_a_vip(tag: &str, extra: &[&str]) {
     }
     let vip = |i: usize| SocketAddr::new(vips[i].0.parse().unwrap(), 80);
     let w = Duration::from_millis(500);
-    for i in 0..3 {
+    for (i, (name, _, _)) in vips.iter().enumerate() {
         assert_eq!(
             udp_echoes(&a.netns, vip(i), 5, w).unwrap(),
             5,
-            "{:?} without faults",
-            vips[i].0
+            "{name} without faults"
         );
     }
     let faults = format!(
