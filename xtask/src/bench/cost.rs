@@ -24,8 +24,10 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     let dst = SocketAddr::new(b.ip.into(), SINK);
     let d = Daemon::start(&ctx.bin, l.node(1))?;
     let _stats = BpfStats::enable()?;
-    let judge = [(b.host_veth.clone(), false)];
-    let observe = [(a.host_veth.clone(), true)];
+    // Drops are judged where the sender's packets enter (its veth's TC ingress); the egress
+    // hook at the destination veth compares the packet with what ingress recorded.
+    let judge = [(a.host_veth.clone(), true)];
+    let observe = [(b.host_veth.clone(), false)];
     // (prefixes, their length): hosts go to the hash maps, shorter prefixes to the tries.
     let sizes: &[(usize, u8)] = if ctx.quick {
         &[(0, 32), (1, 32), (10_000, 32), (10_000, 24)]
@@ -90,7 +92,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
             )
         };
         let ours = format!(
-            "{jn:.0} ns judging (tc_veth_egress) + {on:.0} ns observing (tc_observe){}",
+            "{jn:.0} ns judging (tc_veth_ingress) + {on:.0} ns at egress (tc_veth_egress){}",
             if n > 0 {
                 format!("; applied in {apply_ms:.0} ms")
             } else {
@@ -119,8 +121,8 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     sec.notes.push(format!(
         "Same-node UDP flood (64-byte datagrams, sendmmsg) from {} to a sink in {}; per size the \
          median over {} floods of {:?} of run time / run count from bpf_stats (BPF_ENABLE_STATS) \
-         for the programs attached on the path: the judge on the destination veth's egress and \
-         the observer on the source veth's ingress. Prefixes are random /32s (host maps: one \
+         for the programs attached on the path: the judge of drops on the source veth's ingress and \
+         the egress hook on the destination veth's egress. Prefixes are random /32s (host maps: one \
          hash lookup) or /24s (tries of shorter prefixes) in 10.0.0.0/8 outside the lab, over \
          min(N, 64) blackhole faults. Ratio = cost at 1 prefix / cost \
          (1.00x: no growth). bpf_stats adds its own clock reads to every run.",
