@@ -955,6 +955,48 @@ fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
     }
 }
 
+/// Enough host addresses that the batch writes and deletes are split over threads (ranges of
+/// one map written at once, `kernel::batch`): every address written matches, and after the next
+/// change (a new generation written, the old one deleted the same way) only the new set does.
+#[test]
+fn forty_thousand_hosts_written_and_cleared_by_parallel_batches_match_exactly() {
+    let set = |tag: &str, third: u32| {
+        let faults: Vec<String> = (0..4)
+            .map(|i| {
+                let hosts: Vec<String> = (0..10_000)
+                    .map(|h| format!("\"10.{}.{}.{}\"", 100 + i, third + h / 250, h % 250 + 1))
+                    .collect();
+                format!(
+                    r#"{{"name":"{tag}{i}","to":[{}],"blackhole":true,"for":"1h"}}"#,
+                    hosts.join(",")
+                )
+            })
+            .collect();
+        format!("[{}]", faults.join(","))
+    };
+    let mut b = load(&set("a", 0));
+    let hit = |b: &Bpf, dst: &str| b.veth(&simple("10.42.1.2", dst, TCP, 1, 2));
+    for dst in ["10.100.0.1", "10.101.20.125", "10.103.39.250"] {
+        assert_eq!(hit(&b, dst), SHOT, "{dst}");
+    }
+    assert_eq!(hit(&b, "10.103.40.1"), OK, "not listed");
+    // The next set: the third octet moved up by 20 (half the addresses stay, under new faults).
+    b.install(&set("b", 20));
+    for (dst, want) in [
+        ("10.100.0.1", OK),
+        ("10.101.19.250", OK),
+        ("10.101.20.1", SHOT),
+        ("10.103.59.250", SHOT),
+    ] {
+        assert_eq!(hit(&b, dst), want, "{dst}");
+    }
+    // The old generation's 40k were deleted: the map holds the new generation's only.
+    let pin = b._dir.0.join(injector_common::maps::DST_HOST_V4);
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&pin).unwrap()).unwrap();
+    let host: aya::maps::HashMap<_, [u8; 5], injector_common::RuleSet> = map.try_into().unwrap();
+    assert_eq!(host.keys().count(), 40_000);
+}
+
 /// Host addresses (/32, /128) live in a hash map in front of the trie of shorter prefixes. A
 /// host inside a shorter prefix of another fault must match both faults (its hash entry carries
 /// the covering prefix's rules); an address only the shorter prefix covers comes from the trie;

@@ -37,10 +37,21 @@ impl Entry {
         id: Option<u32>,
         at: &str,
     ) -> Result<Entry, ApiError> {
-        let mut fault = record
+        let fault = record
             .spec
             .validate(at)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Self::validated(record, fault, slot, id)
+    }
+
+    /// As [`new`](Self::new), with `fault` the record's spec validated already (by the caller,
+    /// which checked it before building the record: validating 100k prefixes twice cost ~5 ms).
+    pub(super) fn validated(
+        record: Record,
+        mut fault: Fault,
+        slot: u32,
+        id: Option<u32>,
+    ) -> Result<Entry, ApiError> {
         for c in &record.carved {
             let net = crate::parse::cidr("carved", &c.cidr)
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
@@ -370,7 +381,7 @@ impl FaultSet {
                 carved,
                 resource: None,
             };
-            new.push(Entry::new(record, 0, None, &at)?);
+            new.push(Entry::validated(record, fault, 0, None)?);
         }
         let mut names: Vec<String> = self
             .entries

@@ -2,7 +2,7 @@
 //! I/O, so every property is unit-tested. Overlapping prefixes are folded so that the kernel's
 //! longest-prefix match returns exactly the rules whose sets contain the address (or port).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, dns::Answer, flag, mask};
 
@@ -68,48 +68,88 @@ fn mask_bits(p: Prefix, width: u8, len: u8) -> u128 {
     }
 }
 
+/// Whether `outer` contains `inner` (prefixes of a `width`-bit key, no host bits set).
+fn contains(width: u8, outer: Prefix, inner: Prefix) -> bool {
+    outer.len <= inner.len && mask_bits(inner, width, outer.len) == outer.bits
+}
+
 /// Folds `(prefix, rule)` pairs, `include`d and `exclude`d: for every distinct prefix P, the
 /// rules having an included prefix that contains P and no excluded prefix that contains P. With
 /// it, the longest prefix containing an address holds exactly the rules whose sets contain the
 /// address (the longest match P lies inside every listed prefix that contains the address).
 /// An exclusion can leave an entry with an empty set: the address matches nothing.
+///
+/// One sort and one pass, no hashing: sorted by (bits, len), the prefixes come in the pre-order
+/// of their binary trie (a prefix right before the prefixes inside it), so the prefixes
+/// containing the current one are exactly the stack of those not yet left. Compiling the bench's
+/// 100k /32s (64 faults) took ~40 ms with two hash maps and a lookup per distinct length, ~4 ms
+/// this way (medians, release build).
 pub fn fold(
     width: u8,
     include: &[(Prefix, u32)],
     exclude: &[(Prefix, u32)],
 ) -> Vec<(Prefix, RuleSet)> {
-    let mut inc: HashMap<Prefix, RuleSet> = HashMap::new();
-    let mut exc: HashMap<Prefix, RuleSet> = HashMap::new();
-    for (pairs, map) in [(include, &mut inc), (exclude, &mut exc)] {
-        for &(p, r) in pairs {
-            let e = map.entry(p).or_default();
-            *e = e.with(r);
-        }
+    // The sort is most of the work: a prefix of at most 56 bits sorts as one u64 (its bits, then
+    // its length), an element of 16 bytes instead of 48.
+    if width <= 56 {
+        fold_keyed(
+            width,
+            include,
+            exclude,
+            |p| ((p.bits as u64) << 8) | u64::from(p.len),
+            |k| Prefix {
+                bits: u128::from(k >> 8),
+                len: k as u8,
+            },
+        )
+    } else {
+        fold_keyed(width, include, exclude, |p| p, |p| p)
     }
-    let lens: Vec<u8> = {
-        let mut l: Vec<u8> = inc.keys().chain(exc.keys()).map(|p| p.len).collect();
-        l.sort_unstable();
-        l.dedup();
-        l
-    };
-    let covering = |map: &HashMap<Prefix, RuleSet>, p: Prefix| {
-        let mut set = RuleSet::EMPTY;
-        for &l in lens.iter().take_while(|&&l| l <= p.len) {
-            if let Some(s) = map.get(&Prefix {
-                bits: mask_bits(p, width, l),
-                len: l,
-            }) {
-                set = set.or(*s);
+}
+
+/// [`fold`] with prefixes sorted as `key(p)`, which must order as `p` does (`prefix` undoes it).
+fn fold_keyed<K: Copy + Ord>(
+    width: u8,
+    include: &[(Prefix, u32)],
+    exclude: &[(Prefix, u32)],
+    key: impl Fn(Prefix) -> K,
+    prefix: impl Fn(K) -> Prefix,
+) -> Vec<(Prefix, RuleSet)> {
+    const EXCLUDED: u32 = 1 << 31;
+    let mut all: Vec<(K, u32)> = Vec::with_capacity(include.len() + exclude.len());
+    all.extend(include.iter().map(|&(p, r)| (key(p), r)));
+    all.extend(exclude.iter().map(|&(p, r)| (key(p), r | EXCLUDED)));
+    // Stable: the faults' lists arrive as sorted runs, which this sort merges cheaply.
+    all.sort_by_key(|e| e.0);
+    let mut out: Vec<(Prefix, RuleSet)> = Vec::with_capacity(all.len());
+    // The prefixes containing the current one: (prefix, included rules, excluded rules), each
+    // with the rules of the prefixes containing it.
+    let mut stack: Vec<(Prefix, RuleSet, RuleSet)> = Vec::new();
+    let mut i = 0;
+    while i < all.len() {
+        let k = all[i].0;
+        let (mut inc, mut exc) = (RuleSet::EMPTY, RuleSet::EMPTY);
+        while i < all.len() && all[i].0 == k {
+            let r = all[i].1;
+            if r & EXCLUDED == 0 {
+                inc = inc.with(r);
+            } else {
+                exc = exc.with(r & !EXCLUDED);
             }
+            i += 1;
         }
-        set
-    };
-    let mut keys: Vec<Prefix> = inc.keys().chain(exc.keys()).copied().collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys.into_iter()
-        .map(|p| (p, covering(&inc, p).minus(covering(&exc, p))))
-        .collect()
+        let p = prefix(k);
+        while stack.last().is_some_and(|t| !contains(width, t.0, p)) {
+            stack.pop();
+        }
+        if let Some(t) = stack.last() {
+            inc = inc.or(t.1);
+            exc = exc.or(t.2);
+        }
+        out.push((p, inc.minus(exc)));
+        stack.push((p, inc, exc));
+    }
+    out
 }
 
 /// The prefixes (of a 16-bit key) covering exactly `lo..=hi`.
@@ -438,6 +478,7 @@ mod tests {
                 }
             }
             let folded = fold(32, &inc, &exc);
+            assert_eq!(folded, fold_by_definition(32, &inc, &exc), "round {round}");
             let within = |pairs: &[(Prefix, u32)], x: u128| {
                 pairs
                     .iter()
@@ -451,6 +492,62 @@ mod tests {
             for x in probes.collect::<Vec<_>>() {
                 let want = within(&inc, x).minus(within(&exc, x));
                 assert_eq!(lpm(&folded, 32, x), want, "address {x:#x}");
+            }
+        }
+    }
+
+    /// [`fold`] as its doc says it, the slow way: per distinct prefix (in order), the rules of
+    /// the included prefixes containing it less those of the excluded ones.
+    fn fold_by_definition(
+        width: u8,
+        inc: &[(Prefix, u32)],
+        exc: &[(Prefix, u32)],
+    ) -> Vec<(Prefix, RuleSet)> {
+        let mut keys: Vec<Prefix> = inc.iter().chain(exc).map(|(p, _)| *p).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let covering = |pairs: &[(Prefix, u32)], p: Prefix| {
+            pairs
+                .iter()
+                .filter(|(q, _)| contains(width, *q, p))
+                .fold(RuleSet::EMPTY, |s, (_, r)| s.with(*r))
+        };
+        keys.into_iter()
+            .map(|p| (p, covering(inc, p).minus(covering(exc, p))))
+            .collect()
+    }
+
+    #[test]
+    fn folding_agrees_with_its_definition_at_every_width() {
+        let mut rng = Rng(0xfeed_beef);
+        for (width, top) in [(16u8, 0u128), (32, 0x0a00_0000), (128, 0xfd00u128 << 112)] {
+            for _ in 0..50 {
+                let mut pairs = [Vec::new(), Vec::new()];
+                for (side, list) in pairs.iter_mut().enumerate() {
+                    for _ in 0..(rng.next() % 40) {
+                        // Few distinct high bits, so that prefixes nest and repeat.
+                        let len = (rng.next() % (u64::from(width) + 1)) as u8;
+                        let low = u128::from(rng.next() % 8) << (width.min(24) - 3);
+                        let p = Prefix {
+                            bits: mask_bits(
+                                Prefix {
+                                    bits: top | low | u128::from(rng.next() as u8),
+                                    len: width,
+                                },
+                                width,
+                                len,
+                            ),
+                            len,
+                        };
+                        let rule = (rng.next() % 128) as u32;
+                        list.push((p, if side == 0 { rule } else { rule % 8 }));
+                    }
+                }
+                assert_eq!(
+                    fold(width, &pairs[0], &pairs[1]),
+                    fold_by_definition(width, &pairs[0], &pairs[1]),
+                    "width {width}"
+                );
             }
         }
     }

@@ -44,14 +44,14 @@ fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
 /// generation removes those keys; walking the map instead would cost ~1 ms per empty map (the
 /// kernel scans every bucket of a 256k-entry hash for the first key). `None` (at open): unknown,
 /// the map is walked once.
-struct Host<const N: usize, V: aya::Pod = RuleSet> {
+struct Host<const N: usize, V: aya::Pod + Sync = RuleSet> {
     map: aya::maps::HashMap<MapData, [u8; N], V>,
     /// The map's fd, for the batch commands aya lacks (`batch`).
     fd: OwnedFd,
     keys: [Option<Vec<[u8; N]>>; 2],
 }
 
-impl<const N: usize, V: aya::Pod> Host<N, V> {
+impl<const N: usize, V: aya::Pod + Sync> Host<N, V> {
     fn new(m: Map) -> Result<Self> {
         let fd = match &m {
             Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned()?,
