@@ -60,7 +60,71 @@ fn load(ctx: &TcContext, off: u32, dst: *mut u64, len: u32) -> bool {
     unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const c_void, off, dst as *mut c_void, len) == 0 }
 }
 
-/// Writes the packet's identity into `now`; false when it has none (see the module).
+/// Writes the packet's identity into `now` read from the linear data (plain loads: what nearly
+/// every packet takes); `None` when its headers reach past the linear data.
+#[inline(always)]
+fn identify_linear(ctx: &TcContext, now: *mut u64) -> Option<bool> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // Ethernet and an IPv4 header without options; longer headers are checked where read.
+    if data + 34 > end {
+        return None;
+    }
+    let at = |off: usize| data as *const u8 as usize + off;
+    // SAFETY: every read below is within [data, end): checked above for offsets < 34, and
+    // against `end` before the others.
+    unsafe {
+        let byte = |off: usize| core::ptr::read_unaligned(at(off) as *const u8);
+        let ethertype = u16::from_be(core::ptr::read_unaligned(at(12) as *const u16));
+        let (proto, ports) = match ethertype {
+            ETH_P_IP => {
+                let proto = byte(L3 as usize + 9);
+                let frag =
+                    u16::from_be(core::ptr::read_unaligned(at(L3 as usize + 6) as *const u16));
+                let l4 = L3 as usize + usize::from(byte(L3 as usize) & 0xf) * 4;
+                core::ptr::write_volatile(
+                    now,
+                    core::ptr::read_unaligned(at(L3 as usize + 12) as *const u64),
+                );
+                let ports = if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && frag & 0x1fff == 0
+                {
+                    if data + l4 + 4 > end {
+                        return None;
+                    }
+                    u64::from(core::ptr::read_unaligned((data + l4) as *const u32))
+                } else {
+                    0
+                };
+                (proto, ports)
+            }
+            ETH_P_IPV6 => {
+                if data + 58 > end {
+                    return None;
+                }
+                let proto = byte(L3 as usize + 6);
+                for i in 0..4 {
+                    core::ptr::write_volatile(
+                        now.add(i),
+                        core::ptr::read_unaligned(at(L3 as usize + 8 + 8 * i) as *const u64),
+                    );
+                }
+                let ports = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+                    u64::from(core::ptr::read_unaligned(at(L3 as usize + 40) as *const u32))
+                } else {
+                    0
+                };
+                (proto, ports)
+            }
+            _ => return Some(false),
+        };
+        core::ptr::write_volatile(now.add(4), (u64::from(proto) << 32) | ports);
+        core::ptr::write_volatile(now.add(5), 1);
+    }
+    Some(true)
+}
+
+/// Writes the packet's identity into `now`; false when it has none (see the module). From the
+/// linear data where the headers are there, else through `bpf_skb_load_bytes`; both write the
+/// same words.
 #[inline(always)]
 fn identify(ctx: &TcContext, now: *mut u64) -> bool {
     // SAFETY: `now` is WORDS words of map memory (`Record::now`).
@@ -69,9 +133,25 @@ fn identify(ctx: &TcContext, now: *mut u64) -> bool {
             core::ptr::write_volatile(now.add(i), 0);
         }
     }
+    if let Some(known) = identify_linear(ctx, now) {
+        return known;
+    }
+    // SAFETY: as above.
+    unsafe {
+        for i in 0..WORDS {
+            core::ptr::write_volatile(now.add(i), 0);
+        }
+    }
+    identify_loaded(ctx, now)
+}
+
+/// [`identify`] through `bpf_skb_load_bytes` (headers outside the linear data).
+#[inline(always)]
+fn identify_loaded(ctx: &TcContext, now: *mut u64) -> bool {
     let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
         return false;
     };
+
     let (proto, l4) = match ethertype {
         ETH_P_IP => {
             let (Ok(vihl), Ok(frag), Ok(proto)) = (

@@ -115,17 +115,23 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     }
     // SAFETY: reading a context field.
     let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    // Entered through a pod veth that judged its early stage at ingress already?
-    let at = ctrl_word(ctrl::EARLY);
+    // Entered through a pod veth whose ingress judged its drops, and is the packet as it was
+    // then, not changed by NAT on the way (see early.rs)? Asked only while some drop-like fault
+    // is installed: without, there is no early stage to skip.
     // SAFETY: the value is only tested for presence.
-    let early_judged =
-        iif != 0 && at != ctrl::EARLY_AT_EGRESS && unsafe { XDP_IFACES.get(iif) }.is_some();
-    // Its drops were judged there (by the TC ingress judge, or by XDP) if the packet is as it
-    // was then, not changed by NAT on the way (see early.rs). Asked only while some drop-like
-    // fault is installed: without, there is no early stage to skip.
-    let judged_early = early_judged
-        && gen_word & ctrl::GEN_EARLY_NONE == 0
+    let judged_early = gen_word & (ctrl::GEN_ANY | ctrl::GEN_EARLY_NONE) == ctrl::GEN_ANY
+        && iif != 0
+        && ctrl_word(ctrl::EARLY) != ctrl::EARLY_AT_EGRESS
+        && unsafe { XDP_IFACES.get(iif) }.is_some()
         && early::step(ctx, early::Step::Compare);
+    if judged_early && gen_word & ctrl::GEN_EGRESS_NONE != 0 {
+        // Judged at ingress, and nothing of the egress stage is installed: counted only.
+        if let Some(s) = hook_stats(hook) {
+            s.seen_packets += 1;
+            s.seen_bytes += u64::from(ctx.len());
+        }
+        return TC_ACT_OK;
+    }
     // Without the stamp the API refuses delay faults, so there are none to judge; the stages stay
     // as they are (masking delay out here too would let LLVM duplicate the judging loop).
     let stages = if judged_early {

@@ -193,6 +193,10 @@ pub fn judge<B: Bytes>(
     };
     stats.seen_packets += 1;
     stats.seen_bytes += u64::from(len);
+    if gen_word & ctrl::GEN_ANY == 0 || !installed(stages, gen_word) {
+        // No fault of these stages installed: nothing to judge, nothing to parse for.
+        return Verdict::Pass;
+    }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // Safety switches first (no parsing while they hold): one word disarms everything; a stale
@@ -201,10 +205,6 @@ pub fn judge<B: Bytes>(
         || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
     {
         stats.lapsed_packets += 1;
-        return Verdict::Pass;
-    }
-    if gen_word & ctrl::GEN_ANY == 0 || !installed(stages, gen_word) {
-        // No fault of these stages installed: nothing to parse for.
         return Verdict::Pass;
     }
     let Some(flow) = parse(pkt) else {
