@@ -24,6 +24,10 @@
 use aya_ebpf::{
     cty::c_void, helpers::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, programs::TcContext,
 };
+use network_types::eth::EthHdr;
+
+// EtherTypes as they sit in the packet, and the protocols with ports.
+use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Words of an identity: addresses (IPv4 in the first word; IPv6 in four), then protocol and
 /// ports, then a marker that the identity is valid.
@@ -39,12 +43,8 @@ pub struct Record {
 #[map]
 static EARLY_RECORD: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// Ethernet header length: the IP header of an untagged frame starts here.
-const L3: u32 = 14;
+const L3: u32 = EthHdr::LEN as u32;
 
 /// What to do with the record.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ fn identify_linear(ctx: &TcContext, now: *mut u64) -> Option<bool> {
     // against `end` before the others.
     unsafe {
         let byte = |off: usize| core::ptr::read_unaligned(at(off) as *const u8);
-        let ethertype = u16::from_be(core::ptr::read_unaligned(at(12) as *const u16));
+        let ethertype = core::ptr::read_unaligned(at(12) as *const u16);
         let (proto, ports) = match ethertype {
             ETH_P_IP => {
                 let proto = byte(L3 as usize + 9);
@@ -148,7 +148,7 @@ fn identify(ctx: &TcContext, now: *mut u64) -> bool {
 /// [`identify`] through `bpf_skb_load_bytes` (headers outside the linear data).
 #[inline(always)]
 fn identify_loaded(ctx: &TcContext, now: *mut u64) -> bool {
-    let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
+    let Ok(ethertype) = ctx.load::<u16>(12) else {
         return false;
     };
 
