@@ -25,7 +25,7 @@ pub struct FaultView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     pub spec: FaultSpec,
-    /// By judging hook (`veth_egress`, `overlay_egress`, `xdp_veth`).
+    /// By judging hook (`veth_egress`, `overlay_egress`, `veth_ingress`).
     pub counters: BTreeMap<String, FaultCounters>,
 }
 
