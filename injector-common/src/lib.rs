@@ -140,16 +140,14 @@ pub mod ctrl {
     /// Nowhere before egress: every egress hook judges every stage (a word of 0: the state of
     /// a fresh map).
     pub const EARLY_AT_EGRESS: u64 = 0;
-    /// By XDP on the sender's veth (`--xdp`): egress judges only the egress stage for packets
-    /// from such a veth. XDP runs before the host's NAT, so a packet to a Service VIP is judged
-    /// there against the VIP only.
+    /// By XDP on the sender's veth (`--xdp`). `tc_veth_ingress` there then only records the
+    /// packet for egress, as with [`EARLY_TC`].
     pub const EARLY_XDP: u64 = 1;
     /// By `tc_veth_ingress` on the sender's veth (the default). That program records, per CPU,
-    /// the packet's addresses, ports and the faults it judged; the egress hook reached by the
-    /// same packet (in the same softirq call chain: bridge forwarding or IP forwarding) skips
-    /// those faults, and judges the early stage of the others when the host's NAT changed the
-    /// packet (a Service VIP translated to a pod): each fault is judged once, on the addresses
-    /// the packet carries when it meets it.
+    /// the packet's addresses, protocol and ports; the egress hook reached by the same packet
+    /// (in the same call chain: bridge forwarding or IP forwarding) compares: unchanged, it
+    /// judges only the egress stage; changed by the host's NAT (a Service VIP translated to a
+    /// pod), every stage, on the addresses the packet carries now (injector-ebpf's early.rs).
     pub const EARLY_TC: u64 = 2;
     /// The skb->mark bit a delayed packet's clone carries between `bpf_clone_redirect` and the
     /// judging program that lets it through (`daemon --clone-mark`; 0: none). Only a label for

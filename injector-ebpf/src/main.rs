@@ -9,9 +9,8 @@
 //! TC ingress (`tc_veth_ingress`), or with `--xdp` by the XDP program there; the egress hooks then
 //! leave the faults judged there alone for packets that entered through such a veth or the bridge
 //! (the `XDP_IFACES` map, `ctrl::EARLY`), and still judge drops of everything else (from the
-//! node, from an uplink). After TC ingress, a packet the host's NAT changed on the way (a Service
-//! VIP to a pod) has the early stage of its other faults judged at egress, on its new addresses
-//! (`verdict::EarlyRecord`).
+//! node, from an uplink). A packet the host's NAT changed on the way (a Service VIP to a pod) has
+//! its drops judged again at egress, on its new addresses (early.rs).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
