@@ -15,11 +15,12 @@
 //! record is another packet's: a changed packet may then be taken as unchanged (its drops not
 //! judged again), or the reverse (judged twice).
 //!
-//! Read with `bpf_skb_load_bytes` straight into map memory, outside the judging path (its own
-//! function): that path has no stack to spare, and the verifier walks it once per stage set, as
-//! with XDP. Untagged IPv4 and IPv6 are identified (ports of TCP and UDP: the first header after
-//! the IPv6 header, an IPv4 packet that is not a later fragment); anything else has no identity
-//! and is judged at egress again.
+//! Read with plain loads from the linear data (`bpf_skb_load_bytes` where the headers lie outside
+//! it) into map memory, outside the judging path (a function of its own): that path has no stack
+//! to spare, and the verifier walks it once per stage set, as with XDP. Untagged IPv4 and IPv6
+//! are identified (ports of TCP and UDP: the first header after the IPv6 header, an IPv4 packet
+//! that is not a later fragment); anything else (a VLAN-tagged frame, say) has no identity and
+//! has its drops judged at egress again.
 
 use aya_ebpf::{
     cty::c_void, helpers::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, programs::TcContext,
