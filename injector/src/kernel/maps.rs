@@ -123,6 +123,10 @@ pub struct Maps {
     stats: PerCpuArray<MapData, HookStats>,
     specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
     xdp_ifaces: aya::maps::HashMap<MapData, u32, u32>,
+    /// What this process last made `xdp_ifaces` hold, so a sync on a link event writes only what
+    /// changed (one pod's veth), not the whole set (it runs for every pod that comes or goes).
+    /// `None` (at open, or after a failed write): unknown, the map is walked.
+    early_ifaces: Option<std::collections::BTreeSet<u32>>,
     /// DNS names -> the DNS fault slots answering for them (see `injector_common::dns`).
     dns_names: Host<16, u64>,
     /// What this process last wrote to each generation's arrays (masks, rules, faults), so an
@@ -282,6 +286,7 @@ impl Maps {
             stats: take(maps::STATS)?.try_into()?,
             specs: take(maps::SPECS)?.try_into()?,
             xdp_ifaces: take(maps::XDP_IFACES)?.try_into()?,
+            early_ifaces: None,
             dns_names: Host::new(take(maps::DNS_NAMES)?)?,
             written: [None, None],
         })
@@ -303,6 +308,13 @@ impl Maps {
     /// Records whether drops of packets entering through `ifindex` were judged at ingress there
     /// (see [`maps::XDP_IFACES`]).
     pub fn set_early_iface(&mut self, ifindex: u32, on: bool) -> Result<()> {
+        if let Some(known) = &mut self.early_ifaces {
+            if on {
+                known.insert(ifindex);
+            } else {
+                known.remove(&ifindex);
+            }
+        }
         if on {
             self.xdp_ifaces.insert(ifindex, 1, 0)?;
             return Ok(());
@@ -313,18 +325,19 @@ impl Maps {
     /// Makes [`maps::XDP_IFACES`] hold exactly `ifindexes` (at start: a previous instance may
     /// have left interfaces that are gone since).
     pub fn sync_early_ifaces(&mut self, ifindexes: &[u32]) -> Result<()> {
-        let stale: Vec<u32> = self
-            .xdp_ifaces
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !ifindexes.contains(k))
-            .collect();
-        for i in stale {
+        let want: std::collections::BTreeSet<u32> = ifindexes.iter().copied().collect();
+        let have = match self.early_ifaces.take() {
+            Some(h) => h,
+            None => self.xdp_ifaces.keys().filter_map(|k| k.ok()).collect(),
+        };
+        // Known again only once every write below went through.
+        for &i in have.difference(&want) {
             self.set_early_iface(i, false)?;
         }
-        for &i in ifindexes {
+        for &i in want.difference(&have) {
             self.set_early_iface(i, true)?;
         }
+        self.early_ifaces = Some(want);
         Ok(())
     }
 
