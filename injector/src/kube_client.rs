@@ -8,12 +8,19 @@
 //! selectors waited 42 ms longer on each node (strace of a daemon: request written at +8 ms,
 //! answer read at +50 ms; `cargo xtask bench --only cluster`). Go's net package, hence kubectl
 //! and client-go, sets `TCP_NODELAY` on every TCP connection.
+//!
+//! And to speak HTTP/2 where the server offers it (ALPN), as client-go does: kube's connector
+//! offers HTTP/1.1 only, where a watch holds its connection for as long as it runs, so every new
+//! watch (a NetworkFault with new selectors, on every node) first opened a connection and made a
+//! TLS handshake. Over HTTP/2 the lists and watches of one daemon are streams of one connection.
 
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
 use kube::{
     Client, Config,
-    client::{Body, ConfigExt as _, retry::RetryPolicy},
+    client::{Body, ConfigExt as _, RustlsTlsError, retry::RetryPolicy},
 };
+use rustls::pki_types::ServerName;
 use tower::{BoxError, ServiceBuilder, retry::RetryLayer};
 
 /// A client for `config`, as `Client::try_from(config)` makes it (its layers in its order; its
@@ -24,7 +31,7 @@ pub fn build(config: Config) -> kube::Result<Client> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = config.rustls_https_connector_with_connector(http)?;
+    let https = https_connector(&config, http)?;
     let mut timed = hyper_timeout::TimeoutConnector::new(https);
     timed.set_connect_timeout(config.connect_timeout);
     timed.set_read_timeout(config.read_timeout);
@@ -44,4 +51,21 @@ pub fn build(config: Config) -> kube::Result<Client> {
         .map_err(BoxError::from)
         .service(hyper);
     Ok(Client::new(service, config.default_namespace))
+}
+
+/// `config.rustls_https_connector_with_connector(http)` (kube's TLS settings: client identity,
+/// CA, the server name override), offering HTTP/2 before HTTP/1.1.
+fn https_connector(
+    config: &Config,
+    http: HttpConnector,
+) -> kube::Result<HttpsConnector<HttpConnector>> {
+    let mut builder = HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = ServerName::try_from(name.clone())
+            .map_err(|e| kube::Error::RustlsTls(RustlsTlsError::InvalidServerName(e)))?;
+        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    Ok(builder.enable_all_versions().wrap_connector(http))
 }

@@ -78,6 +78,16 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         bail!("the benchmarks build a lab and load BPF programs: run as root");
     }
     sh("cargo", &["build", "--release", "-p", "injector"])?;
+    // The lab helpers find the binaries next to the running executable (xtask's debug build)
+    // unless told: the benchmarks measure the release ones, also for `kubectl injector` (a
+    // fresh machine has no debug build of it).
+    for (var, bin) in [
+        ("INJECTOR_BIN", "injector"),
+        ("KUBECTL_INJECTOR_BIN", "kubectl-injector"),
+    ] {
+        // SAFETY: no other thread exists yet in this process.
+        unsafe { std::env::set_var(var, root().join("target/release").join(bin)) };
+    }
     let ctx = Ctx::new(quick);
     let command = if quick {
         "cargo xtask bench --quick"

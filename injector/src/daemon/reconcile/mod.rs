@@ -25,11 +25,14 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::watcher,
 };
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 pub use self::handover::successor;
-use self::{lease::Leader, selection::Selection, watched::Watched};
+use self::{
+    lease::Leader,
+    selection::Selection,
+    watched::{Pace, Poke, Watched},
+};
 use super::{
     carve::Protected,
     core::Shared,
@@ -90,17 +93,19 @@ pub fn spawn(shared: Shared, fixed: Vec<Protected>, cfg: KubeConfig, client: Cli
                 }
             }
         };
-        let poke = Arc::new(Notify::new());
+        let poke = Arc::new(Poke::default());
         let mut r = Reconciler {
             faults: Watched::start(
                 Api::all(client.clone()),
                 watcher::Config::default(),
                 poke.clone(),
+                Pace::Prompt,
             ),
             control: Watched::start(
                 Api::all(client.clone()),
                 watcher::Config::default().fields(&format!("metadata.name={CONTROL_NAME}")),
                 poke.clone(),
+                Pace::Prompt,
             ),
             selection: Selection::new(client.clone(), poke.clone(), slices),
             leader: Leader::new(
@@ -135,13 +140,20 @@ pub fn spawn(shared: Shared, fixed: Vec<Protected>, cfg: KubeConfig, client: Cli
                 _ = owed => {
                     r.publish(false).await;
                 }
-                _ = poke.notified() => {
-                    // Events come in bursts (a list, a pod and its slice): take them together.
-                    // 2 ms: a watch's list arrives in one response and a pod's slice within a
-                    // millisecond or two; a longer wait only delays every fault (5 ms before).
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    r.reconcile();
-                    r.publish(false).await;
+                prompt = poke.wait() => {
+                    // Selected objects come in bursts (a pod and its slice): take them together.
+                    // 2 ms: a pod's slice follows within a millisecond or two; a longer wait
+                    // only delays every fault (5 ms before). A NetworkFault, the InjectorControl
+                    // and a completed list are acted on at once.
+                    if !prompt {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    // A fault waiting for its new watches is installed on the poke of their
+                    // list: the writes to the API server (the node report, the statuses) wait
+                    // until then instead of holding that poke up by their round trips.
+                    if !r.reconcile() {
+                        r.publish(false).await;
+                    }
                 }
                 _ = tick.tick() => {
                     r.reconcile();
@@ -182,10 +194,11 @@ fn resource_key(nf: &NetworkFault) -> String {
 }
 
 impl Reconciler {
-    /// Makes the node's fault set what the resources say now.
-    fn reconcile(&mut self) {
+    /// Makes the node's fault set what the resources say now. True when something waits for
+    /// a watch's first list (the reconcile its poke brings completes it).
+    fn reconcile(&mut self) -> bool {
         if !self.faults.ready() {
-            return;
+            return true;
         }
         let nfs = self.faults.objects();
         let namespaces = self.selection.namespaces();
@@ -194,7 +207,7 @@ impl Reconciler {
         want.extend(per_fault.iter().flatten().cloned());
         self.selection.set(&want);
         if !self.selection.ready(&selection::guard_watches()) || !self.control.ready() {
-            return; // the guarded addresses are not known yet: change nothing
+            return true; // the guarded addresses are not known yet: change nothing
         }
         let objects = self.selection.objects();
         let world = objects.world();
@@ -265,6 +278,7 @@ impl Reconciler {
             }
             Err(e) => warn!(error = %e, "installing the NetworkFaults (the old set runs on)"),
         }
+        !keep.is_empty()
     }
 
     /// When the last cluster-wide abort happened, if any.

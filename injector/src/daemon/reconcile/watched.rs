@@ -13,7 +13,7 @@ use std::{
 
 use futures::StreamExt as _;
 use kube::{
-    Api, Resource,
+    Api, Resource, ResourceExt as _,
     runtime::{
         WatchStreamExt as _,
         reflector::{Store, store::Writer},
@@ -60,6 +60,43 @@ impl Backoff for Retry {
     }
 }
 
+/// How a watch's events reach the reconciler: a notification, and whether it may act at once.
+#[derive(Default)]
+pub struct Poke {
+    notify: Notify,
+    prompt: AtomicBool,
+}
+
+impl Poke {
+    /// Something changed that may come with more (a new pod, then its EndpointSlice): the
+    /// reconciler waits a moment for the rest of the burst.
+    fn event(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Something changed that has nothing more to wait for: a watch's list is complete (it came
+    /// in one response), or a NetworkFault or the InjectorControl changed (one object each).
+    fn prompt(&self) {
+        self.prompt.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a poke; true when one since the last wait was prompt.
+    pub async fn wait(&self) -> bool {
+        self.notify.notified().await;
+        self.prompt.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Which of a watch's events are prompt (see [`Poke`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Every event: single objects the reconciler acts on (NetworkFaults, the InjectorControl).
+    Prompt,
+    /// Only the end of a list: selected objects, which change in bursts.
+    Batched,
+}
+
 /// A watch and its store; the watch task ends when this is dropped.
 pub struct Watched<K: Resource + 'static>
 where
@@ -75,10 +112,11 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
 {
-    /// Watches `api` with `cfg` (label and field selectors); `poke` is notified on every event,
-    /// also errors (the watcher retries with [`Retry`]'s backoff; the store keeps what it had).
-    pub fn start(api: Api<K>, cfg: watcher::Config, poke: Arc<Notify>) -> Self {
-        Self::start_with(api, cfg, poke, K::DynamicType::default())
+    /// Watches `api` with `cfg` (label and field selectors); `poke` is poked on every event, as
+    /// `pace` says, also on errors (the watcher retries with [`Retry`]'s backoff; the store
+    /// keeps what it had).
+    pub fn start(api: Api<K>, cfg: watcher::Config, poke: Arc<Poke>, pace: Pace) -> Self {
+        Self::start_with(api, cfg, poke, pace, K::DynamicType::default())
     }
 }
 
@@ -91,26 +129,45 @@ where
     pub fn start_with(
         api: Api<K>,
         cfg: watcher::Config,
-        poke: Arc<Notify>,
+        poke: Arc<Poke>,
+        pace: Pace,
         dyntype: K::DynamicType,
     ) -> Self {
+        let what = format!(
+            "{} {} {}",
+            K::kind(&dyntype),
+            api.resource_url(),
+            cfg.label_selector.as_deref().unwrap_or("")
+        );
+        tracing::debug!(watch = %what, "watching");
         let mut writer = Writer::new(dyntype);
         let store = writer.as_reader();
         let ready = Arc::new(AtomicBool::new(false));
         let flag = ready.clone();
         let task = tokio::spawn(async move {
-            let mut events = watcher(api, cfg).backoff(Retry::backoff()).boxed();
+            let started = std::time::Instant::now();
+            // managedFields are read by nothing here and are often the larger part of an object
+            // (a pod's, written by the kubelet and controllers): not kept in the stores.
+            let mut events = watcher(api, cfg)
+                .modify(|o| o.managed_fields_mut().clear())
+                .backoff(Retry::backoff())
+                .boxed();
             while let Some(ev) = events.next().await {
                 match ev {
                     Ok(ev) => {
                         writer.apply_watcher_event(&ev);
-                        if matches!(ev, watcher::Event::InitDone) {
-                            flag.store(true, Ordering::Release);
+                        let listed = matches!(ev, watcher::Event::InitDone);
+                        if listed && !flag.swap(true, Ordering::AcqRel) {
+                            tracing::debug!(watch = %what, after = ?started.elapsed(), "listed");
+                        }
+                        if listed || pace == Pace::Prompt {
+                            poke.prompt();
+                            continue;
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "watch (retrying)"),
                 }
-                poke.notify_one();
+                poke.event();
             }
         })
         .abort_handle();
