@@ -29,7 +29,7 @@ mod verdict;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_skb_set_tstamp},
+    helpers::bpf_skb_set_tstamp,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -57,13 +57,13 @@ fn edt_stamp() -> bool {
     unsafe { core::ptr::read_volatile(&EDT_STAMP) != 0 }
 }
 
-/// EDT: the packet leaves fq no earlier than now (or its existing delivery time) + `delay_ns`.
+/// EDT: the packet leaves fq no earlier than `now` (when judging began, see `Verdict::Change`;
+/// or its existing delivery time, if later) + `delay_ns`.
 #[inline(always)]
-fn stamp(ctx: &TcContext, delay_ns: u64) {
+fn stamp(ctx: &TcContext, now: u64, delay_ns: u64) {
     let skb = ctx.skb.skb;
     // SAFETY: reading context fields and calling a helper on our own skb.
     unsafe {
-        let now = bpf_ktime_get_ns();
         // Build on an existing stamp only if it is a delivery time; a receive timestamp is wall-clock.
         let base = if u32::from((*skb).tstamp_type) == TSTAMP_DELIVERY_MONO && (*skb).tstamp > now {
             (*skb).tstamp
@@ -78,7 +78,7 @@ fn stamp(ctx: &TcContext, delay_ns: u64) {
 /// then a copy of the corrupted packet), the EDT stamp (the duplicate inherits it), the
 /// duplicate, and, for a delayed packet, the hand-over to fq.
 #[inline(always)]
-fn deliver_changed(ctx: &TcContext, s: &Stash, edt: bool) -> i32 {
+fn deliver_changed(ctx: &TcContext, s: &Stash, since_ns: u64, edt: bool) -> i32 {
     let ch = &s.change;
     if ch.corrupt && !corrupt::flip(ctx, &s.at) {
         return TC_ACT_SHOT;
@@ -86,7 +86,7 @@ fn deliver_changed(ctx: &TcContext, s: &Stash, edt: bool) -> i32 {
     // Without the stamp the API refuses delay faults: nothing is delayed.
     let delayed = edt && ch.delay_ns > 0;
     if delayed {
-        stamp(ctx, ch.delay_ns);
+        stamp(ctx, since_ns, ch.delay_ns);
     }
     if ch.duplicate {
         clone::send(ctx);
@@ -147,8 +147,8 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
             Some(s) => reject::answer(ctx, &s.at, reply),
             None => TC_ACT_SHOT,
         },
-        Verdict::Change => match stashed() {
-            Some(s) => deliver_changed(ctx, &s, edt),
+        Verdict::Change(since_ns) => match stashed() {
+            Some(s) => deliver_changed(ctx, &s, since_ns, edt),
             None => TC_ACT_OK,
         },
     }
@@ -226,7 +226,7 @@ pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
     ) {
         Verdict::Drop => TC_ACT_SHOT,
         // The early stage only drops.
-        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change => TC_ACT_OK,
+        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change(_) => TC_ACT_OK,
     }
 }
 
@@ -254,7 +254,7 @@ pub fn xdp_veth(ctx: XdpContext) -> u32 {
     ) {
         Verdict::Drop => xdp_action::XDP_DROP,
         // XDP judges only the early stage; the rest cannot reach it.
-        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change => {
+        Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change(_) => {
             xdp_action::XDP_PASS
         }
     }

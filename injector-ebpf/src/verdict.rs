@@ -33,8 +33,12 @@ pub enum Verdict {
     Drop,
     /// Turn the packet into this reply to its sender (reject); its layout is `stashed()`.
     Reject(Reply),
-    /// Deliver it, changed as `stashed()` says.
-    Change,
+    /// Deliver it, changed as `stashed()` says; with when judging began (the clock read that
+    /// deadlines and rates are judged against), which a delay counts from: the packet reached
+    /// the hook then, as netem's delay counts from its enqueue. (A clock read after the judging
+    /// counted its work, ~2 us per delayed packet under TCG, into the delay.) Carried here, not
+    /// in `Stash`: a larger stash copy takes 6.1's two-frame stack over 512 bytes.
+    Change(u64),
     /// A DNS answer: deliver it rewritten to the error its fault's flags say
     /// (`dns::answer_with`).
     DnsError(u32),
@@ -372,7 +376,7 @@ pub fn judge<B: Bytes>(
     // SAFETY: this CPU's slot (see STASH).
     let ch = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*stash).change)) };
     if ch.delay_ns != 0 || ch.duplicate || ch.corrupt {
-        Verdict::Change
+        Verdict::Change(now)
     } else {
         Verdict::Pass
     }
