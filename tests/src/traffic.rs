@@ -182,9 +182,20 @@ pub fn http_get(netns: &str, addr: SocketAddr, path: &str, accept: &str) -> Resu
 
 pub use injector_common::monotonic_ns;
 
+/// When [`one_way`]'s probes are sent.
+#[derive(Clone, Copy, Debug)]
+pub enum Schedule {
+    /// Every 1/pps.
+    Even,
+    /// At random times, pps on average (exponential gaps: Poisson arrivals, from this seed).
+    /// Probes then sample the path at every phase: with an even schedule and a delay of a whole
+    /// number of periods, every held probe comes due exactly while a later one is being sent.
+    Poisson(u64),
+}
+
 /// One-way latencies: `count` UDP probes at `pps` from `from_ns` to `dst` (a receiver bound in
 /// `to_ns`), each carrying its send time, sent round-robin from `ports` source ports (distinct
-/// flows for fq). Returns each probe's latency in ns, `None` when it never arrived.
+/// flows for fq), on `schedule`. Returns each probe's latency in ns, `None` when it never arrived.
 pub fn one_way(
     from_ns: &str,
     to_ns: &str,
@@ -192,6 +203,7 @@ pub fn one_way(
     count: u32,
     pps: u32,
     ports: u16,
+    schedule: Schedule,
 ) -> Result<Vec<Option<u64>>> {
     let rx = in_netns(to_ns, move || Ok(UdpSocket::bind(("0.0.0.0", dst.port()))?))?;
     rx.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -227,10 +239,23 @@ pub fn one_way(
         let socks = (0..ports)
             .map(|_| UdpSocket::bind(("0.0.0.0", 0)))
             .collect::<std::io::Result<Vec<_>>>()?;
-        let period = Duration::from_nanos(1_000_000_000 / u64::from(pps));
+        let period_ns = 1e9 / f64::from(pps);
+        let mut rng = match schedule {
+            Schedule::Even => None,
+            Schedule::Poisson(seed) => Some(crate::rng::Rng::new(seed)),
+        };
         let start = Instant::now();
+        let mut at_ns = 0.0f64;
         for seq in 0..count {
-            let due = start + period * seq;
+            let due = start + Duration::from_nanos(at_ns as u64);
+            at_ns += match &mut rng {
+                None => period_ns,
+                Some(r) => {
+                    // Inverse transform: -ln(U) with U uniform in (0, 1].
+                    let u = ((r.u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+                    -u.ln() * period_ns
+                }
+            };
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);

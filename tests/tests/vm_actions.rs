@@ -17,7 +17,7 @@ use injector_tests::{
     dns, injector_bin,
     lab::{self, Lab},
     require_root, stats,
-    traffic::{in_netns, one_way},
+    traffic::{Schedule, in_netns, one_way},
 };
 
 #[test]
@@ -128,6 +128,7 @@ fn a_reorder_share_arrives_at_once_and_overtakes_the_delayed() {
         n,
         pps,
         1,
+        Schedule::Even,
     )
     .unwrap();
     assert!(lat.iter().all(Option::is_some), "none lost");

@@ -11,7 +11,7 @@ use injector_tests::{
     lab::{self, Lab, Pod},
     perf::{self, median},
     require_root,
-    traffic::one_way,
+    traffic::{Schedule, one_way},
 };
 
 /// Round-trip times (ms) of `count` pings, 20 ms apart.
@@ -356,7 +356,8 @@ fn icount_a_50ms_delay_adds_50ms_precisely_once_and_only_where_asked() {
     let d2 = Daemon::start(&injector_bin(), l.node(2)).unwrap();
     let (a, b, c, e) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1), l.pod(2, 2));
     let at = |p: &Pod| std::net::SocketAddr::new(p.ip.into(), 9000);
-    let probe = |to: &Pod, n| one_way(&a.netns, &to.netns, at(to), n, 1000, 1).unwrap();
+    let probe =
+        |to: &Pod, n| one_way(&a.netns, &to.netns, at(to), n, 1000, 1, Schedule::Even).unwrap();
     let other_before = errors_us(&probe(e, 500), 0, "other pair, before");
     faults_on_both(
         [&d1, &d2],
@@ -408,6 +409,7 @@ fn icount_jitter_follows_the_configured_uniform_distribution() {
         n,
         1000,
         500,
+        Schedule::Even,
     )
     .unwrap();
     let mut x: Vec<f64> = v

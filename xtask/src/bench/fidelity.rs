@@ -11,7 +11,7 @@ use injector_tests::{
     daemon::Daemon,
     lab::{self, Lab},
     perf::{self, percentile},
-    traffic::one_way,
+    traffic::{Schedule, one_way},
 };
 
 use super::{
@@ -116,12 +116,19 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
         }
         cmd::run("tc", &args).map(drop)
     };
-    for pps in [1000u32, 10_000] {
+    let schedules = [
+        (Schedule::Even, ""),
+        (Schedule::Poisson(0x5eed), ", sent at random times"),
+    ];
+    for (pps, (schedule, how)) in [1000u32, 10_000]
+        .into_iter()
+        .flat_map(|p| schedules.map(|s| (p, s)))
+    {
         let count = (f64::from(pps) * secs) as u32;
         // Probes go on for 100 ms after the measured ones (see the note on the tail).
         let tail = pps / 10;
         let probe = || -> Result<Vec<Option<u64>>> {
-            let mut v = one_way(&a.netns, &b.netns, dst, count + tail, pps, 16)?;
+            let mut v = one_way(&a.netns, &b.netns, dst, count + tail, pps, 16, schedule)?;
             v.truncate(count as usize);
             Ok(v)
         };
@@ -137,7 +144,7 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
         let ok = ours.lost == 0 && ours.early == 0;
         sec.rows.push(
             Row::new(
-                format!("{pps} pkt/s, same node, {count} probes over 16 flows"),
+                format!("{pps} pkt/s{how}, same node, {count} probes over 16 flows"),
                 show(&ours),
                 show(&theirs),
             )
@@ -145,7 +152,7 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
             .goal("none lost or early", ok),
         );
         sec.notes.push(format!(
-            "At {pps} pkt/s the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
+            "At {pps} pkt/s{how} the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
             base.p50, base.p99
         ));
     }
@@ -176,7 +183,11 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
     sec.notes.push(format!(
         "QEMU TCG with -icount shift=0,sleep=off: the guest's clock is its instruction count, the \
          same for both sides and unaffected by the host's load. Probes are UDP datagrams \
-         carrying their send time, {secs} s per rate, paced by the sender; netem runs as the \
+         carrying their send time, {secs} s per rate, paced by the sender: every 1/rate, or at \
+         random times (exponential gaps, the rate on average), which sample every phase: with \
+         even sends and 50 ms a whole number of periods, every held probe comes due while the \
+         guest's one CPU sends a later one, and waits for that send to reach the qdisc (longer \
+         through injector's judging, stamp and clone than to netem's enqueue). netem runs as the \
          root qdisc of the same device the fault is judged at (the destination veth; flannel.1 \
          across nodes), limit 100000. The sender goes on for 100 ms past the measured probes: \
          when it stops, the idle one-CPU guest releases each held packet ~100 us late, for \
