@@ -15,7 +15,12 @@
 //! TLS handshake. Over HTTP/2 the lists and watches of one daemon are streams of one connection.
 
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
+use std::time::Duration;
+
+use hyper_util::{
+    client::legacy::connect::HttpConnector,
+    rt::{TokioExecutor, TokioTimer},
+};
 use kube::{
     Client, Config,
     client::{Body, ConfigExt as _, RustlsTlsError, retry::RetryPolicy},
@@ -38,7 +43,15 @@ pub fn build(config: Config) -> kube::Result<Client> {
     timed.set_write_timeout(config.write_timeout);
     timed.set_reset_reader_on_write(config.reset_reader_on_write);
     let hyper: hyper_util::client::legacy::Client<_, Body> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(timed);
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            // Every watch rides one HTTP/2 connection: one that died silently (a NAT or load
+            // balancer that forgot it) would stall them all, the abort's too, until the read
+            // timeout. A ping after 30 s without a frame from the server, given up after 15 s,
+            // as client-go's ReadIdleTimeout and PingTimeout; the watches then retry anew.
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(15))
+            .build(timed);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(
