@@ -150,7 +150,8 @@ pub fn spawn(shared: Shared, fixed: Vec<Protected>, cfg: KubeConfig, client: Cli
                     }
                     // A fault waiting for its new watches is installed on the poke of their
                     // list: the writes to the API server (the node report, the statuses) wait
-                    // until then instead of holding that poke up by their round trips.
+                    // until then instead of holding that poke up by their round trips (or for
+                    // the next tick, if the list never comes: a watch the RBAC refuses).
                     if !r.reconcile() {
                         r.publish(false).await;
                     }

@@ -69,9 +69,9 @@ impl Objects {
 /// watched already is installed from the local stores within milliseconds of its event; one with
 /// new selectors waits for their list first (one round trip on the daemon's HTTP/2 connection,
 /// from the watch cache: 4-18 ms on the lab's loaded API server, logged at debug as "listed").
-/// The next fault on the same pods is the common case: a
-/// ramp's next step, an experiment run again, a fault deleted and made anew. Bounded: one watch
-/// per selector used in the last [`LINGER`].
+/// The next fault on the same pods is the common case: a ramp's next step, an experiment run
+/// again, a fault deleted and made anew. Bounded: one watch per selector used in the last
+/// [`LINGER`].
 pub const LINGER: Duration = Duration::from_secs(600);
 
 /// Whether a watch stays: wanted now, or unwanted for less than [`LINGER`] (`unused_since` is
@@ -171,10 +171,11 @@ impl Selection {
     fn start(&self, w: &Watch) -> Sel {
         // Lists from the API server's watch cache (resourceVersion=0), as client-go's informers
         // list pods and EndpointSlices for kube-proxy and the CNIs: a consistent list reads
-        // etcd and took 8-15 ms of a NetworkFault's apply with new selectors on the lab's API
-        // server; the watch that follows brings any later change. A relist after an outage may
-        // briefly hold an older view, as theirs does. The NetworkFault and InjectorControl
-        // watches keep consistent lists: a deleted fault or an abort must never come back.
+        // etcd (1.26 ms a list against 0.40 ms from the cache, server-side, on the lab's API
+        // server, by its request metrics); the watch that follows brings any later change. A
+        // relist after an outage may briefly hold an older view, as theirs does. The
+        // NetworkFault and InjectorControl watches keep consistent lists: a deleted fault or an
+        // abort must never come back.
         let mut cfg = watcher::Config::default().any_semantic();
         if let Some(l) = &w.labels {
             cfg = cfg.labels(l);
