@@ -199,6 +199,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_poke_is_prompt_when_any_poke_since_the_last_wait_was() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let p = Poke::default();
+        rt.block_on(async {
+            p.event();
+            assert!(!p.wait().await, "an event alone waits for its burst");
+            p.prompt();
+            assert!(p.wait().await);
+            // Taken together: one wake-up, prompt because one of them was.
+            p.event();
+            p.prompt();
+            p.event();
+            assert!(p.wait().await);
+            p.event();
+            assert!(!p.wait().await, "the prompt was taken by the last wait");
+        });
+    }
+
+    #[test]
     fn retries_double_to_four_seconds_jittered_and_start_over_on_reset() {
         let mut r = Retry { next: Retry::FIRST };
         let waits: Vec<Duration> = (0..8).map(|_| r.next().unwrap()).collect();
