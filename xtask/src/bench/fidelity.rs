@@ -152,7 +152,7 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
             .goal("none lost or early", ok),
         );
         sec.notes.push(format!(
-            "At {pps} pkt/s{how} the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
+            "At {pps} pkt/s{how}, the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
             base.p50, base.p99
         ));
     }
