@@ -14,9 +14,9 @@
 //! watch (a NetworkFault with new selectors, on every node) first opened a connection and made a
 //! TLS handshake. Over HTTP/2 the lists and watches of one daemon are streams of one connection.
 
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use std::time::Duration;
 
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::connect::HttpConnector,
     rt::{TokioExecutor, TokioTimer},
