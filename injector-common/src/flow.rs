@@ -26,26 +26,30 @@ fn words(a: &[u8; 16]) -> (u64, u64) {
     )
 }
 
-#[inline(always)]
-fn less(a: &Endpoint, b: &Endpoint) -> bool {
-    let (a0, a1) = words(&a.addr);
-    let (b0, b1) = words(&b.addr);
-    (a0, a1, a.port) < (b0, b1, b.port)
-}
-
 /// Symmetric, seeded hash of (endpoint, endpoint, protocol), reduced to parts per million.
 #[inline(always)]
 pub fn ppm(a: &Endpoint, b: &Endpoint, proto: u8, seed: u32) -> u32 {
-    let (lo, hi) = if less(a, b) { (a, b) } else { (b, a) };
-    let (l0, l1) = words(&lo.addr);
-    let (h0, h1) = words(&hi.addr);
+    ppm_of((&a.addr, a.port), (&b.addr, b.port), proto, seed)
+}
+
+/// [`ppm`] of endpoints given as (address, port), so the programs hash a packet's fields where
+/// they are, without copying them into endpoints on their stack (which has no room for them).
+#[inline(always)]
+pub fn ppm_of(a: (&[u8; 16], u16), b: (&[u8; 16], u16), proto: u8, seed: u32) -> u32 {
+    let (a0, a1) = words(a.0);
+    let (b0, b1) = words(b.0);
+    let ((l0, l1, lport), (h0, h1, hport)) = if (a0, a1, a.1) < (b0, b1, b.1) {
+        ((a0, a1, a.1), (b0, b1, b.1))
+    } else {
+        ((b0, b1, b.1), (a0, a1, a.1))
+    };
     let mut h = mix(0x5851_F42D_4C95_7F2D ^ u64::from(seed), l0);
     h = mix(h, l1);
     h = mix(h, h0);
     h = mix(h, h1);
     h = mix(
         h,
-        (u64::from(lo.port) << 32) | (u64::from(hi.port) << 16) | u64::from(proto),
+        (u64::from(lport) << 32) | (u64::from(hport) << 16) | u64::from(proto),
     );
     h ^= h >> 32;
     (((h & 0xFFFF_FFFF) * 1_000_000) >> 32) as u32

@@ -4,14 +4,16 @@
 //! Classification: four lookups (source address, destination address, source port, destination
 //! port) map a prefix to the [`RuleSet`] of rules whose sets contain it (the userspace compiler
 //! folds overlapping prefixes, so the longest match is exact). Addresses: host prefixes (/32,
-//! /128) in hash maps, shorter ones in LPM tries; ports in LPM tries. A packet's candidate rules are
-//! the intersection of the four lookups with the protocol's mask. Every classification map is keyed by a
-//! generation byte: userspace fills the inactive generation, then flips [`ctrl::GEN`] in one write.
+//! /128) in sorted arrays ([`hosts`]), shorter ones in LPM tries; ports in LPM tries. A packet's
+//! candidate rules are the intersection of the four lookups with the protocol's mask. Every
+//! classification map has two generations (a key byte, or a half of an array): userspace fills
+//! the inactive generation, then flips [`ctrl::GEN`] in one write.
 #![no_std]
 
 pub mod action;
 pub mod dns;
 pub mod flow;
+pub mod hosts;
 
 pub use action::{Action, Count, FaultCounters, Outcome, stage};
 
@@ -42,13 +44,18 @@ pub mod maps {
     /// Userspace only: slot -> the daemon's record of the fault (length-prefixed JSON), so a
     /// restarted daemon adopts the faults it finds pinned. No program reads it.
     pub const SPECS: &str = "SPECS";
-    /// Hash `[gen, address]` -> rule set, for full-length (host) prefixes: one hash lookup
-    /// whatever their number. Such an entry's set already holds every shorter prefix covering
-    /// it, so a hit is the answer; on a miss the trie (shorter prefixes only) is asked.
+    /// Array of full-length (host) prefixes, per generation sorted and searched by halving
+    /// (see [`hosts`](crate::hosts)): [`hosts::V4`](crate::hosts::V4) or
+    /// [`hosts::V6`](crate::hosts::V6) entries. Such an entry's set already holds every shorter
+    /// prefix covering it, so a hit is the answer; on a miss the trie (shorter prefixes only) is
+    /// asked.
     pub const SRC_HOST_V4: &str = "SRC_HOST_V4";
     pub const DST_HOST_V4: &str = "DST_HOST_V4";
     pub const SRC_HOST_V6: &str = "SRC_HOST_V6";
     pub const DST_HOST_V6: &str = "DST_HOST_V6";
+    /// Array `gen * hosts::SETS_PER_GEN + i` -> [`RuleSet`](crate::RuleSet): the distinct
+    /// rule sets the host maps' entries name by index.
+    pub const HOST_SETS: &str = "HOST_SETS";
     /// Hash ifindex -> 1: where packets enter after their sender's veth judged the early stage
     /// (drops) at ingress: the pod veths with the ingress judge (TC, or XDP with `--xdp`), and
     /// the bridge (routed pod traffic enters the host stack there) while every pod veth has it.
@@ -60,7 +67,7 @@ pub mod maps {
     /// question name) -> u64 set of the DNS fault slots that answer for it.
     pub const DNS_NAMES: &str = "DNS_NAMES";
     /// Every map, in pin order.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         SRC_V4,
         DST_V4,
         SRC_V6,
@@ -69,6 +76,7 @@ pub mod maps {
         DST_HOST_V4,
         SRC_HOST_V6,
         DST_HOST_V6,
+        HOST_SETS,
         SPORT,
         DPORT,
         MASKS,
@@ -193,7 +201,7 @@ pub mod mask {
 
 /// A set of rules, one bit each (`rule r` is bit `r % 64` of word `r / 64`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleSet(pub [u64; 2]);
 
 impl RuleSet {
@@ -631,6 +639,9 @@ mod user {
     unsafe impl aya::Pod for super::HookStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RateState {}
+    // SAFETY: as above (`V6`'s padding is an explicit field).
+    unsafe impl aya::Pod for super::hosts::V4 {}
+    unsafe impl aya::Pod for super::hosts::V6 {}
 }
 
 #[cfg(test)]

@@ -1,42 +1,137 @@
 //! Classification: the rules a packet matches, from four lookups (destination, source, source
 //! port, destination port) intersected with the protocol's mask, stopping at the first empty set.
-//! An address is looked up in a hash of host addresses (/32, /128) first, then, on a miss and only
-//! when the generation has any, in an LPM trie of shorter prefixes. Constant cost in the number of
-//! faults and host prefixes (the tries are logarithmic in their size, the sets are two words).
+//! An address is looked up among the host addresses (/32, /128: a sorted array searched by
+//! halving) first, then, on a miss and only when the generation has any, in an LPM trie of
+//! shorter prefixes. Constant cost in the number of faults; logarithmic in the number of
+//! prefixes (17 reads for the hosts; the sets are two words).
 
-use aya_ebpf::maps::{HashMap, LpmTrie, lpm_trie::Key};
-use injector_common::{RuleSet, ctrl, mask};
+use aya_ebpf::maps::lpm_trie::Key;
+use injector_common::{RuleSet, ctrl, hosts, mask};
 
 use crate::{
     maps::{
-        DPORT, DST_HOST_V4, DST_HOST_V6, DST_V4, DST_V6, MASKS, SPORT, SRC_HOST_V4, SRC_HOST_V6,
-        SRC_V4, SRC_V6,
+        DPORT, DST_HOST_V4, DST_HOST_V6, DST_V4, DST_V6, HOST_SEARCH, HOST_SETS, HostMap, MASKS,
+        SPORT, SRC_HOST_V4, SRC_HOST_V6, SRC_V4, SRC_V6,
     },
     parse::{Flow, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-/// The rule set of an address in the active generation: the host map first (full-length
-/// prefixes), then, only if `gen_word` has `trie_bit` (the trie holds shorter prefixes), the trie.
+/// A search's position, in this CPU's `HOST_SEARCH` (see `hosts::Position`).
+struct Slot(*mut u32);
+
+impl hosts::Position for Slot {
+    #[inline(always)]
+    fn get(&self) -> u32 {
+        // SAFETY: this CPU's slot of a per-CPU map, valid for the program's run; volatile so
+        // the compiler keeps the value in memory, where the verifier does not track it.
+        unsafe { core::ptr::read_volatile(self.0) }
+    }
+    #[inline(always)]
+    fn set(&self, lo: u32) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(self.0, lo) }
+    }
+}
+
+/// The index in `HOST_SETS` of host address `key`'s rule set in generation `g` of `host` (a
+/// sorted array, see `injector_common::hosts`): `hosts::STEPS` reads. A generation is one map
+/// value, so one lookup gives the whole of it and the search's reads are loads at a masked
+/// index, not helper calls.
 #[inline(always)]
-fn addr_set<const N: usize>(
-    host: &HashMap<[u8; N], RuleSet>,
-    trie: &LpmTrie<[u8; N], RuleSet>,
-    gen_word: u64,
-    trie_bit: u64,
-    a: &[u8; 16],
-) -> Option<RuleSet> {
-    let mut k = [0u8; N];
-    k[0] = (gen_word & 1) as u8;
-    k[1..].copy_from_slice(&a[..N - 1]);
-    // SAFETY: the value is copied out at once; entries are replaced, never written in place.
-    if let Some(s) = unsafe { host.get(k) } {
-        return Some(*s);
+fn host_index<E: hosts::Entry>(host: &HostMap<E>, g: u32, key: E::Key) -> Option<u32> {
+    let seg = host.get_ptr(g)?;
+    // SAFETY: a map value of SEGMENT entries, alive for the program's run; the index is masked
+    // into it (SEGMENT is a power of two), which is also what the verifier checks.
+    let at = |i: u32| unsafe { (*seg)[(i & (hosts::SEGMENT - 1)) as usize] };
+    let n = at(0).set();
+    if n == 0 {
+        return None;
     }
-    if gen_word & trie_bit != 0 {
-        trie.get(Key::new(8 * N as u32, k)).copied()
+    let s = HOST_SEARCH.get_ptr_mut(0)?;
+    // SAFETY: a field of this CPU's slot.
+    let pos = Slot(unsafe { core::ptr::addr_of_mut!((*s).pos) });
+    let e = at(1 + hosts::search(n, key, |i| Some(at(1 + i).key()), &pos)?);
+    (e.key() == key).then_some(e.set())
+}
+
+/// What [`injector_host`] returns for an address that is not a host of the generation.
+const NO_SET: u32 = u32::MAX;
+/// [`injector_host`]'s `which`: the destination's host map (else the source's).
+const DST: u32 = 1;
+/// [`injector_host`]'s `which`: an IPv6 address (else IPv4).
+const V6: u32 = 2;
+
+/// The index in `HOST_SETS` of the rule set of the address in this CPU's `HOST_SEARCH` (the
+/// caller puts it there) among the hosts of generation `g` of the host map `which` names
+/// ([`DST`], [`V6`]); [`NO_SET`] when it is not one of them.
+///
+/// A global function (exported: BTF linkage global), on purpose. The verifier checks a global
+/// function once, on its own, with its arguments unknown scalars, and a call to it is one
+/// instruction returning an unknown scalar. A static function (or inlined code) is walked again
+/// for every state that reaches it: the judging programs reach classification in hundreds of
+/// states, and 6.1's verifier went past a million instructions that way. Its frame is its own
+/// too, and the address comes through the map, not as arguments: the judging frame has no room
+/// for the search's state or the address's halves (each byte of it counts against 512 with
+/// `early::step`'s frame after it). Scalar arguments only, which 5.10 also takes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn injector_host(which: u32, g: u32) -> u32 {
+    let Some(s) = HOST_SEARCH.get_ptr(0) else {
+        return NO_SET;
+    };
+    // SAFETY: this CPU's slot, written by the caller just before the call; read in place (a
+    // copy would take 16 bytes of this frame).
+    let a = unsafe { &(*s).addr };
+    let g = g & 1;
+    let found = match (which & V6 != 0, which & DST != 0) {
+        (false, false) => host_index(&SRC_HOST_V4, g, hosts::v4_key(a)),
+        (false, true) => host_index(&DST_HOST_V4, g, hosts::v4_key(a)),
+        (true, false) => host_index(&SRC_HOST_V6, g, hosts::v6_key(a)),
+        (true, true) => host_index(&DST_HOST_V6, g, hosts::v6_key(a)),
+    };
+    found.unwrap_or(NO_SET)
+}
+
+/// The rule set of address `a` in the active generation: the host arrays first (full-length
+/// prefixes), then, only if `gen_word` has the direction's `trie_bit` (the trie holds shorter
+/// prefixes), the trie.
+#[inline(always)]
+fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<RuleSet> {
+    let g = (gen_word & 1) as u32;
+    let a = if dst { &flow.dst } else { &flow.src };
+    let s = HOST_SEARCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; the search reads it back.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).addr), *a) };
+    let which = if dst { DST } else { 0 } | if flow.v6 { V6 } else { 0 };
+    let i = injector_host(which, g);
+    if i != NO_SET {
+        return HOST_SETS.get(g * hosts::SETS_PER_GEN + i).copied();
+    }
+    let trie_bit = match (flow.v6, dst) {
+        (false, false) => ctrl::GEN_TRIE_SRC_V4,
+        (false, true) => ctrl::GEN_TRIE_DST_V4,
+        (true, false) => ctrl::GEN_TRIE_SRC_V6,
+        (true, true) => ctrl::GEN_TRIE_DST_V6,
+    };
+    if gen_word & trie_bit == 0 {
+        return None;
+    }
+    if flow.v6 {
+        let trie = if dst { &DST_V6 } else { &SRC_V6 };
+        trie.get(trie_key::<17>(g, a)).copied()
     } else {
-        None
+        let trie = if dst { &DST_V4 } else { &SRC_V4 };
+        trie.get(trie_key::<5>(g, a)).copied()
     }
+}
+
+/// A full-length trie key: `[generation, the address's N - 1 bytes]`.
+#[inline(always)]
+fn trie_key<const N: usize>(g: u32, a: &[u8; 16]) -> Key<[u8; N]> {
+    let mut k = [0u8; N];
+    k[0] = g as u8;
+    k[1..].copy_from_slice(&a[..N - 1]);
+    Key::new(8 * N as u32, k)
 }
 
 #[inline(always)]
@@ -59,44 +154,10 @@ fn mask_of(g: u8, m: u32) -> RuleSet {
 pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
     let g = (gen_word & 1) as u8;
     // Destination first: faults name their targets, so most packets stop after one lookup.
-    let dst = if flow.v6 {
-        addr_set(
-            &DST_HOST_V6,
-            &DST_V6,
-            gen_word,
-            ctrl::GEN_TRIE_DST_V6,
-            &flow.dst,
-        )
-    } else {
-        addr_set(
-            &DST_HOST_V4,
-            &DST_V4,
-            gen_word,
-            ctrl::GEN_TRIE_DST_V4,
-            &flow.dst,
-        )
-    };
-    let Some(dst) = dst.filter(|d| !d.is_empty()) else {
+    let Some(dst) = addr_set(flow, true, gen_word).filter(|d| !d.is_empty()) else {
         return RuleSet::EMPTY;
     };
-    let src = if flow.v6 {
-        addr_set(
-            &SRC_HOST_V6,
-            &SRC_V6,
-            gen_word,
-            ctrl::GEN_TRIE_SRC_V6,
-            &flow.src,
-        )
-    } else {
-        addr_set(
-            &SRC_HOST_V4,
-            &SRC_V4,
-            gen_word,
-            ctrl::GEN_TRIE_SRC_V4,
-            &flow.src,
-        )
-    };
-    let Some(src) = src else {
+    let Some(src) = addr_set(flow, false, gen_word) else {
         return RuleSet::EMPTY;
     };
     let mut set = src.and(dst);

@@ -3,13 +3,13 @@
 //! described in injector-common.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES,
-    MAX_XDP_IFACES, Rule, RuleSet, SPEC_KEYS, SPEC_RECORD, ctrl, mask,
+    MAX_XDP_IFACES, Rule, RuleSet, SPEC_KEYS, SPEC_RECORD, ctrl, hosts, mask,
 };
 
 #[map(name = "SRC_V4")]
@@ -20,18 +20,31 @@ pub static DST_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 pub static SRC_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V6")]
 pub static DST_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
+/// A host map: one value per generation, `hosts::SEGMENT` entries (the header, then the hosts).
+pub type HostMap<E> = Array<[E; hosts::SEGMENT as usize]>;
+
+// Host prefixes: sorted per generation (one value each), written by the daemon through a mapping
+// (see injector_common::hosts for why not a hash).
 #[map(name = "SRC_HOST_V4")]
-pub static SRC_HOST_V4: HashMap<[u8; 5], RuleSet> =
-    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+pub static SRC_HOST_V4: HostMap<hosts::V4> = Array::pinned(2, BPF_F_MMAPABLE);
 #[map(name = "DST_HOST_V4")]
-pub static DST_HOST_V4: HashMap<[u8; 5], RuleSet> =
-    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+pub static DST_HOST_V4: HostMap<hosts::V4> = Array::pinned(2, BPF_F_MMAPABLE);
 #[map(name = "SRC_HOST_V6")]
-pub static SRC_HOST_V6: HashMap<[u8; 17], RuleSet> =
-    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+pub static SRC_HOST_V6: HostMap<hosts::V6> = Array::pinned(2, BPF_F_MMAPABLE);
 #[map(name = "DST_HOST_V6")]
-pub static DST_HOST_V6: HashMap<[u8; 17], RuleSet> =
-    HashMap::pinned(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+pub static DST_HOST_V6: HostMap<hosts::V6> = Array::pinned(2, BPF_F_MMAPABLE);
+/// A host search's scratch: the address searched and the position in the search (see
+/// classify.rs).
+pub struct HostSearch {
+    pub addr: [u8; 16],
+    pub pos: u32,
+}
+
+/// This CPU's host search; not pinned.
+#[map]
+pub static HOST_SEARCH: PerCpuArray<HostSearch> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "HOST_SETS")]
+pub static HOST_SETS: Array<RuleSet> = Array::pinned(2 * hosts::SETS_PER_GEN, BPF_F_MMAPABLE);
 #[map(name = "XDP_IFACES")]
 pub static XDP_IFACES: HashMap<u32, u32> = HashMap::pinned(MAX_XDP_IFACES, BPF_F_NO_PREALLOC);
 #[map(name = "SPORT")]

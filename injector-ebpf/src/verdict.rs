@@ -9,11 +9,7 @@ use aya_ebpf::{
 };
 use injector_common::{
     Action, FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS,
-    MAX_MATCHES_PER_PACKET, MAX_RULES, Outcome, Reply, ctrl,
-    dns::Answer,
-    flag,
-    flow::{self, Endpoint},
-    stage,
+    MAX_MATCHES_PER_PACKET, MAX_RULES, Outcome, Reply, ctrl, dns::Answer, flag, flow, stage,
 };
 
 use network_types::eth::EthHdr;
@@ -155,15 +151,7 @@ pub fn rand() -> u32 {
 
 #[inline(always)]
 fn flow_ppm(f: &Flow, seed: u32) -> u32 {
-    let a = Endpoint {
-        addr: f.src,
-        port: f.sport,
-    };
-    let b = Endpoint {
-        addr: f.dst,
-        port: f.dport,
-    };
-    flow::ppm(&a, &b, f.proto, seed)
+    flow::ppm_of((&f.src, f.sport), (&f.dst, f.dport), f.proto, seed)
 }
 
 /// A delay fault's delay for one packet: uniform in [delay - jitter, delay + jitter]; 64 random

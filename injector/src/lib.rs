@@ -14,6 +14,7 @@ pub mod kube_client;
 pub mod kubectl;
 pub mod local;
 pub mod net;
+pub mod par;
 pub mod parse;
 pub mod secret;
 

@@ -137,8 +137,9 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
 /// Parses `ADDR` (a host: /32 or /128) or `ADDR/LEN`. `field` names the flag or key, for errors.
 pub fn cidr(field: &'static str, value: &str) -> Result<Cidr, ParseError> {
     let v = value.trim();
-    let (a, l) = match v.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
+    // A byte search, not `split_once('/')`: its char searcher was 5% of applying 100k hosts.
+    let (a, l) = match v.bytes().position(|b| b == b'/') {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
         None => (v, None),
     };
     let addr: IpAddr = a.parse().map_err(|_| ParseError::BadCidr {

@@ -225,12 +225,15 @@ impl FaultSet {
         let op = op.name();
         // Everything that can be refused, before anything is written.
         let img = image(&next)?;
-        let mut fresh = Vec::new();
-        for (name, e) in next.iter().filter(|(_, e)| e.id.is_none()) {
-            let bytes = records::encode(&e.record)
-                .map_err(|m| ApiError::BadRequest(format!("{name}: {m}")))?;
-            fresh.push((name.clone(), bytes));
-        }
+        let todo: Vec<(&String, &Entry)> = next.iter().filter(|(_, e)| e.id.is_none()).collect();
+        let large = FaultSpec::large(todo.iter().map(|(_, e)| &e.record.spec));
+        let fresh = crate::par::map(&todo, large, |_, (name, e)| {
+            records::encode(&e.record)
+                .map(|bytes| ((*name).clone(), bytes))
+                .map_err(|m| ApiError::BadRequest(format!("{name}: {m}")))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
         let mut written: Vec<u32> = Vec::new();
         let undo = |maps: &mut Maps, written: &[u32], e: anyhow::Error| {
             for id in written {

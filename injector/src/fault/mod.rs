@@ -4,6 +4,7 @@
 pub mod action;
 pub mod compile;
 pub mod dns;
+pub mod hosts;
 pub mod loss;
 pub mod pulse;
 pub mod rate;

@@ -514,13 +514,41 @@ fn nonempty_dport<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
     nonempty(d, "dport")
 }
 
+/// Requests at least this large are split into their faults and parsed on every CPU.
+const PARALLEL_FROM: usize = 256 * 1024;
+
+/// A JSON list of faults. A large one (100k prefixes is ~2 MB) is cut into its elements first
+/// (a scan that allocates no string) and the faults parsed in parallel. A small one is parsed in
+/// place: no thread is woken for the common one-fault request.
+fn parse_array(text: &str) -> serde_json::Result<Vec<FaultSpec>> {
+    if text.len() < PARALLEL_FROM {
+        return serde_json::from_str(text);
+    }
+    let parts: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)?;
+    crate::par::map(&parts, true, |_, p| serde_json::from_str(p.get()))
+        .into_iter()
+        .collect()
+}
+
+impl FaultSpec {
+    /// Whether `specs` name CIDRs enough (4096) that validating, carving and storing them is
+    /// worth spreading over every CPU ([`crate::par::map`]).
+    pub fn large<'a>(specs: impl IntoIterator<Item = &'a FaultSpec>) -> bool {
+        specs
+            .into_iter()
+            .map(|s| s.from.len() + s.to.len() + s.from_except.len() + s.to_except.len())
+            .sum::<usize>()
+            >= 4096
+    }
+}
+
 /// Reads faults from JSON: a list, `{"faults": [...]}`, or one fault. Errors name `faults[i]`.
 pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, String> {
     // A list straight into the specs: a 100k-prefix request no longer builds a `Value` of 100k
     // strings first and moves them over (medians 4.5 ms -> 3.1 ms). Anything it refuses goes the
     // way below, which accepts the same and words the errors (`faults[i]: ...`).
     if text.trim_start().starts_with('[')
-        && let Ok(list) = serde_json::from_str::<Vec<FaultSpec>>(text)
+        && let Ok(list) = parse_array(text)
     {
         return Ok(list);
     }
@@ -582,6 +610,38 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .contains("unknown field `colour`")
         );
+    }
+
+    /// A list past `PARALLEL_FROM` (parsed per fault on rayon's pool) reads as a small one does,
+    /// in order, and its errors are worded the same way.
+    #[test]
+    fn a_large_list_is_read_in_order_and_words_its_errors() {
+        let to: Vec<String> = (0..4000u32)
+            .map(|i| format!("\"10.{}.{}.{}\"", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let faults: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"f{i}","to":[{}],"blackhole":true,"for":"1m"}}"#,
+                    to.join(",")
+                )
+            })
+            .collect();
+        let text = format!("[{}]", faults.join(","));
+        assert!(text.len() >= PARALLEL_FROM);
+        let list = parse_list(&text).unwrap();
+        let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            list.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            names
+        );
+        assert!(
+            list.iter()
+                .all(|s| s.to.len() == 4000 && s.to[4] == "10.0.0.4")
+        );
+        let bad = text.replacen(r#""name":"f7""#, r#""name":"f7","colour":"red""#, 1);
+        let e = parse_list(&bad).unwrap_err();
+        assert!(e.starts_with("faults[7]: ") && e.contains("colour"), "{e}");
     }
 
     /// A valid fault to edit into bad ones (also action.rs's tests).

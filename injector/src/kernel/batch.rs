@@ -3,23 +3,17 @@
 //! Ours because aya 0.14 has no batch operations (its `sys` layer is private); the attribute is
 //! the `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
 //!
+//! Used for the DNS names (`maps::DNS_NAMES`). The host addresses, which it served before, are
+//! sorted arrays written through a mapping now (`hosts`): batched, 100k hash inserts still took
+//! ~80 ms of kernel work (~0.8-1 us per `BPF_F_NO_PREALLOC` element, split over up to 4 threads).
+//!
 //! Where a batch fails (a kernel without the commands, a map type without them, an entry the
-//! kernel refuses) the caller writes the rest entry by entry, as before.
+//! kernel refuses) the caller writes the rest entry by entry.
 //!
-//! Measured (100k host prefixes over 64 faults into one generation, then the old generation
-//! cleared, on the 2-core machine with a CI run and a soak beside it): writing 176-228 ms entry
-//! by entry, 108-116 ms batched; clearing 135-191 ms and 104-135 ms. What remains is the
-//! kernel's own work per element (the host maps are `BPF_F_NO_PREALLOC`: preallocated at 256k
-//! entries they would lock 23 MB (IPv4) and 27 MB (IPv6) each, 101 MB for the four on every
-//! node, charged to the daemon's memory cgroup, against 4.2 MB each of buckets now; the kernel's
-//! memlock figures on 6.18).
-//!
-//! That work is CPU-bound and the buckets have their own locks, so a large batch is split into
-//! contiguous ranges written at once by up to 4 threads. Measured on 6.18 (a C loop of batch
-//! calls into one 256k-entry `NO_PREALLOC` hash, 100k 5-byte keys, the second core idle):
-//! 72-83 ms to insert and 72-79 ms to delete on one thread, 40-49 ms and 41-50 ms on two; with
-//! the other core busy (another build), two threads gain little or nothing: 63-83 ms, 78-80 on one.
-//! (Preallocated, one thread: 34-46 ms and 26-40 ms.)
+//! A large batch is split into contiguous ranges written at once by up to 4 threads: the work
+//! per element is CPU-bound and the buckets have their own locks. Measured on 6.18 (a C loop of
+//! batch calls into one 256k-entry `NO_PREALLOC` hash, 100k 5-byte keys, the second core idle):
+//! 72-83 ms to insert and 72-79 ms to delete on one thread, 40-49 ms and 41-50 ms on two.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -88,6 +82,11 @@ fn batch_serial<K, V>(
 /// insert, its allocation, the user copies), so large batches are split over up to
 /// [`MAX_THREADS`] CPUs writing the same map (its buckets have their own locks).
 fn threads(n: usize) -> usize {
+    // Asked only when a split is possible: `available_parallelism` reads the cgroup's CPU quota
+    // (~20 syscalls, three times per one-fault change before this: an eighth of its work).
+    if n < 2 * PER_THREAD {
+        return 1;
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     (n / PER_THREAD).clamp(1, cpus.min(MAX_THREADS))
 }

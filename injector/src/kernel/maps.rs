@@ -17,10 +17,13 @@ use aya::{
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_RULES, Rule, RuleSet,
-    SPEC_RECORD, ctrl, maps, mask, stage,
+    SPEC_RECORD, ctrl, hosts, maps, mask, stage,
 };
 
-use super::batch;
+use super::{
+    batch,
+    hosts::{HostTable, Mapped},
+};
 use crate::fault::compile::{Image, Prefix};
 
 pub use injector_common::monotonic_ns;
@@ -40,24 +43,24 @@ fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
     }
 }
 
-/// A host-address hash map, and the keys this process put into each generation. Clearing a
-/// generation removes those keys; walking the map instead would cost ~1 ms per empty map (the
-/// kernel scans every bucket of a 256k-entry hash for the first key). `None` (at open): unknown,
-/// the map is walked once.
-struct Host<const N: usize, V: aya::Pod + Sync = RuleSet> {
+/// A hash map keyed by generation first (the DNS names), and the keys this process put into each
+/// generation. Clearing a generation removes those keys; walking the map instead would cost
+/// ~1 ms per empty map (the kernel scans every bucket of a large hash for the first key). `None`
+/// (at open): unknown, the map is walked once.
+struct Hashed<const N: usize, V: aya::Pod + Sync> {
     map: aya::maps::HashMap<MapData, [u8; N], V>,
     /// The map's fd, for the batch commands aya lacks (`batch`).
     fd: OwnedFd,
     keys: [Option<Vec<[u8; N]>>; 2],
 }
 
-impl<const N: usize, V: aya::Pod + Sync> Host<N, V> {
+impl<const N: usize, V: aya::Pod + Sync> Hashed<N, V> {
     fn new(m: Map) -> Result<Self> {
         let fd = match &m {
             Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned()?,
-            _ => return Err(anyhow!("a host map must be a hash map")),
+            _ => return Err(anyhow!("expected a hash map")),
         };
-        Ok(Host {
+        Ok(Hashed {
             map: m.try_into()?,
             fd,
             keys: [None, None],
@@ -109,10 +112,11 @@ pub struct Maps {
     dst_v4: Tracked<5>,
     src_v6: Tracked<17>,
     dst_v6: Tracked<17>,
-    src_host_v4: Host<5>,
-    dst_host_v4: Host<5>,
-    src_host_v6: Host<17>,
-    dst_host_v6: Host<17>,
+    src_host_v4: HostTable<hosts::V4>,
+    dst_host_v4: HostTable<hosts::V4>,
+    src_host_v6: HostTable<hosts::V6>,
+    dst_host_v6: HostTable<hosts::V6>,
+    host_sets: Mapped<RuleSet>,
     sport: Tracked<3>,
     dport: Tracked<3>,
     masks: Array<MapData, RuleSet>,
@@ -128,7 +132,7 @@ pub struct Maps {
     /// `None` (at open, or after a failed write): unknown, the map is walked.
     early_ifaces: Option<std::collections::BTreeSet<u32>>,
     /// DNS names -> the DNS fault slots answering for them (see `injector_common::dns`).
-    dns_names: Host<16, u64>,
+    dns_names: Hashed<16, u64>,
     /// What this process last wrote to each generation's arrays (masks, rules, faults), so an
     /// install writes only the entries that differ: a one-fault change is a handful of syscalls,
     /// not ~200. `None` (at open, or after a failed write): unknown, every entry is written.
@@ -243,24 +247,22 @@ impl<const N: usize> Tracked<N> {
     }
 }
 
-/// Address prefixes: full-length ones into the host map, shorter ones into the trie. Returns
-/// whether the trie got any (the programs skip it otherwise).
-fn fill_addrs<const N: usize>(
+/// Address prefixes: the host table's entries (the full-length prefixes, compiled) into the
+/// host map, the shorter prefixes into the trie. Returns whether the trie got any (the programs
+/// skip it otherwise).
+fn fill_addrs<const N: usize, E: hosts::Entry + aya::Pod>(
     t: &mut Tracked<N>,
-    h: &mut Host<N>,
+    h: &mut HostTable<E>,
     g: u8,
     entries: &[(Prefix, RuleSet)],
+    host_entries: &[E],
 ) -> Result<bool> {
-    let (hosts, shorter): (Vec<_>, Vec<_>) = entries
+    let shorter: Vec<_> = entries
         .iter()
+        .filter(|(p, _)| usize::from(p.len) < 8 * (N - 1))
         .cloned()
-        .partition(|(p, _)| usize::from(p.len) == 8 * (N - 1));
-    let hosts: Vec<([u8; N], RuleSet)> = hosts
-        .iter()
-        .map(|(p, s)| (key::<N>(g, p).data(), *s))
         .collect();
-    h.insert_all(g, &hosts)
-        .with_context(|| format!("inserting {} host addresses", hosts.len()))?;
+    h.fill(g, host_entries);
     t.fill(g, &shorter)?;
     Ok(!shorter.is_empty())
 }
@@ -272,10 +274,11 @@ impl Maps {
             dst_v4: Tracked::new(take(maps::DST_V4)?)?,
             src_v6: Tracked::new(take(maps::SRC_V6)?)?,
             dst_v6: Tracked::new(take(maps::DST_V6)?)?,
-            src_host_v4: Host::new(take(maps::SRC_HOST_V4)?)?,
-            dst_host_v4: Host::new(take(maps::DST_HOST_V4)?)?,
-            src_host_v6: Host::new(take(maps::SRC_HOST_V6)?)?,
-            dst_host_v6: Host::new(take(maps::DST_HOST_V6)?)?,
+            src_host_v4: HostTable::new(take(maps::SRC_HOST_V4)?, maps::SRC_HOST_V4)?,
+            dst_host_v4: HostTable::new(take(maps::DST_HOST_V4)?, maps::DST_HOST_V4)?,
+            src_host_v6: HostTable::new(take(maps::SRC_HOST_V6)?, maps::SRC_HOST_V6)?,
+            dst_host_v6: HostTable::new(take(maps::DST_HOST_V6)?, maps::DST_HOST_V6)?,
+            host_sets: Mapped::new(take(maps::HOST_SETS)?, maps::HOST_SETS)?,
             sport: Tracked::new(take(maps::SPORT)?)?,
             dport: Tracked::new(take(maps::DPORT)?)?,
             masks: take(maps::MASKS)?.try_into()?,
@@ -287,7 +290,7 @@ impl Maps {
             specs: take(maps::SPECS)?.try_into()?,
             xdp_ifaces: take(maps::XDP_IFACES)?.try_into()?,
             early_ifaces: None,
-            dns_names: Host::new(take(maps::DNS_NAMES)?)?,
+            dns_names: Hashed::new(take(maps::DNS_NAMES)?)?,
             written: [None, None],
         })
     }
@@ -357,10 +360,6 @@ impl Maps {
                 rules: vec![Rule::default(); MAX_RULES as usize],
                 faults: vec![FaultCfg::default(); MAX_FAULTS as usize],
             });
-            self.src_host_v4.keys[g] = Some(Vec::new());
-            self.dst_host_v4.keys[g] = Some(Vec::new());
-            self.src_host_v6.keys[g] = Some(Vec::new());
-            self.dst_host_v6.keys[g] = Some(Vec::new());
             self.dns_names.keys[g] = Some(Vec::new());
         }
     }
@@ -412,21 +411,49 @@ impl Maps {
         let g = 1 - self.active_gen()?;
         self.clear_gen(g)?;
         let mut trie_bits = 0;
+        let h = &img.hosts;
+        // The sets before the entries that name them (compile bounded their number).
+        self.host_sets
+            .write(u32::from(g) * hosts::SETS_PER_GEN, &h.sets);
         for (filled, bit) in [
             (
-                fill_addrs(&mut self.src_v4, &mut self.src_host_v4, g, &img.src_v4)?,
+                fill_addrs(
+                    &mut self.src_v4,
+                    &mut self.src_host_v4,
+                    g,
+                    &img.src_v4,
+                    &h.src_v4,
+                )?,
                 ctrl::GEN_TRIE_SRC_V4,
             ),
             (
-                fill_addrs(&mut self.dst_v4, &mut self.dst_host_v4, g, &img.dst_v4)?,
+                fill_addrs(
+                    &mut self.dst_v4,
+                    &mut self.dst_host_v4,
+                    g,
+                    &img.dst_v4,
+                    &h.dst_v4,
+                )?,
                 ctrl::GEN_TRIE_DST_V4,
             ),
             (
-                fill_addrs(&mut self.src_v6, &mut self.src_host_v6, g, &img.src_v6)?,
+                fill_addrs(
+                    &mut self.src_v6,
+                    &mut self.src_host_v6,
+                    g,
+                    &img.src_v6,
+                    &h.src_v6,
+                )?,
                 ctrl::GEN_TRIE_SRC_V6,
             ),
             (
-                fill_addrs(&mut self.dst_v6, &mut self.dst_host_v6, g, &img.dst_v6)?,
+                fill_addrs(
+                    &mut self.dst_v6,
+                    &mut self.dst_host_v6,
+                    g,
+                    &img.dst_v6,
+                    &h.dst_v6,
+                )?,
                 ctrl::GEN_TRIE_DST_V6,
             ),
         ] {
@@ -504,6 +531,10 @@ impl Maps {
 
     /// The flip: one word, the commit point of a change.
     pub fn flip(&mut self, p: Prepared) -> Result<()> {
+        // The host arrays were written through a mapping, by plain stores: make them visible
+        // before the word that tells the programs to read them (a no-op on x86; a barrier on
+        // arm64). The programs' reads depend on the word they read (the generation indexes them).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.set_ctrl(ctrl::GEN, p.word)
     }
 
@@ -518,10 +549,10 @@ impl Maps {
         self.dst_v4.clear(g)?;
         self.src_v6.clear(g)?;
         self.dst_v6.clear(g)?;
-        self.src_host_v4.clear(g)?;
-        self.dst_host_v4.clear(g)?;
-        self.src_host_v6.clear(g)?;
-        self.dst_host_v6.clear(g)?;
+        self.src_host_v4.clear(g);
+        self.dst_host_v4.clear(g);
+        self.src_host_v6.clear(g);
+        self.dst_host_v6.clear(g);
         self.sport.clear(g)?;
         self.dport.clear(g)?;
         self.dns_names.clear(g)

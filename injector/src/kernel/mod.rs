@@ -1,11 +1,12 @@
-//! The kernel side: the maps the programs read and write (`maps`), attaching programs to
-//! interfaces by role (`attach`), the qdiscs delay needs (`qdisc`), and what this kernel offers
-//! (`features`), and which
-//! build of the programs it gets (`programs`).
+//! The kernel side: the maps the programs read and write (`maps`; the host arrays written
+//! through a mapping, `hosts`; batched hash writes, `batch`), attaching programs to interfaces
+//! by role (`attach`), the qdiscs delay needs (`qdisc`), what this kernel offers (`features`)
+//! and which build of the programs it gets (`programs`).
 
 pub mod attach;
 pub mod batch;
 pub mod features;
+pub mod hosts;
 pub mod maps;
 pub mod pins;
 pub mod programs;

@@ -28,7 +28,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     // hook at the destination veth compares the packet with what ingress recorded.
     let judge = [(a.host_veth.clone(), true)];
     let observe = [(b.host_veth.clone(), false)];
-    // (prefixes, their length): hosts go to the hash maps, shorter prefixes to the tries.
+    // (prefixes, their length): hosts go to the sorted host arrays, shorter prefixes to the tries.
     let sizes: &[(usize, u8)] = if ctx.quick {
         &[(0, 32), (1, 32), (10_000, 32), (10_000, 24)]
     } else {
@@ -49,12 +49,23 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     let mut at_one = None;
     for &(n, len) in sizes {
         faults::call_ok(&d.socket, "DELETE", "/v1/faults", "")?;
-        let mut apply_ms = f64::NAN;
+        // Applied: one sample for small sets; the median of 5 (after a DELETE each) for large
+        // ones, whose single samples spread by +-5 ms here, with the first reported beside it.
+        let (mut apply_ms, mut first_ms) = (f64::NAN, f64::NAN);
         if n > 0 {
             let set = faults::non_matching(n, len, "cost");
-            let t = Instant::now();
-            faults::call_ok(&d.socket, "POST", "/v1/faults", &set)?;
-            apply_ms = t.elapsed().as_secs_f64() * 1e3;
+            let reps = if n >= 10_000 { 5 } else { 1 };
+            let mut ms = Vec::new();
+            for i in 0..reps {
+                if i > 0 {
+                    faults::call_ok(&d.socket, "DELETE", "/v1/faults", "")?;
+                }
+                let t = Instant::now();
+                faults::call_ok(&d.socket, "POST", "/v1/faults", &set)?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            first_ms = ms[0];
+            apply_ms = median(&ms);
         }
         let (mut j, mut o) = (Vec::new(), Vec::new());
         for _ in 0..ctx.rounds {
@@ -102,7 +113,9 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         };
         let ours = format!(
             "{jn:.0} ns judging (tc_veth_ingress) + {on:.0} ns at egress (tc_veth_egress){}{}",
-            if n > 0 {
+            if n >= 10_000 {
+                format!("; applied in {apply_ms:.0} ms (median of 5; the first {first_ms:.0} ms)")
+            } else if n > 0 {
                 format!("; applied in {apply_ms:.0} ms")
             } else {
                 String::new()
@@ -125,6 +138,11 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
                 row.goal = "<= 250 ns, growth <= 1.5x from 1".into();
                 row.met = Some(jn <= 250.0 && jn / one <= 1.5);
             }
+            if n == 100_000 && len == 32 {
+                // Issue 17's goal for applying a large set: 100k host prefixes in 30 ms.
+                row.goal = "<= 250 ns, applied <= 30 ms".into();
+                row.met = Some(jn <= 250.0 && apply_ms <= 30.0);
+            }
         }
         sec.rows.push(row);
     }
@@ -134,10 +152,11 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         "Same-node UDP flood (64-byte datagrams, sendmmsg) from {} to a sink in {}; per size the \
          median over {} floods of {:?} of run time / run count from bpf_stats (BPF_ENABLE_STATS) \
          for the programs attached on the path: the judge of drops on the source veth's ingress and \
-         the egress hook on the destination veth's egress. Prefixes are random /32s (host maps: one \
-         hash lookup) or /24s (tries of shorter prefixes) in 10.0.0.0/8 outside the lab, over \
-         min(N, 64) blackhole faults. Applied: the wall time of the POST /v1/faults carrying them, \
-         after a DELETE /v1/faults; one fault replaced (10k and more): a POST replacing one of \
+         the egress hook on the destination veth's egress. Prefixes are random /32s (sorted host \
+         arrays: a search of 17 loads) or /24s (tries of shorter prefixes) in 10.0.0.0/8 \
+         outside the lab, over min(N, 64) blackhole faults. Applied: the wall time of the POST \
+         /v1/faults carrying them, after a DELETE /v1/faults (10k and more: the median of 5 such \
+         pairs, and the first); one fault replaced (10k and more): a POST replacing one of \
          them with a one-address fault afterwards (the whole set rewritten into the other \
          generation, the old one cleared). Ratio = cost at 1 prefix / cost \
          (1.00x: no growth). bpf_stats adds its own clock reads to every run.",
