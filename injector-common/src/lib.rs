@@ -588,7 +588,8 @@ pub struct HookStats {
     pub seen_bytes: u64,
     /// Packets the parser did not understand (passed untouched).
     pub unparsed_packets: u64,
-    /// Packets not judged: faults disarmed or the daemon's heartbeat too old.
+    /// Packets some fault's selectors matched that were not judged: faults disarmed or the
+    /// daemon's heartbeat too old (the clock is read only for packets that match).
     pub lapsed_packets: u64,
     /// Packets skipped because they were judged on another hook or node.
     pub skipped_packets: u64,

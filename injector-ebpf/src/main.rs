@@ -35,6 +35,7 @@ use aya_ebpf::{
 };
 use injector_common::{Hook, JudgeHook, ctrl, dns as dns_rcode, stage};
 use maps::XDP_IFACES;
+use parse::LinearTc;
 use verdict::{Stash, Verdict, ctrl_word, hook_stats, judge, stashed};
 
 /// `BPF_SKB_TSTAMP_DELIVERY_MONO` (renamed `BPF_SKB_CLOCK_MONOTONIC` in 6.11, same value).
@@ -223,7 +224,7 @@ pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     }
     match judge(
-        &ctx,
+        &LinearTc(&ctx),
         ctx.len(),
         Hook::VethIngress,
         JudgeHook::VethIngress,

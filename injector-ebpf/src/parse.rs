@@ -53,6 +53,12 @@ struct ExtHdr {
 /// Bytes of a packet, read at an offset. Reads past the end fail instead of faulting.
 pub trait Bytes {
     fn read<T: Copy>(&self, off: usize) -> Option<T>;
+    /// [`Bytes::read`] of a header the parser walks, on the path of every packet;
+    /// [`LinearTc`] reads these from the linear data where it can.
+    #[inline(always)]
+    fn header<T: Copy>(&self, off: usize) -> Option<T> {
+        self.read(off)
+    }
     /// The segments the packet becomes on the wire (a GSO packet: several); 1 by default.
     #[inline(always)]
     fn gso_segs(&self) -> u32 {
@@ -98,6 +104,50 @@ impl Bytes for TcContext {
             )
         };
         (r == 0).then_some(n)
+    }
+}
+
+/// A TC packet whose parsed headers are read from the linear data directly where they lie there,
+/// as a packet's headers nearly always do, through the helper otherwise. bpf_skb_load_bytes is a
+/// call and a memcpy per header, four per IPv4 packet: in a BPF_PROG_TEST_RUN under perf here,
+/// ~60 of the ~180 ns that judging a packet that matches no fault took (the calls' return thunks
+/// included). Only the early stage's judge (`tc_veth_ingress`) reads so: in the two egress
+/// judges the extra branches per header took 6.1's verifier past its million instructions
+/// (753k -> over 1M for tc_vxlan_egress; 6.18: 214k -> 247k).
+pub struct LinearTc<'a>(pub &'a TcContext);
+
+impl Bytes for LinearTc<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        self.0.read(off)
+    }
+
+    #[inline(always)]
+    fn header<T: Copy>(&self, off: usize) -> Option<T> {
+        let (start, end) = (self.0.data(), self.0.data_end());
+        // At least two bytes checked: for one, LLVM turns `p + 1 <= end` into `p < end`, from
+        // which the verifier learns no range (a one-byte read at the linear data's last byte
+        // takes the helper). The offset bound lets the verifier prove the access.
+        let need = if core::mem::size_of::<T>() < 2 {
+            2
+        } else {
+            core::mem::size_of::<T>()
+        };
+        if off <= 512 && start + off + need <= end {
+            // SAFETY: within the linear data, checked just above; an unaligned read.
+            return Some(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
+        }
+        self.0.read(off)
+    }
+
+    #[inline(always)]
+    fn gso_segs(&self) -> u32 {
+        self.0.gso_segs()
+    }
+
+    #[inline(always)]
+    fn read_into<const N: usize>(&self, off: usize, buf: &mut [u8; N]) -> Option<usize> {
+        self.0.read_into(off, buf)
     }
 }
 
@@ -169,11 +219,11 @@ fn l4<B: Bytes>(pkt: &B, flow: &mut Flow, off: usize, first_fragment: bool) -> O
     flow.l4_off = off as u16;
     let (sport, dport) = match flow.proto {
         IPPROTO_TCP => {
-            let h = pkt.read::<TcpHdr>(off)?;
+            let h = pkt.header::<TcpHdr>(off)?;
             (u16::from_be_bytes(h.source), u16::from_be_bytes(h.dest))
         }
         IPPROTO_UDP => {
-            let h = pkt.read::<UdpHdr>(off)?;
+            let h = pkt.header::<UdpHdr>(off)?;
             (h.src_port(), h.dst_port())
         }
         _ => return Some(()),
@@ -186,13 +236,13 @@ fn l4<B: Bytes>(pkt: &B, flow: &mut Flow, off: usize, first_fragment: bool) -> O
 
 #[inline(always)]
 fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
-    let h = pkt.read::<Ipv4Hdr>(off)?;
+    let h = pkt.header::<Ipv4Hdr>(off)?;
     let ihl = usize::from(h.ihl());
     // Version 4 and a header of at least 20 bytes, all of it present.
     if h.version() != 4 || ihl < Ipv4Hdr::LEN {
         return None;
     }
-    pkt.read::<u8>(off + ihl - 1)?;
+    pkt.header::<u8>(off + ihl - 1)?;
     let mut flow = Flow {
         v6: false,
         src: [0; 16],
@@ -220,7 +270,7 @@ fn is_ext_header(proto: u8) -> bool {
 
 #[inline(always)]
 fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
-    let h = pkt.read::<Ipv6Hdr>(off)?;
+    let h = pkt.header::<Ipv6Hdr>(off)?;
     if h.version() != 6 {
         return None;
     }
@@ -241,7 +291,7 @@ fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
         if !is_ext_header(flow.proto) {
             break;
         }
-        let e = pkt.read::<ExtHdr>(off)?;
+        let e = pkt.header::<ExtHdr>(off)?;
         let len = usize::from(e.hdr_ext_len);
         let this = flow.proto;
         flow.proto = e.next_hdr;
@@ -270,12 +320,12 @@ fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
 /// Parses an Ethernet frame; `None` for anything that is not IPv4/IPv6 or is malformed.
 #[inline(always)]
 pub fn parse<B: Bytes>(pkt: &B) -> Option<Flow> {
-    let mut proto = pkt.read::<EthHdr>(0)?.ether_type;
+    let mut proto = pkt.header::<EthHdr>(0)?.ether_type;
     let mut off = EthHdr::LEN;
     // 802.1ad outer tag, then 802.1Q inner tag (either type in either place).
     for _ in 0..2 {
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            proto = pkt.read::<VlanHdr>(off)?.ether_type;
+            proto = pkt.header::<VlanHdr>(off)?.ether_type;
             off += VlanHdr::LEN;
         }
     }

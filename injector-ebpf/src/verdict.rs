@@ -189,16 +189,6 @@ pub fn judge<B: Bytes>(
         // No fault of these stages installed: nothing to judge, nothing to parse for.
         return Verdict::Pass;
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Safety switches first (no parsing while they hold): one word disarms everything; a stale
-    // daemon heartbeat lapses every fault.
-    if ctrl_word(ctrl::ARMED) != 1
-        || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
-    {
-        stats.lapsed_packets += 1;
-        return Verdict::Pass;
-    }
     let Some(flow) = parse(pkt) else {
         stats.unparsed_packets += 1;
         return Verdict::Pass;
@@ -206,6 +196,18 @@ pub fn judge<B: Bytes>(
     let g = (gen_word & 1) as u8;
     let mut set = candidates(&flow, gen_word);
     if set.is_empty() {
+        return Verdict::Pass;
+    }
+    // The clock and the safety switches only for a packet some fault's selectors match: most
+    // packets match none, and the clock read was the largest single cost of passing one (~25 ns
+    // of ~180 in a test run here). One word disarms everything; a stale daemon heartbeat lapses
+    // every fault; either way the packet passes as if nothing matched.
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if ctrl_word(ctrl::ARMED) != 1
+        || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
+    {
+        stats.lapsed_packets += 1;
         return Verdict::Pass;
     }
     // The change the matching faults make, built in the map (see STASH).

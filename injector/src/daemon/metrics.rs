@@ -104,7 +104,7 @@ impl Collector for KernelCollector {
         counter(
             &mut e,
             "injector_hook_packets",
-            "Packets each program saw: seen, unparsed (passed untouched), lapsed (disarmed or stale heartbeat), skipped (judged elsewhere), expired (fault past its deadline).",
+            "Packets each program saw: seen, unparsed (passed untouched), lapsed (matched a fault while disarmed or with a stale heartbeat), skipped (judged elsewhere), expired (fault past its deadline).",
             &hook_rows,
         )?;
         let active = c
