@@ -31,8 +31,17 @@ use network_types::eth::EthHdr;
 use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Words of an identity: addresses (IPv4 in the first word; IPv6 in four), then protocol and
-/// ports, then a marker that the identity is valid.
+/// ports, then a marker that the identity is valid and of which family ([`V4`], [`V6`]).
 const WORDS: usize = 6;
+/// The last word of an IPv4 identity.
+pub const V4: u64 = 1;
+/// The last word of an IPv6 identity.
+pub const V6: u64 = 2;
+
+#[inline(always)]
+fn family(v6: bool) -> u64 {
+    if v6 { V6 } else { V4 }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -52,6 +61,25 @@ const L3: u32 = EthHdr::LEN as u32;
 pub enum Step {
     Record,
     Compare,
+    /// Only identify the packet (for [`identity`]); true when it has an identity.
+    Identify,
+}
+
+/// The identity the last [`step`] on this CPU wrote (this packet's, when called after one in
+/// the same program run): its words, in map memory, and whether it is IPv6; `None` when the
+/// packet has none. Addresses as they sit in the packet: IPv4 source and destination in the
+/// first word's bytes 0-3 and 4-7, IPv6 source in words 0-1, destination in words 2-3.
+#[inline(always)]
+pub fn identity() -> Option<(*const u64, bool)> {
+    let r = EARLY_RECORD.get_ptr(0)?;
+    // SAFETY: this CPU's slot; a field pointer within it.
+    let now = unsafe { core::ptr::addr_of!((*r).now) as *const u64 };
+    // SAFETY: word WORDS - 1 of `now`, in map memory.
+    match unsafe { core::ptr::read_volatile(now.add(WORDS - 1)) } {
+        V4 => Some((now, false)),
+        V6 => Some((now, true)),
+        _ => None,
+    }
 }
 
 /// Loads `len` packet bytes at `off` into map memory at `dst`.
@@ -118,7 +146,7 @@ fn identify_linear(ctx: &TcContext, now: *mut u64) -> Option<bool> {
             _ => return Some(false),
         };
         core::ptr::write_volatile(now.add(4), (u64::from(proto) << 32) | ports);
-        core::ptr::write_volatile(now.add(5), 1);
+        core::ptr::write_volatile(now.add(5), family(ethertype == ETH_P_IPV6));
     }
     Some(true)
 }
@@ -196,13 +224,14 @@ fn identify_loaded(ctx: &TcContext, now: *mut u64) -> bool {
     // SAFETY: as above.
     unsafe {
         core::ptr::write_volatile(now.add(4), (u64::from(proto) << 32) | ports);
-        core::ptr::write_volatile(now.add(5), 1);
+        core::ptr::write_volatile(now.add(5), family(ethertype == ETH_P_IPV6));
     }
     true
 }
 
-/// Records the packet (`Step::Record`: the ingress hook) or compares it with the record
-/// (`Step::Compare`: the egress hook; true when it is the recorded packet, unchanged).
+/// Records the packet (`Step::Record`: the ingress hook), compares it with the record
+/// (`Step::Compare`: the egress hook; true when it is the recorded packet, unchanged), or only
+/// identifies it (`Step::Identify`, see [`identity`]).
 #[inline(never)]
 pub fn step(ctx: &TcContext, what: Step) -> bool {
     let Some(r) = EARLY_RECORD.get_ptr_mut(0) else {
@@ -216,8 +245,11 @@ pub fn step(ctx: &TcContext, what: Step) -> bool {
         )
     };
     // Without an identity `now` is all zero: recorded so, it matches nothing (a valid identity's
-    // last word is 1).
+    // last word is V4 or V6).
     let known = identify(ctx, now);
+    if what == Step::Identify {
+        return known;
+    }
     let mut diff = 0;
     for i in 0..WORDS {
         // SAFETY: word `i` of both, in map memory.

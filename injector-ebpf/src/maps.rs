@@ -5,7 +5,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES,
@@ -33,11 +33,15 @@ pub static DST_HOST_V4: HostMap<hosts::V4> = Array::pinned(2, BPF_F_MMAPABLE);
 pub static SRC_HOST_V6: HostMap<hosts::V6> = Array::pinned(2, BPF_F_MMAPABLE);
 #[map(name = "DST_HOST_V6")]
 pub static DST_HOST_V6: HostMap<hosts::V6> = Array::pinned(2, BPF_F_MMAPABLE);
-/// A host search's scratch: the address searched and the position in the search (see
-/// classify.rs).
+/// A classification's scratch (see classify.rs): the address searched and the position in the
+/// host search, and the trie keys `destination_misses` builds in map memory rather than on the
+/// judging frame.
 pub struct HostSearch {
     pub addr: [u8; 16],
     pub pos: u32,
+    /// `destination_misses`'s trie keys.
+    pub key4: Key<[u8; 5]>,
+    pub key6: Key<[u8; 17]>,
 }
 
 /// This CPU's host search; not pinned.

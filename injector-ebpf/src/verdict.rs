@@ -88,7 +88,7 @@ fn stash_layout(stash: *mut Stash, flow: &Flow) -> Layout {
 
 /// Some fault of `stages` is installed in the generation of `gen_word`.
 #[inline(always)]
-fn installed(stages: u32, gen_word: u64) -> bool {
+pub fn installed(stages: u32, gen_word: u64) -> bool {
     (stages & stage::EARLY != 0 && gen_word & ctrl::GEN_EARLY_NONE == 0)
         || (stages & stage::EGRESS != 0 && gen_word & ctrl::GEN_EGRESS_NONE == 0)
 }

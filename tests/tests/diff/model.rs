@@ -314,6 +314,39 @@ fn payload(b: &[u8], flow: &Flow) -> Option<(usize, usize)> {
     (end > start).then(|| (start, end - start))
 }
 
+/// The destination of the packet's identity as early.rs takes it (an untagged IPv4 or IPv6
+/// frame long enough for its addresses, and for the first four bytes after the IP header where
+/// TCP or UDP ports would be there), without the parser's checks.
+fn identity_dst(b: &[u8]) -> Option<IpAddr> {
+    let at = |o: usize, n: usize| b.get(o..o + n);
+    match u16::from_be_bytes(at(12, 2)?.try_into().unwrap()) {
+        0x0800 => {
+            let a: [u8; 4] = at(30, 4)?.try_into().unwrap();
+            let proto = b[23];
+            let later_fragment = u16::from_be_bytes([b[20], b[21]]) & 0x1fff != 0;
+            let l4 = 14 + usize::from(b[14] & 0xf) * 4;
+            if (proto == TCP || proto == UDP) && !later_fragment {
+                at(l4, 4)?;
+            }
+            Some(IpAddr::from(a))
+        }
+        0x86dd => {
+            let a: [u8; 16] = at(38, 16)?.try_into().unwrap();
+            if b[20] == TCP || b[20] == UDP {
+                at(54, 4)?;
+            }
+            Some(IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `d` is a destination of fault `f` (of its way back too, for a both-ways fault),
+/// whatever the rest of the packet: what the destination sets the kernel holds say.
+fn names_destination(f: &Fault, d: IpAddr) -> bool {
+    addr_in(&f.to, &f.to_except, d) || (f.both_ways && addr_in(&f.from, &f.from_except, d))
+}
+
 /// Judges packet `b` at hook `jh` against `faults` (in the order they were applied); `xdp`: the
 /// hook is the XDP program (it reads headers within 512 bytes only).
 pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook, xdp: bool) -> Judged {
@@ -327,6 +360,14 @@ pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook, xdp: bool) -> Judged
     if !faults
         .iter()
         .any(|f| f.fault.action.kind().stage() & jh.stages() != 0)
+    {
+        return out;
+    }
+    // The egress judges pass a packet whose destination no fault names before parsing it
+    // (classify::destination_misses): counted seen, not unparsed.
+    if !xdp
+        && jh != JudgeHook::VethIngress
+        && identity_dst(b).is_some_and(|d| !faults.iter().any(|f| names_destination(&f.fault, d)))
     {
         return out;
     }
