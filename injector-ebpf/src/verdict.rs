@@ -29,11 +29,9 @@ pub enum Verdict {
     Drop,
     /// Turn the packet into this reply to its sender (reject); its layout is `stashed()`.
     Reject(Reply),
-    /// Deliver it, changed as `stashed()` says; with when judging began (the clock read that
-    /// deadlines and rates are judged against), which a delay counts from: the packet reached
-    /// the hook then, as netem's delay counts from its enqueue. (A clock read after the judging
-    /// counted its work, ~2 us per delayed packet under TCG, into the delay.) Carried here, not
-    /// in `Stash`: a larger stash copy takes 6.1's two-frame stack over 512 bytes.
+    /// Deliver it, changed as `stashed()` says; with the time it was judged against (see
+    /// [`Clock`]), which a delay counts from. Carried here, not in `Stash`: a larger stash copy
+    /// takes 6.1's two-frame stack over 512 bytes.
     Change(u64),
     /// A DNS answer: deliver it rewritten to the error its fault's flags say
     /// (`dns::answer_with`).
@@ -73,6 +71,33 @@ pub struct Stash {
 
 #[map]
 static STASH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
+
+/// When the packet reached an egress judging hook, per CPU (see [`Clock`]). In a map, not
+/// carried in a register through the parser: a clock value live across the parse paths took
+/// tc_vxlan_egress past 6.1's and 5.10's 1M verifier instructions.
+#[map]
+static HOOK_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where `judge` takes the time it judges deadlines and rates against and a delay counts from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Read after classification, only for a packet some fault's selectors match: the hooks
+    /// that only drop (a drop has no delay to count).
+    Classified,
+    /// Read by [`read_hook_clock`] as the hook began judging: the hooks that delay, where
+    /// the judging's own work would otherwise count into the delay (netem's counts from its
+    /// enqueue, after the tc egress hook).
+    Hook,
+}
+
+/// Reads the clock into this CPU's [`HOOK_CLOCK`], for a `judge` with [`Clock::Hook`].
+#[inline(always)]
+pub fn read_hook_clock() {
+    if let Some(t) = HOOK_CLOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a helper without arguments.
+        unsafe { core::ptr::write_volatile(t, bpf_ktime_get_ns()) };
+    }
+}
 
 /// Stashes `flow`'s layout in `stash` and reads it back from the map (volatile: the compiler
 /// must not hand back the values it just stored, the verifier must see them come from the map).
@@ -179,6 +204,7 @@ pub fn judge<B: Bytes>(
     jh: JudgeHook,
     stages: u32,
     gen_word: u64,
+    clock: Clock,
 ) -> Verdict {
     let Some(stats) = hook_stats(hook) else {
         return Verdict::Pass;
@@ -202,8 +228,16 @@ pub fn judge<B: Bytes>(
     // packets match none, and the clock read was the largest single cost of passing one (~25 ns
     // of ~180 in a test run here). One word disarms everything; a stale daemon heartbeat lapses
     // every fault; either way the packet passes as if nothing matched.
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = match clock {
+        // SAFETY: this CPU's slot, written by the caller for this packet (see HOOK_CLOCK).
+        // (Never missing: index 0 of a per-CPU array.)
+        Clock::Hook => match HOOK_CLOCK.get_ptr(0) {
+            Some(t) => unsafe { core::ptr::read_volatile(t) },
+            None => unsafe { bpf_ktime_get_ns() },
+        },
+        // SAFETY: a helper without arguments.
+        Clock::Classified => unsafe { bpf_ktime_get_ns() },
+    };
     if ctrl_word(ctrl::ARMED) != 1
         || now > ctrl_word(ctrl::HEARTBEAT_NS).saturating_add(ctrl_word(ctrl::GRACE_NS))
     {
