@@ -627,18 +627,21 @@ fn delay_stamps_an_edt_delivery_time() {
             .packets(Outcome::Delayed),
         1
     );
-    // Jitter: uniform in [40, 60] ms.
+    // Jitter: uniform in [40, 60] ms, counted from the program's clock read, which lies
+    // between `before` and `after`: the bounds are exact however long this thread waits for a
+    // CPU (a CI run under load saw 1.9 ms between a read before the run and the program's).
     let (mut lo, mut hi) = (u64::MAX, 0);
     for _ in 0..400 {
-        let now = monotonic_ns();
+        let before = monotonic_ns();
         let (_, t) = b.tc(VETH, &simple("10.42.1.2", "10.42.2.41", UDP, 1, 2), 0, 1);
-        let d = t.saturating_sub(now);
-        lo = lo.min(d);
-        hi = hi.max(d);
+        let after = monotonic_ns();
         assert!(
-            (40_000_000..=60_100_000).contains(&d),
-            "delay {d} outside 50ms +- 10ms"
+            t >= before + 40_000_000 && t <= after + 60_000_000,
+            "tstamp {t} not now+50ms+-10ms ({before}..{after})"
         );
+        // The delay's least possible and greatest possible value.
+        lo = lo.min(t.saturating_sub(after));
+        hi = hi.max(t - before);
     }
     // 400 uniform draws: the extremes land within 1 ms of the ends (each miss has p = 0.95^400).
     assert!(
