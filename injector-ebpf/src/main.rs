@@ -158,8 +158,9 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
         return TC_ACT_OK;
     }
     // The delay counts from here, before the parse and classification: as netem's from its
-    // enqueue (after this hook), not from after our own work (~2 us more per delayed packet
-    // under TCG in part 5 of the benchmarks). Only for a packet whose destination a fault names.
+    // enqueue (after this hook), not from after our own work (read after classification, the
+    // p50 error in part 5 of the benchmarks was 1.6 us higher under TCG). Only for a packet
+    // whose destination a fault names.
     read_hook_clock();
     match judge(ctx, ctx.len(), hook, jh, stages, gen_word, Clock::Hook) {
         Verdict::Pass => TC_ACT_OK,

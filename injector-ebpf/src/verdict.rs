@@ -84,9 +84,9 @@ pub enum Clock {
     /// Read after classification, only for a packet some fault's selectors match: the hooks
     /// that only drop (a drop has no delay to count).
     Classified,
-    /// Read by [`read_hook_clock`] as the hook began judging: the hooks that delay, where
-    /// the judging's own work would otherwise count into the delay (netem's counts from its
-    /// enqueue, after the tc egress hook).
+    /// Read by [`read_hook_clock`] before the parse (after the check that a fault names the
+    /// destination): the hooks that delay, where the judging's own work would otherwise count
+    /// into the delay (netem's counts from its enqueue, after the tc egress hook).
     Hook,
 }
 
@@ -224,7 +224,8 @@ pub fn judge<B: Bytes>(
     if set.is_empty() {
         return Verdict::Pass;
     }
-    // The clock and the safety switches only for a packet some fault's selectors match: most
+    // The clock and the safety switches only for a packet some fault's selectors match (at the
+    // egress hooks, the clock for one whose destination a fault names: see `Clock`): most
     // packets match none, and the clock read was the largest single cost of passing one (~25 ns
     // of ~180 in a test run here). One word disarms everything; a stale daemon heartbeat lapses
     // every fault; either way the packet passes as if nothing matched.
