@@ -36,6 +36,15 @@ pub fn ppm(a: &Endpoint, b: &Endpoint, proto: u8, seed: u32) -> u32 {
 /// they are, without copying them into endpoints on their stack (which has no room for them).
 #[inline(always)]
 pub fn ppm_of(a: (&[u8; 16], u16), b: (&[u8; 16], u16), proto: u8, seed: u32) -> u32 {
+    ppm_canonical(&canonical(a, b, proto), seed)
+}
+
+/// A connection's endpoints in their canonical order, as the hash takes them: the lower
+/// endpoint's address words, the higher's, then both ports and the protocol in one word. The
+/// part of [`ppm_of`] that does not depend on the seed: the kernel orders a packet's endpoints
+/// once, not once per fault.
+#[inline(always)]
+pub fn canonical(a: (&[u8; 16], u16), b: (&[u8; 16], u16), proto: u8) -> [u64; 5] {
     let (a0, a1) = words(a.0);
     let (b0, b1) = words(b.0);
     let ((l0, l1, lport), (h0, h1, hport)) = if (a0, a1, a.1) < (b0, b1, b.1) {
@@ -43,14 +52,23 @@ pub fn ppm_of(a: (&[u8; 16], u16), b: (&[u8; 16], u16), proto: u8, seed: u32) ->
     } else {
         ((b0, b1, b.1), (a0, a1, a.1))
     };
-    let mut h = mix(0x5851_F42D_4C95_7F2D ^ u64::from(seed), l0);
-    h = mix(h, l1);
-    h = mix(h, h0);
-    h = mix(h, h1);
-    h = mix(
-        h,
+    [
+        l0,
+        l1,
+        h0,
+        h1,
         (u64::from(lport) << 32) | (u64::from(hport) << 16) | u64::from(proto),
-    );
+    ]
+}
+
+/// [`ppm_of`] of endpoints in [`canonical`] order.
+#[inline(always)]
+pub fn ppm_canonical(c: &[u64; 5], seed: u32) -> u32 {
+    let mut h = mix(0x5851_F42D_4C95_7F2D ^ u64::from(seed), c[0]);
+    h = mix(h, c[1]);
+    h = mix(h, c[2]);
+    h = mix(h, c[3]);
+    h = mix(h, c[4]);
     h ^= h >> 32;
     (((h & 0xFFFF_FFFF) * 1_000_000) >> 32) as u32
 }

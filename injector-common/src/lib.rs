@@ -254,29 +254,18 @@ impl RuleSet {
     }
 }
 
-/// Index of the single set bit in `b`, by binary search (BPF has no count-trailing-zeros).
+/// Index of the single set bit in `b`: the number of bits below it, counted without a branch
+/// (BPF has no count-trailing-zeros). Branch-free on purpose: a binary search's six branches on
+/// an unknown value split the verifier's walk of the judging loop into up to 64 paths per rule
+/// popped, each with its own constant index (measured: ~5% of the egress judges' verified
+/// instructions, on 6.1 and 6.18).
 #[inline(always)]
 pub fn bit_index(b: u64) -> u32 {
-    let mut i = 0;
-    if b & 0xFFFF_FFFF_0000_0000 != 0 {
-        i += 32;
-    }
-    if b & 0xFFFF_0000_FFFF_0000 != 0 {
-        i += 16;
-    }
-    if b & 0xFF00_FF00_FF00_FF00 != 0 {
-        i += 8;
-    }
-    if b & 0xF0F0_F0F0_F0F0_F0F0 != 0 {
-        i += 4;
-    }
-    if b & 0xCCCC_CCCC_CCCC_CCCC != 0 {
-        i += 2;
-    }
-    if b & 0xAAAA_AAAA_AAAA_AAAA != 0 {
-        i += 1;
-    }
-    i
+    let x = b.wrapping_sub(1);
+    let x = x - ((x >> 1) & 0x5555_5555_5555_5555);
+    let x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    let x = (x + (x >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }
 
 /// One rule: a fault in one direction.

@@ -143,9 +143,10 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     };
     // A packet whose destination no fault names passes unparsed: most packets, at the hooks
     // every packet of a node crosses (see classify::destination_misses). A packet judged at
-    // ingress was identified by the comparison already. The cost: 6.1's verifier walks
-    // tc_veth_egress in 889k instructions of its 1M (776k before); variants that skipped
-    // judged-early packets (915k) or asked inside `judge` (over 1M) cost more.
+    // ingress was identified by the comparison already. The cost: 6.1's verifier walked
+    // tc_veth_egress in 889k instructions of its 1M (776k before; 322k since the flow is judged
+    // from map memory, see verdict::PARSED); variants that skipped judged-early packets (915k)
+    // or asked inside `judge` (over 1M) cost more.
     if gen_word & ctrl::GEN_ANY != 0
         && installed(stages, gen_word)
         && (judged_early || early::step(ctx, early::Step::Identify))

@@ -235,7 +235,7 @@ fn l4<B: Bytes>(pkt: &B, flow: &mut Flow, off: usize, first_fragment: bool) -> O
 }
 
 #[inline(always)]
-fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
+fn ipv4<B: Bytes, R>(pkt: &B, off: usize, done: impl FnOnce(Flow) -> R) -> Option<R> {
     let h = pkt.header::<Ipv4Hdr>(off)?;
     let ihl = usize::from(h.ihl());
     // Version 4 and a header of at least 20 bytes, all of it present.
@@ -257,7 +257,7 @@ fn ipv4<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
     flow.src[..4].copy_from_slice(&h.src_addr);
     flow.dst[..4].copy_from_slice(&h.dst_addr);
     l4(pkt, &mut flow, off + ihl, h.frag_offset() == 0)?;
-    Some(flow)
+    Some(done(flow))
 }
 
 #[inline(always)]
@@ -269,7 +269,7 @@ fn is_ext_header(proto: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
+fn ipv6<B: Bytes, R>(pkt: &B, off: usize, done: impl FnOnce(Flow) -> R) -> Option<R> {
     let h = pkt.header::<Ipv6Hdr>(off)?;
     if h.version() != 6 {
         return None;
@@ -301,7 +301,7 @@ fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
                 // and what follows its header is data, not headers: its next header type (the
                 // first header of the fragmentable part) is all there is to know of its protocol.
                 if u16::from_be_bytes(e.frag_off) >> 3 != 0 {
-                    return Some(flow);
+                    return Some(done(flow));
                 }
                 8
             }
@@ -314,12 +314,22 @@ fn ipv6<B: Bytes>(pkt: &B, off: usize) -> Option<Flow> {
         return None;
     }
     l4(pkt, &mut flow, off, true)?;
-    Some(flow)
+    Some(done(flow))
 }
 
 /// Parses an Ethernet frame; `None` for anything that is not IPv4/IPv6 or is malformed.
 #[inline(always)]
 pub fn parse<B: Bytes>(pkt: &B) -> Option<Flow> {
+    parse_then(pkt, |flow| flow)
+}
+
+/// [`parse`], handing the flow to `done` where each way of reading it ends, before those ways
+/// join. For a caller that stores the flow (the egress judges, see `verdict::PARSED`): stored
+/// after the join, the flow's fields were phis with undefined values from the ways that fail,
+/// and LLVM loaded them from stack slots those ways never wrote, which 5.10's verifier refuses
+/// ("invalid read from stack"; 6.1 and later allow it).
+#[inline(always)]
+pub fn parse_then<B: Bytes, R>(pkt: &B, done: impl FnOnce(Flow) -> R) -> Option<R> {
     let mut proto = pkt.header::<EthHdr>(0)?.ether_type;
     let mut off = EthHdr::LEN;
     // 802.1ad outer tag, then 802.1Q inner tag (either type in either place).
@@ -330,8 +340,8 @@ pub fn parse<B: Bytes>(pkt: &B) -> Option<Flow> {
         }
     }
     match proto {
-        ETH_P_IP => ipv4(pkt, off),
-        ETH_P_IPV6 => ipv6(pkt, off),
+        ETH_P_IP => ipv4(pkt, off, done),
+        ETH_P_IPV6 => ipv6(pkt, off, done),
         _ => None,
     }
 }

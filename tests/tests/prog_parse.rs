@@ -24,10 +24,23 @@ use injector_tests::{lab::run_prefix, require_root};
 use support::packets::*;
 
 /// Instructions the verifier may walk per program: about 1.4x what the judging programs take
-/// now on this kernel (~212k on 6.18 with DNS faults; 6.1 prunes less: 554k, measured in the VM,
-/// of the kernel's limit of 1M (5.2 and later)). Before DNS: 149k on 6.18, 514k on 6.1; before
-/// reject, duplicate and corrupt: ~40-48k on 6.18, ~37-45k on 6.1.
+/// now on this kernel (~213k on 6.18 with DNS faults). Before DNS: 149k on 6.18; before reject,
+/// duplicate and corrupt: ~40-48k.
 const VERIFIER_BUDGET: u32 = 300_000;
+
+/// The same before Linux 6.4, whose precision tracking cannot follow a value across a BPF-to-BPF
+/// call and so prunes less: half the kernel's limit of 1M (5.2 and later). 6.1 (Debian 12)
+/// walked the egress judges in ~322k since they judge the flow from map memory (904k before,
+/// see verdict::PARSED in injector-ebpf); CI runs this test there (`cargo xtask test`, VM part).
+const VERIFIER_BUDGET_BEFORE_6_4: u32 = 500_000;
+
+fn verifier_budget() -> u32 {
+    use aya::util::KernelVersion;
+    match KernelVersion::current() {
+        Ok(v) if v < KernelVersion::new(6, 4, 0) => VERIFIER_BUDGET_BEFORE_6_4,
+        _ => VERIFIER_BUDGET,
+    }
+}
 
 /// What a judging program did with a packet, read from its verdict and its hook's STATS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +184,7 @@ impl Loaded {
 fn every_program_passes_the_verifier_within_budget() {
     let l = Loaded::new("[]");
     let (mut names, mut over) = (Vec::new(), Vec::new());
+    let budget = verifier_budget();
     for (name, prog) in l.ebpf.programs() {
         let info = prog.info().unwrap();
         let insns = info.verified_instruction_count().unwrap_or(0);
@@ -179,8 +193,10 @@ fn every_program_passes_the_verifier_within_budget() {
             info.size_translated().unwrap_or(0),
             info.size_jitted()
         );
-        if insns >= VERIFIER_BUDGET {
-            over.push(format!("{name}: {insns} instructions verified"));
+        if insns >= budget {
+            over.push(format!(
+                "{name}: {insns} instructions verified (budget {budget})"
+            ));
         }
         names.push(name.to_string());
     }
