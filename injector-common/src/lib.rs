@@ -64,7 +64,8 @@ pub mod maps {
     /// Named for its first use (XDP); the name stays so pins of earlier versions are adopted.
     pub const XDP_IFACES: &str = "XDP_IFACES";
     /// Hash [`dns::Key`](crate::dns::Key) (generation, exact or suffix, length, hash of a
-    /// question name) -> u64 set of the DNS fault slots that answer for it.
+    /// question name) -> u64 set of the DNS faults that answer for it (bit: the fault's DNS
+    /// index, [`flag::DNS_INDEX_MASK`](crate::flag::DNS_INDEX_MASK)).
     pub const DNS_NAMES: &str = "DNS_NAMES";
     /// Every map, in pin order.
     pub const ALL: [&str; 20] = [
@@ -167,10 +168,13 @@ pub mod ctrl {
     pub const COUNT: u32 = 8;
 }
 
-/// Rule sets are 128-bit: a fault is one rule, or two when it applies both ways.
-pub const MAX_RULES: u32 = 128;
+/// Rule sets are 512-bit: a fault is one rule, or two when it applies both ways.
+pub const MAX_RULES: u32 = 512;
 /// Faults (counter slots) per node.
-pub const MAX_FAULTS: u32 = 64;
+pub const MAX_FAULTS: u32 = 256;
+/// DNS faults per node: each has a bit of the u64 that [`maps::DNS_NAMES`] gives a name (its
+/// DNS index, in [`flag::DNS_INDEX_MASK`], given per generation by the compiler).
+pub const MAX_DNS_FAULTS: u32 = 64;
 /// Most prefixes per classification trie (both generations together).
 pub const MAX_PREFIXES: u32 = 256 * 1024;
 /// Bytes of one [`maps::SPECS`] record: a u32 length, then JSON.
@@ -181,7 +185,7 @@ pub const SPEC_KEYS: u32 = 2 * MAX_FAULTS + 8;
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
 /// Most entries in [`maps::DNS_NAMES`] (both generations).
-pub const MAX_DNS_KEYS: u32 = 2 * MAX_FAULTS * dns::MAX_NAMES_PER_FAULT as u32;
+pub const MAX_DNS_KEYS: u32 = 2 * MAX_DNS_FAULTS * dns::MAX_NAMES_PER_FAULT as u32;
 /// Most interfaces in [`maps::XDP_IFACES`] (pod veths of one node).
 pub const MAX_XDP_IFACES: u32 = 4096;
 
@@ -199,33 +203,45 @@ pub mod mask {
     pub const PER_GEN: u32 = 8;
 }
 
+/// Words of a [`RuleSet`].
+pub const RULE_WORDS: usize = (MAX_RULES / 64) as usize;
+
 /// A set of rules, one bit each (`rule r` is bit `r % 64` of word `r / 64`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RuleSet(pub [u64; 2]);
+pub struct RuleSet(pub [u64; RULE_WORDS]);
 
 impl RuleSet {
-    pub const EMPTY: RuleSet = RuleSet([0, 0]);
+    pub const EMPTY: RuleSet = RuleSet([0; RULE_WORDS]);
+
+    #[inline(always)]
+    fn zip(self, o: RuleSet, f: impl Fn(u64, u64) -> u64) -> RuleSet {
+        let mut out = self;
+        for (w, o) in out.0.iter_mut().zip(o.0) {
+            *w = f(*w, o);
+        }
+        out
+    }
 
     #[inline(always)]
     pub fn and(self, o: RuleSet) -> RuleSet {
-        RuleSet([self.0[0] & o.0[0], self.0[1] & o.0[1]])
+        self.zip(o, |a, b| a & b)
     }
 
     #[inline(always)]
     pub fn or(self, o: RuleSet) -> RuleSet {
-        RuleSet([self.0[0] | o.0[0], self.0[1] | o.0[1]])
+        self.zip(o, |a, b| a | b)
     }
 
     /// The rules of `self` not in `o`.
     #[inline(always)]
     pub fn minus(self, o: RuleSet) -> RuleSet {
-        RuleSet([self.0[0] & !o.0[0], self.0[1] & !o.0[1]])
+        self.zip(o, |a, b| a & !b)
     }
 
     #[inline(always)]
     pub fn is_empty(self) -> bool {
-        self.0[0] | self.0[1] == 0
+        self.0.iter().fold(0, |a, w| a | w) == 0
     }
 
     pub fn with(mut self, rule: u32) -> RuleSet {
@@ -237,21 +253,38 @@ impl RuleSet {
         self.0[(rule / 64) as usize] & (1 << (rule % 64)) != 0
     }
 
-    /// Removes and returns the lowest rule in the set.
-    #[inline(always)]
+    /// Removes and returns the lowest rule in the set (see [`pop_lowest`]).
     pub fn pop_lowest(&mut self) -> Option<u32> {
-        let (w, base) = if self.0[0] != 0 {
-            (0, 0)
-        } else if self.0[1] != 0 {
-            (1, 64)
-        } else {
-            return None;
-        };
-        let word = self.0[w];
-        let low = word & word.wrapping_neg();
-        self.0[w] = word & !low;
-        Some(base + bit_index(low))
+        let w = core::cell::Cell::from_mut(&mut self.0[..]).as_slice_of_cells();
+        pop_lowest(|i| w[i].get(), |i, v| w[i].set(v))
     }
+}
+
+/// Removes and returns the lowest rule of the [`RuleSet`] whose word `i` is `word(i)` (`i` in
+/// `0..RULE_WORDS`; `set(i, v)` writes it). The kernel's judging loop pops a packet's candidates
+/// from map memory with it (`injector-ebpf`'s classify.rs). Which word holds the lowest rule is
+/// found without a branch per word (a bit per non-empty word, then [`bit_index`] of the lowest),
+/// and the word is then read at that index: a branch on each word makes the verifier walk the
+/// judging loop once per combination of empty and non-empty words, at every rule popped (with
+/// eight words, past its 1M instructions).
+#[inline(always)]
+pub fn pop_lowest(word: impl Fn(usize) -> u64, set: impl Fn(usize, u64)) -> Option<u32> {
+    let mut nonempty = 0u64;
+    for i in 0..RULE_WORDS {
+        // 1 when the word is not 0: its top bit or its negation's. Read twice: the kernel's reads
+        // are volatile, so the compiler cannot see `w | -w` and turn it into a comparison (BPF
+        // has no set-on-condition: a comparison becomes a branch).
+        let (w, again) = (word(i), word(i));
+        nonempty |= ((w | again.wrapping_neg()) >> 63) << i;
+    }
+    if nonempty == 0 {
+        return None;
+    }
+    let i = bit_index(nonempty & nonempty.wrapping_neg()) as usize & (RULE_WORDS - 1);
+    let w = word(i);
+    let low = w & w.wrapping_neg();
+    set(i, w & !low);
+    Some(i as u32 * 64 + bit_index(low))
 }
 
 /// Index of the single set bit in `b`: the number of bits below it, counted without a branch
@@ -286,6 +319,10 @@ pub mod flag {
     pub const REPLY_MASK: u32 = 0xf << REPLY_SHIFT;
     /// The loss follows the Gilbert-Elliott model in [`FaultCfg::ge`](crate::FaultCfg::ge).
     pub const GE: u32 = 1 << 12;
+    /// Bits 24-29: a DNS fault's bit in the sets of [`maps::DNS_NAMES`](crate::maps::DNS_NAMES)
+    /// (below [`MAX_DNS_FAULTS`](crate::MAX_DNS_FAULTS); slots go up to 255).
+    pub const DNS_INDEX_SHIFT: u32 = 24;
+    pub const DNS_INDEX_MASK: u32 = 0x3f << DNS_INDEX_SHIFT;
 }
 
 /// What a reject fault answers with (`--reject-with`), in [`FaultCfg::flags`]. ICMP codes are
@@ -597,13 +634,16 @@ impl HookStats {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<RuleSet>() == 16);
+const _: () = assert!(core::mem::size_of::<RuleSet>() == 64);
 const _: () = assert!(core::mem::size_of::<Rule>() == 8);
 const _: () = assert!(core::mem::size_of::<FaultCfg>() == 128);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<GeState>() == 16);
 const _: () = assert!(core::mem::size_of::<HookStats>() == 48);
-const _: () = assert!(MAX_RULES == 128 && MAX_FAULTS * 2 <= MAX_RULES);
+const _: () = assert!(MAX_RULES == 64 * RULE_WORDS as u32 && MAX_FAULTS * 2 <= MAX_RULES);
+const _: () = assert!(RULE_WORDS.is_power_of_two() && RULE_WORDS <= 64);
+const _: () = assert!(MAX_DNS_FAULTS == 64 && flag::DNS_INDEX_MASK >> flag::DNS_INDEX_SHIFT == 63);
+const _: () = assert!(flag::DNS_INDEX_MASK & (dns::FLAG_MASK | 0xf << dns::RCODE_SHIFT) == 0);
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns()` reads, so deadlines compare directly
 /// (the same in every thread and network namespace of the machine).
@@ -702,22 +742,32 @@ mod tests {
 
     #[test]
     fn rule_sets_pop_in_order() {
-        let mut s = RuleSet::EMPTY.with(127).with(3).with(64).with(0);
+        let want = [0, 3, 64, 127, 130, 200, 256, 383, 448, 510, 511];
+        let mut s = want.iter().rev().fold(RuleSet::EMPTY, |s, r| s.with(*r));
         let mut got = std::vec::Vec::new();
         while let Some(r) = s.pop_lowest() {
             got.push(r);
         }
-        assert_eq!(got, [0, 3, 64, 127]);
+        assert_eq!(got, want);
         assert!(s.is_empty());
+        for r in 0..MAX_RULES {
+            let mut one = RuleSet::EMPTY.with(r);
+            assert_eq!((one.pop_lowest(), one.pop_lowest()), (Some(r), None));
+        }
     }
 
     #[test]
     fn rule_set_algebra() {
-        let a = RuleSet::EMPTY.with(1).with(70);
-        let b = RuleSet::EMPTY.with(70).with(2);
-        assert_eq!(a.and(b), RuleSet::EMPTY.with(70));
-        assert_eq!(a.or(b), RuleSet::EMPTY.with(1).with(2).with(70));
-        assert!(a.contains(70) && !a.contains(2));
+        let a = RuleSet::EMPTY.with(1).with(70).with(300);
+        let b = RuleSet::EMPTY.with(70).with(2).with(300).with(511);
+        assert_eq!(a.and(b), RuleSet::EMPTY.with(70).with(300));
+        assert_eq!(
+            a.or(b),
+            RuleSet::EMPTY.with(1).with(2).with(70).with(300).with(511)
+        );
+        assert_eq!(b.minus(a), RuleSet::EMPTY.with(2).with(511));
+        assert!(a.contains(300) && !a.contains(2) && !a.contains(511));
+        assert!(RuleSet::EMPTY.is_empty() && !RuleSet::EMPTY.with(511).is_empty());
     }
 
     #[test]

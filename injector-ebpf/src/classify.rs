@@ -3,10 +3,12 @@
 //! An address is looked up among the host addresses (/32, /128: a sorted array searched by
 //! halving) first, then, on a miss and only when the generation has any, in an LPM trie of
 //! shorter prefixes. Constant cost in the number of faults; logarithmic in the number of
-//! prefixes (17 reads for the hosts; the sets are two words).
+//! prefixes (17 reads for the hosts). The sets are eight words (512 rules: 256 faults, each one
+//! rule or two); the candidates are built and popped in map memory (`verdict::JUDGING`), not on
+//! the judging frame, which has no room for them.
 
 use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
-use injector_common::{RuleSet, ctrl, hosts, mask};
+use injector_common::{RULE_WORDS, RuleSet, ctrl, hosts, mask};
 
 use crate::{
     early,
@@ -97,7 +99,7 @@ pub extern "C" fn injector_host(which: u32, g: u32) -> u32 {
 /// prefixes), then, only if `gen_word` has the direction's `trie_bit` (the trie holds shorter
 /// prefixes), the trie.
 #[inline(always)]
-fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<RuleSet> {
+fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<&'static RuleSet> {
     let g = (gen_word & 1) as u32;
     let a = if dst { &flow.dst } else { &flow.src };
     let s = HOST_SEARCH.get_ptr_mut(0)?;
@@ -106,7 +108,7 @@ fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<RuleSet> {
     let which = if dst { DST } else { 0 } | if flow.v6 { V6 } else { 0 };
     let i = injector_host(which, g);
     if i != NO_SET {
-        return HOST_SETS.get(g * hosts::SETS_PER_GEN + i).copied();
+        return HOST_SETS.get(g * hosts::SETS_PER_GEN + i);
     }
     let trie_bit = match (flow.v6, dst) {
         (false, false) => ctrl::GEN_TRIE_SRC_V4,
@@ -119,10 +121,10 @@ fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<RuleSet> {
     }
     if flow.v6 {
         let trie = if dst { &DST_V6 } else { &SRC_V6 };
-        trie.get(trie_key::<17>(g, a)).copied()
+        trie.get(trie_key::<17>(g, a))
     } else {
         let trie = if dst { &DST_V4 } else { &SRC_V4 };
-        trie.get(trie_key::<5>(g, a)).copied()
+        trie.get(trie_key::<5>(g, a))
     }
 }
 
@@ -142,28 +144,73 @@ fn port(g: u8, p: u16) -> Key<[u8; 3]> {
 }
 
 #[inline(always)]
-fn mask_of(g: u8, m: u32) -> RuleSet {
-    MASKS
-        .get(u32::from(g) * mask::PER_GEN + m)
-        .copied()
-        .unwrap_or(RuleSet::EMPTY)
+fn mask_of(g: u8, m: u32) -> Option<&'static RuleSet> {
+    MASKS.get(u32::from(g) * mask::PER_GEN + m)
 }
 
-/// The rules of the active generation (`gen_word`: the GEN control word) that `flow` matches;
-/// empty when none.
+/// A packet's candidate rules, in map memory (`verdict::JUDGING`): written a word at a time
+/// (volatile: the compiler keeps them there, and the verifier does not track them), never
+/// copied whole onto the stack.
+pub struct Candidates(pub *mut RuleSet);
+
+impl Candidates {
+    #[inline(always)]
+    fn word(&self, i: usize) -> *mut u64 {
+        // SAFETY: word `i` (< RULE_WORDS, masked) of this CPU's slot (the maker's promise).
+        unsafe { (core::ptr::addr_of_mut!((*self.0).0) as *mut u64).add(i & (RULE_WORDS - 1)) }
+    }
+
+    /// Sets the candidates to `a` (`and: false`) or to their intersection with `a`; false when
+    /// the result is empty.
+    #[inline(always)]
+    fn set(&self, a: &RuleSet, and: bool) -> bool {
+        let mut any = 0;
+        for (i, w) in a.0.iter().enumerate() {
+            let p = self.word(i);
+            // SAFETY: see `word`.
+            let w = unsafe {
+                let w = if and {
+                    core::ptr::read_volatile(p) & w
+                } else {
+                    *w
+                };
+                core::ptr::write_volatile(p, w);
+                w
+            };
+            any |= w;
+        }
+        any != 0
+    }
+
+    /// Removes and returns the lowest candidate (`injector_common::pop_lowest`).
+    #[inline(always)]
+    pub fn pop_lowest(&self) -> Option<u32> {
+        // SAFETY: see `word`.
+        injector_common::pop_lowest(
+            |i| unsafe { core::ptr::read_volatile(self.word(i)) },
+            |i, v| unsafe { core::ptr::write_volatile(self.word(i), v) },
+        )
+    }
+}
+
+/// Writes the rules of the active generation (`gen_word`: the GEN control word) that `flow`
+/// matches to `out`; false when there are none (`out` then holds no candidate either, or
+/// whatever it held: only a true return makes it the packet's).
 #[inline(always)]
-pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
+pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
     let g = (gen_word & 1) as u8;
     // Destination first: faults name their targets, so most packets stop after one lookup.
-    let Some(dst) = addr_set(flow, true, gen_word).filter(|d| !d.is_empty()) else {
-        return RuleSet::EMPTY;
+    let Some(dst) = addr_set(flow, true, gen_word) else {
+        return false;
     };
+    if !out.set(dst, false) {
+        return false;
+    }
     let Some(src) = addr_set(flow, false, gen_word) else {
-        return RuleSet::EMPTY;
+        return false;
     };
-    let mut set = src.and(dst);
-    if set.is_empty() {
-        return set;
+    if !out.set(src, true) {
+        return false;
     }
     let class = match flow.proto {
         IPPROTO_TCP => mask::TCP,
@@ -171,19 +218,18 @@ pub fn candidates(flow: &Flow, gen_word: u64) -> RuleSet {
         IPPROTO_ICMP | IPPROTO_ICMPV6 => mask::ICMP,
         _ => mask::OTHER,
     };
-    set = set.and(mask_of(g, class));
-    if set.is_empty() {
-        return set;
+    if !mask_of(g, class).is_some_and(|m| out.set(m, true)) {
+        return false;
     }
     if !flow.has_ports {
-        return set.and(mask_of(g, mask::NO_PORTS));
+        return mask_of(g, mask::NO_PORTS).is_some_and(|m| out.set(m, true));
     }
     match (
         SPORT.get(port(g, flow.sport)),
         DPORT.get(port(g, flow.dport)),
     ) {
-        (Some(s), Some(d)) => set.and(*s).and(*d),
-        _ => RuleSet::EMPTY,
+        (Some(s), Some(d)) => out.set(s, true) && out.set(d, true),
+        _ => false,
     }
 }
 
@@ -255,11 +301,11 @@ pub fn destination_misses(gen_word: u64) -> bool {
 /// in `trie`, the key built at `key`, in map memory.
 #[inline(always)]
 fn trie_get<const N: usize>(
-    trie: &LpmTrie<[u8; N], RuleSet>,
+    trie: &'static LpmTrie<[u8; N], RuleSet>,
     key: *mut Key<[u8; N]>,
     g: u32,
     a: *const u8,
-) -> Option<RuleSet> {
+) -> Option<&'static RuleSet> {
     // SAFETY: `key` is a key of this CPU's slot and `a` its 16 address bytes; Key is packed,
     // hence the unaligned and byte-wise writes.
     unsafe {
@@ -269,6 +315,6 @@ fn trie_get<const N: usize>(
         for i in 0..N - 1 {
             core::ptr::write_volatile(d.add(1 + i), core::ptr::read_volatile(a.add(i)));
         }
-        trie.get(&*key).copied()
+        trie.get(&*key)
     }
 }

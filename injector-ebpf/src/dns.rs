@@ -1,4 +1,4 @@
-//! DNS faults (`Action::Dns`): which DNS fault slots a packet's question name belongs to, found
+//! DNS faults (`Action::Dns`): which DNS faults a packet's question name belongs to, found
 //! once per packet before judging, and the rewrite of an answer into an error.
 //!
 //! The name is read once into a per-CPU buffer, walked once (bounded: at most 256 bytes, each
@@ -28,7 +28,7 @@ use network_types::{eth::EthHdr, ip::Ipv6Hdr, udp::UdpHdr};
 
 use crate::{
     parse::{Bytes as _, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP},
-    verdict::set_dns_slots,
+    verdict::set_dns_faults,
 };
 
 #[map(name = "DNS_NAMES")]
@@ -57,11 +57,11 @@ pub struct Scratch {
     end: u64,
     /// Where the answer's UDP header starts.
     udp_off: u64,
-    /// The walk's sum at the name's end, the generation, the slots found so far: kept here
+    /// The walk's sum at the name's end, the generation, the DNS faults found so far: kept here
     /// across the lookups (see [`classify`]).
     sum: u64,
     generation: u64,
-    slots: u64,
+    faults: u64,
     /// A key of `DNS_NAMES` being looked up (a map key may live in map memory; the stack has no
     /// room, see [`classify`]).
     key: [u64; 2],
@@ -110,8 +110,8 @@ macro_rules! get {
     };
 }
 
-/// Finds the DNS fault slots of generation `g` whose names the packet's question matches
-/// (`Stash::dns_slots`; 0 for a packet that is not a DNS answer), and where its UDP header is,
+/// Finds the DNS faults of generation `g` whose names the packet's question matches
+/// (`Stash::dns_faults`; 0 for a packet that is not a DNS answer), and where its UDP header is,
 /// for [`answer_with`].
 ///
 /// A function of its own (a BPF-to-BPF call) with a frame of at most 32 bytes: the judging
@@ -119,7 +119,7 @@ macro_rules! get {
 /// reads, the fields written one by one and the map key built in the scratch.
 #[inline(never)]
 pub fn classify(ctx: &TcContext, g: u8) {
-    set_dns_slots(0);
+    set_dns_faults(0);
     let Some(s) = DNS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -171,7 +171,7 @@ pub fn classify(ctx: &TcContext, g: u8) {
     put!(s, udp_off)(udp as u64);
     put!(s, sum)(w.sum);
     put!(s, generation)(u64::from(g));
-    put!(s, slots)(0);
+    put!(s, faults)(0);
     for j in 0..MAX_LABELS as usize {
         if j as u64 >= get!(s, labels) {
             break;
@@ -200,10 +200,10 @@ pub fn classify(ctx: &TcContext, g: u8) {
         if let Some(v) =
             unsafe { DNS_NAMES.get(&*(core::ptr::addr_of!((*s).key) as *const dns::Key)) }
         {
-            put!(s, slots)(get!(s, slots) | *v);
+            put!(s, faults)(get!(s, faults) | *v);
         }
     }
-    set_dns_slots(get!(s, slots));
+    set_dns_faults(get!(s, faults));
 }
 
 /// Rewrites the answer into the error of a DNS fault's `flags`: its RCODE (`dns::RCODE_SHIFT`),

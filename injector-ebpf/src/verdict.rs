@@ -9,13 +9,14 @@ use aya_ebpf::{
 };
 use injector_common::{
     Action, FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS,
-    MAX_MATCHES_PER_PACKET, MAX_RULES, Outcome, Reply, ctrl, dns::Answer, flag, flow, stage,
+    MAX_MATCHES_PER_PACKET, MAX_RULES, Outcome, Reply, RuleSet, ctrl, dns::Answer, flag, flow,
+    stage,
 };
 
 use network_types::eth::EthHdr;
 
 use crate::{
-    classify::candidates,
+    classify::{Candidates, candidates},
     corrupt, loss,
     maps::{COUNTERS, CTRL, FAULTS, RULES, STATS},
     parse::{Bytes, Flow, Layout, parse, parse_then},
@@ -64,13 +65,29 @@ pub struct Change {
 pub struct Stash {
     pub at: Layout,
     pub change: Change,
-    /// The DNS fault slots whose names the packet's question matches: written before judging
-    /// (`dns::classify`), only while some DNS fault is installed.
-    pub dns_slots: u64,
+    /// The DNS faults whose names the packet's question matches, a bit each (its DNS index,
+    /// `flag::DNS_INDEX_MASK`): written before judging (`dns::classify`), only while some DNS
+    /// fault is installed.
+    pub dns_faults: u64,
 }
 
 #[map]
 static STASH: PerCpuArray<Stash> = PerCpuArray::with_max_entries(1, 0);
+
+/// Words of [`Judging::judged`].
+const JUDGED_WORDS: usize = (MAX_FAULTS / 64) as usize;
+
+/// A packet's candidate rules and the faults judged for it already (a bit per slot), per CPU: 64
+/// and 32 bytes the judging frame has no room for (256 faults, 512 rules), and for the reason
+/// [`Stash`] is in a map (values the verifier does not follow). Written whole for each packet
+/// before they are read.
+pub struct Judging {
+    set: RuleSet,
+    judged: [u64; JUDGED_WORDS],
+}
+
+#[map]
+static JUDGING: PerCpuArray<Judging> = PerCpuArray::with_max_entries(1, 0);
 
 /// What the egress judges parsed of the packet, per CPU: its flow, written where each way of
 /// parsing it succeeds (`parse::parse_then`) and read from here by classification and judging,
@@ -182,12 +199,12 @@ fn add_change(stash: *mut Stash, f: impl FnOnce(&mut Change)) {
     }
 }
 
-/// Records the DNS fault slots the packet's question matches (see `Stash::dns_slots`).
+/// Records the DNS faults the packet's question matches (see `Stash::dns_faults`).
 #[inline(always)]
-pub fn set_dns_slots(v: u64) {
+pub fn set_dns_faults(v: u64) {
     if let Some(p) = STASH.get_ptr_mut(0) {
         // SAFETY: this CPU's slot (see STASH).
-        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).dns_slots), v) };
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).dns_faults), v) };
     }
 }
 
@@ -301,8 +318,12 @@ pub fn judge<B: Bytes>(
         (&local, core::ptr::null_mut())
     };
     let g = (gen_word & 1) as u8;
-    let mut set = candidates(flow, gen_word);
-    if set.is_empty() {
+    let Some(j) = JUDGING.get_ptr_mut(0) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: this CPU's slot (see JUDGING).
+    let set = Candidates(unsafe { core::ptr::addr_of_mut!((*j).set) });
+    if !candidates(flow, gen_word, &set) {
         return Verdict::Pass;
     }
     if clock == Clock::Hook {
@@ -344,18 +365,28 @@ pub fn judge<B: Bytes>(
     unsafe {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*stash).change), Change::default())
     };
-    // Slots (faults) judged for this packet already: one bit each (MAX_FAULTS = 64).
-    let mut judged = 0u64;
+    // Slots (faults) judged for this packet already: one bit each, in JUDGING.
+    // SAFETY: this CPU's slot (see JUDGING).
+    let judged = unsafe { core::ptr::addr_of_mut!((*j).judged) as *mut u64 };
+    for i in 0..JUDGED_WORDS {
+        // SAFETY: word i of `judged`.
+        unsafe { core::ptr::write_volatile(judged.add(i), 0) };
+    }
     for _ in 0..MAX_MATCHES_PER_PACKET {
         let Some(r) = set.pop_lowest() else { break };
         let Some(rule) = RULES.get(u32::from(g) * MAX_RULES + (r & (MAX_RULES - 1))) else {
             break;
         };
         let slot = rule.slot & (MAX_FAULTS - 1);
-        if judged & (1 << slot) != 0 {
+        // SAFETY: word slot / 64 (< JUDGED_WORDS) of `judged`.
+        let (w, bit) = unsafe { (judged.add((slot / 64) as usize), 1u64 << (slot % 64)) };
+        // SAFETY: as above.
+        let was = unsafe { core::ptr::read_volatile(w) };
+        if was & bit != 0 {
             continue; // the fault's other rule matched too
         }
-        judged |= 1 << slot;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(w, was | bit) };
         let Some(cfg) = FAULTS.get(u32::from(g) * MAX_FAULTS + slot) else {
             break;
         };
@@ -388,9 +419,10 @@ pub fn judge<B: Bytes>(
         let act = if act == Action::Dns {
             // SAFETY: this CPU's slot (see STASH).
             let names =
-                unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*stash).dns_slots)) };
+                unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*stash).dns_faults)) };
             let mode = Answer::from_flags(cfg.flags);
-            if names & (1 << slot) == 0 || mode.is_none() {
+            let index = (cfg.flags & flag::DNS_INDEX_MASK) >> flag::DNS_INDEX_SHIFT;
+            if names & (1 << index) == 0 || mode.is_none() {
                 c.count(Outcome::Passed, bytes);
                 continue;
             }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use injector_common::{FaultCfg, MAX_FAULTS, MAX_RULES, Rule, RuleSet, dns::Answer, flag, mask};
+use injector_common::{
+    FaultCfg, MAX_DNS_FAULTS, MAX_FAULTS, MAX_RULES, Rule, RuleSet, dns::Answer, flag, mask,
+};
 
 use super::spec::{Action, Fault, Loss, PortRange, Proto};
 use crate::parse::Cidr;
@@ -38,8 +40,9 @@ pub struct Image {
     /// The stages (`injector_common::stage`) of the faults' actions: a stage without any lets the
     /// hooks that judge only it pass packets unparsed (`ctrl::GEN_EARLY_NONE`, `GEN_EGRESS_NONE`).
     pub stages: u32,
-    /// DNS names, (suffix, wire length, hash) -> the slots of the DNS faults that answer for
-    /// them (`maps::DNS_NAMES` without the generation); non-empty sets `ctrl::GEN_DNS`.
+    /// DNS names, (suffix, wire length, hash) -> the DNS faults that answer for them, a bit
+    /// each: the fault's DNS index (`flag::DNS_INDEX_MASK`), given in the order of the faults
+    /// (`maps::DNS_NAMES` without the generation); non-empty sets `ctrl::GEN_DNS`.
     pub dns: BTreeMap<(bool, u8, u64), u64>,
     /// The full-length prefixes of the four address lists, as the host maps hold them.
     pub hosts: super::hosts::HostTables,
@@ -53,6 +56,11 @@ pub enum CompileError {
         "too many rules: {0} (a both-ways fault is two), at most {MAX_RULES}; remove some faults"
     )]
     TooManyRules(usize),
+    #[error(
+        "too many DNS faults: {0} (faults with `dns`), at most {MAX_DNS_FAULTS} per node; remove \
+         some, or give one fault several `dns_name`s"
+    )]
+    TooManyDnsFaults(usize),
     #[error("name: '{0}' is used by two faults; give each fault its own name")]
     DuplicateName(String),
     #[error(
@@ -337,6 +345,13 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
     if rules_needed > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(rules_needed));
     }
+    let dns_faults = planned
+        .iter()
+        .filter(|p| !p.fault.dns_names.is_empty())
+        .count();
+    if dns_faults > MAX_DNS_FAULTS as usize {
+        return Err(CompileError::TooManyDnsFaults(dns_faults));
+    }
     let mut img = Image {
         rules: vec![Rule::default(); MAX_RULES as usize],
         faults: vec![FaultCfg::default(); MAX_FAULTS as usize],
@@ -347,6 +362,7 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
     let (mut s4, mut d4, mut s6, mut d6) = <[(Vec<_>, Vec<_>); 4]>::default().into();
     let (mut sp, mut dp) = (vec![], vec![]);
     let mut rule = 0u32;
+    let mut dns_index = 0u32;
     for &Planned {
         fault: f,
         slot,
@@ -415,12 +431,17 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
             img.rules[rule as usize] = Rule { slot, _pad: 0 };
             rule += 1;
         }
-        img.faults[slot as usize] = fault_cfg(f, start_ns, deadline_ns);
+        let mut cfg = fault_cfg(f, start_ns, deadline_ns);
+        if !f.dns_names.is_empty() {
+            cfg.flags |= dns_index << flag::DNS_INDEX_SHIFT;
+            for n in &f.dns_names {
+                *img.dns.entry(n.key()).or_default() |= 1 << dns_index;
+            }
+            dns_index += 1;
+        }
+        img.faults[slot as usize] = cfg;
         img.clones |= f.action.kind().clones();
         img.stages |= f.action.kind().stage();
-        for n in &f.dns_names {
-            *img.dns.entry(n.key()).or_default() |= 1 << slot;
-        }
     }
     img.src_v4 = fold(32, &s4.0, &s4.1);
     img.dst_v4 = fold(32, &d4.0, &d4.1);
@@ -434,7 +455,7 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{collections::BTreeSet, time::Duration};
 
     use super::*;
     use crate::fault::spec::FaultSpec;
@@ -735,19 +756,24 @@ mod tests {
             assign_slots(&prev, &["a", "a"]).unwrap_err(),
             CompileError::DuplicateName("a".into())
         );
-        let many: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+        let n = MAX_FAULTS as usize;
+        let many: Vec<String> = (0..=n).map(|i| format!("f{i}")).collect();
         let names: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(
             assign_slots(&prev, &names).unwrap_err(),
-            CompileError::TooManyFaults(65)
+            CompileError::TooManyFaults(n + 1)
         );
-        // 64 both-ways faults are 128 rules: the most there is room for.
+        let slots = assign_slots(&prev, &names[..n]).unwrap();
+        assert_eq!(slots.iter().collect::<BTreeSet<_>>().len(), n);
+        assert!(slots.iter().all(|s| *s < MAX_FAULTS));
+        // 256 both-ways faults are 512 rules: the most there is room for.
         let f = fault(
             r#"{"name":"x","to":["10.42.2.7"],"blackhole":true,"for":"1m","both_ways":true}"#,
         );
-        let fs = vec![f; 64];
-        let slots: Vec<u32> = (0..64).collect();
-        assert!(compile(&plan_at(&fs, &slots, 0)).is_ok());
+        let fs = vec![f; n];
+        let img = compile(&plan_at(&fs, &slots, 0)).unwrap();
+        let last = img.rules[MAX_RULES as usize - 1];
+        assert_eq!(last.slot, slots[n - 1]);
     }
 
     #[test]
@@ -831,11 +857,38 @@ mod tests {
         assert_eq!(img.faults[5].threshold, 1 << 32, "a drop is a blackhole");
         let db = fs[0].dns_names.iter().find(|n| !n.suffix).unwrap().key();
         let svc = fs[0].dns_names.iter().find(|n| n.suffix).unwrap().key();
-        assert_eq!(img.dns.get(&db), Some(&((1 << 3) | (1 << 5))));
-        assert_eq!(img.dns.get(&svc), Some(&(1 << 3)));
+        // Their DNS indices (bits of the name sets) in the order of the faults, not their slots.
+        let index =
+            |slot: usize| (img.faults[slot].flags & flag::DNS_INDEX_MASK) >> flag::DNS_INDEX_SHIFT;
+        assert_eq!((index(3), index(5)), (0, 1));
+        assert_eq!(img.dns.get(&db), Some(&0b11));
+        assert_eq!(img.dns.get(&svc), Some(&0b01));
         assert_eq!(img.dns.len(), 2);
         assert!(img.clones, "a DNS fault may hold answers");
         assert!(img.masks[mask::UDP as usize].contains(0));
         assert!(!img.masks[mask::TCP as usize].contains(0));
+    }
+
+    #[test]
+    fn dns_faults_take_the_bits_of_the_name_sets_whatever_their_slots() {
+        let f = |i: usize| {
+            fault(&format!(
+                r#"{{"name":"d{i}","dns":"nxdomain","dns_name":["n{i}.local"],"for":"1m"}}"#
+            ))
+        };
+        let n = MAX_DNS_FAULTS as usize;
+        let fs: Vec<Fault> = (0..n).map(f).collect();
+        // Slots from the top: above 64, where no bit of a u64 reaches.
+        let slots: Vec<u32> = (0..n as u32).map(|i| MAX_FAULTS - 1 - i).collect();
+        let img = compile(&plan_at(&fs, &slots, 0)).unwrap();
+        for (i, f) in fs.iter().enumerate() {
+            assert_eq!(img.dns.get(&f.dns_names[0].key()), Some(&(1u64 << i)));
+        }
+        let more: Vec<Fault> = (0..=n).map(f).collect();
+        let slots: Vec<u32> = (0..=n as u32).collect();
+        assert_eq!(
+            compile(&plan_at(&more, &slots, 0)).unwrap_err(),
+            CompileError::TooManyDnsFaults(n + 1)
+        );
     }
 }

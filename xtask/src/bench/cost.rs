@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, time::Instant};
 
 use anyhow::{Result, ensure};
+use injector_common::MAX_FAULTS;
 use injector_tests::{
     daemon::Daemon,
     lab::Lab,
@@ -107,8 +108,8 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
             format!(
                 "{n} /{len} prefix{} in {} fault{}",
                 if n == 1 { "" } else { "es" },
-                n.min(64),
-                s(n.min(64))
+                n.min(MAX_FAULTS as usize),
+                s(n.min(MAX_FAULTS as usize))
             )
         };
         let ours = format!(
@@ -154,7 +155,7 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
          for the programs attached on the path: the judge of drops on the source veth's ingress and \
          the egress hook on the destination veth's egress. Prefixes are random /32s (sorted host \
          arrays: a search of 17 loads) or /24s (tries of shorter prefixes) in 10.0.0.0/8 \
-         outside the lab, over min(N, 64) blackhole faults. Applied: the wall time of the POST \
+         outside the lab, over min(N, {MAX_FAULTS}) blackhole faults (the most a node takes). Applied: the wall time of the POST \
          /v1/faults carrying them, after a DELETE /v1/faults (10k and more: the median of 5 such \
          pairs, and the first); one fault replaced (10k and more): a POST replacing one of \
          them with a one-address fault afterwards (the whole set rewritten into the other \

@@ -90,7 +90,7 @@ mod tests {
             let v: serde_json::Value =
                 serde_json::from_str(&non_matching(total, 32, "nm")).unwrap();
             let faults = v.as_array().unwrap();
-            assert_eq!(faults.len(), total.min(64));
+            assert_eq!(faults.len(), total.min(MAX_FAULTS as usize));
             let all: Vec<&str> = faults
                 .iter()
                 .flat_map(|f| f["to"].as_array().unwrap())

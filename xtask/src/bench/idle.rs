@@ -1,9 +1,10 @@
-//! Part 1, idle tax: what attached programs with 64 faults that match nothing (10k prefixes) cost
-//! pod-to-pod traffic, against no program at all. Rounds alternate the two so drift hits both.
+//! Part 1, idle tax: what attached programs with MAX_FAULTS (256) faults that match nothing (10k
+//! prefixes) cost pod-to-pod traffic, against no program at all. Rounds alternate the two so drift hits both.
 
 use std::net::SocketAddr;
 
 use anyhow::Result;
+use injector_common::MAX_FAULTS;
 use injector_tests::{
     daemon::Daemon,
     lab::{Lab, Pod},
@@ -72,7 +73,9 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         }
     }
     let mut sec = Section::new(
-        "1. Idle tax: 64 faults that match nothing (10k prefixes) vs no program",
+        &format!(
+            "1. Idle tax: {MAX_FAULTS} faults that match nothing (10k prefixes) vs no program"
+        ),
         "no program (baseline)",
     );
     for (i, (_, path)) in paths.iter().enumerate() {
@@ -125,9 +128,10 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     sec.notes.push(format!(
         "Medians of {} rounds, alternating; each round {} s of iperf3 and {} one-at-a-time UDP \
          round trips per path. \"Attached\" = a daemon in each node (programs on cni0, every veth \
-         and flannel.1) with 64 blackhole faults whose 10,000 /32 destinations (random in \
-         10.0.0.0/8 outside the lab's 10.42.0.0/16) match none of this traffic. Ratio = \
-         injector / baseline for throughput, baseline / injector for latency (> 1: no tax).",
+         and flannel.1) with {MAX_FAULTS} blackhole faults (the most a node takes) whose 10,000 \
+         /32 destinations (random in 10.0.0.0/8 outside the lab's 10.42.0.0/16) match none of \
+         this traffic. Ratio = injector / baseline for throughput, baseline / injector for \
+         latency (> 1: no tax).",
         ctx.rounds, ctx.iperf_secs, ctx.rtt_count
     ));
     Ok(sec)
