@@ -261,3 +261,42 @@ fn a_drop_fault_drops_its_names_answers_only() {
     assert_eq!(b.counted(2, Outcome::Dropped), 1);
     assert_eq!(b.counted(2, Outcome::Passed), 1);
 }
+
+/// DNS faults in slots a u64 of slots cannot reach (after 200 others): their names answer by
+/// their DNS index, not their slot.
+#[test]
+fn dns_faults_in_high_slots_answer_for_their_names() {
+    let mut b = Loaded::new("pdnshi");
+    let filler: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"name":"x{i}","to":["10.99.{i}.1"],"blackhole":true,"for":"1h"}}"#))
+        .collect();
+    let faults = FAULTS.trim().trim_start_matches('[').trim_end_matches(']');
+    b.install(&format!("[{},{faults}]", filler.join(",")));
+    let veth = programs::TC_VETH_EGRESS;
+    let sent = answer(
+        SF,
+        53,
+        &message(RESPONSE, &wire("a.svc.cluster.local")),
+        false,
+    );
+    let (v, out) = b.run(veth, &sent);
+    assert_eq!(v, OK, "delivered");
+    check_rewritten("servfail in slot 201", &sent, &out, 2);
+    let gone = answer(GONE, 53, &message(RESPONSE, &wire("gone.example")), false);
+    assert_eq!(b.run(veth, &gone).0, SHOT);
+    let other = answer(
+        GONE,
+        53,
+        &message(RESPONSE, &wire("db.prod.svc.cluster.local")),
+        false,
+    );
+    assert_eq!(
+        b.run(veth, &other),
+        (OK, other.clone()),
+        "nx's name, gone's pod"
+    );
+    assert_eq!(b.counted(201, Outcome::Rejected), 1);
+    assert_eq!(b.counted(202, Outcome::Dropped), 1);
+    assert_eq!(b.counted(202, Outcome::Passed), 1);
+    assert_eq!(b.counted(200, Outcome::Rejected), 0);
+}

@@ -19,7 +19,7 @@ use injector::{
     },
     kernel::{Maps, monotonic_ns},
 };
-use injector_common::{FaultCounters, Hook, JudgeHook, Outcome, ctrl, flow, programs};
+use injector_common::{FaultCounters, Hook, JudgeHook, MAX_FAULTS, Outcome, ctrl, flow, programs};
 use injector_tests::cpu::on_cpu0;
 use injector_tests::{lab::run_prefix, require_root, stats};
 use support::packets::*;
@@ -921,46 +921,69 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
     });
 }
 
+/// A full node: MAX_FAULTS (256) both-ways faults, so every one of the 512 rules is in use, with
+/// 10,240 host prefixes. Each fault's packets are judged by it alone, in both directions, at the
+/// lowest and highest slots and rules and across the words of the rule sets (64 rules each); the
+/// last fault, matched by both of its rules (510 and 511), is judged once.
 #[test]
-fn sixty_four_faults_with_ten_thousand_prefixes_match_exactly() {
-    // Fault i owns 10.(100+i).x.y/32 for 156 hosts, plus a /16 of its own range for UDP only.
-    let faults: Vec<String> = (0..64)
+fn a_full_node_of_faults_with_ten_thousand_prefixes_matches_exactly() {
+    let n = MAX_FAULTS;
+    // Fault i owns 10.i.7.1-40, TCP only, both ways; the last one is a dry run between two pods.
+    let mut faults: Vec<String> = (0..n - 1)
         .map(|i| {
-            let hosts: Vec<String> = (0..156)
-                .map(|h| format!("\"10.{}.{}.{}\"", 100 + i, h / 200, h % 200 + 1))
-                .collect();
+            let hosts: Vec<String> = (1..=40).map(|h| format!("\"10.{i}.7.{h}\"")).collect();
             format!(
-                r#"{{"name":"f{i}","to":[{}],"proto":"tcp","blackhole":true,"for":"1h"}}"#,
+                r#"{{"name":"f{i}","to":[{}],"proto":"tcp","both_ways":true,"blackhole":true,"for":"1h"}}"#,
                 hosts.join(",")
             )
         })
         .collect();
+    faults.push(format!(
+        r#"{{"name":"f{}","from":["10.42.1.2","10.42.1.3"],"to":["10.42.1.2","10.42.1.3"],"both_ways":true,"blackhole":true,"dry_run":true,"for":"1h"}}"#,
+        n - 1
+    ));
     let b = load(&format!("[{}]", faults.join(",")));
-    for i in [0u32, 17, 63] {
-        let hit = format!("10.{}.0.{}", 100 + i, 77);
-        assert_eq!(b.veth(&simple("10.42.1.2", &hit, TCP, 1, 2)), SHOT, "{hit}");
+    for i in [0u32, 31, 32, 63, 64, 127, 128, 200, 254] {
+        let hit = format!("10.{i}.7.17");
+        assert_eq!(
+            b.veth(&simple("10.42.1.2", &hit, TCP, 1, 2)),
+            SHOT,
+            "to {hit}"
+        );
+        assert_eq!(
+            b.veth(&simple(&hit, "10.42.1.2", TCP, 1, 2)),
+            SHOT,
+            "from {hit}"
+        );
         assert_eq!(
             b.veth(&simple("10.42.1.2", &hit, UDP, 1, 2)),
             OK,
             "{hit} udp"
         );
+        let miss = format!("10.{i}.7.41");
         assert_eq!(
-            b.veth(&simple(
-                "10.42.1.2",
-                &format!("10.{}.0.{}", 100 + i, 250),
-                TCP,
-                1,
-                2
-            )),
+            b.veth(&simple("10.42.1.2", &miss, TCP, 1, 2)),
             OK,
-            "not a listed host"
+            "{miss}: not listed"
         );
+        let c = b.counters(&format!("f{i}"), JudgeHook::VethEgress);
         assert_eq!(
-            b.counters(&format!("f{i}"), JudgeHook::VethEgress)
-                .packets(Outcome::Dropped),
-            1
+            (c.packets(Outcome::Matched), c.packets(Outcome::Dropped)),
+            (2, 2),
+            "f{i}"
         );
     }
+    assert_eq!(
+        b.veth(&simple("10.42.1.2", "10.42.1.3", UDP, 1, 2)),
+        OK,
+        "dry run"
+    );
+    let c = b.counters(&format!("f{}", n - 1), JudgeHook::VethEgress);
+    assert_eq!(
+        (c.packets(Outcome::Matched), c.packets(Outcome::Passed)),
+        (1, 1),
+        "judged once by its two rules"
+    );
 }
 
 /// Many host addresses (the sorted arrays searched by halving, written through a mapping): every
