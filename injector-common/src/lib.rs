@@ -255,36 +255,47 @@ impl RuleSet {
 
     /// Removes and returns the lowest rule in the set (see [`pop_lowest`]).
     pub fn pop_lowest(&mut self) -> Option<u32> {
+        let summary = (0..RULE_WORDS).fold(0, |s, i| s | nonempty_bit(self.0[i], self.0[i], i));
         let w = core::cell::Cell::from_mut(&mut self.0[..]).as_slice_of_cells();
-        pop_lowest(|i| w[i].get(), |i, v| w[i].set(v))
+        pop_lowest(summary, |i| w[i].get(), |i, v| w[i].set(v)).map(|(r, _)| r)
     }
 }
 
-/// Removes and returns the lowest rule of the [`RuleSet`] whose word `i` is `word(i)` (`i` in
-/// `0..RULE_WORDS`; `set(i, v)` writes it). The kernel's judging loop pops a packet's candidates
-/// from map memory with it (`injector-ebpf`'s classify.rs). Which word holds the lowest rule is
-/// found without a branch per word (a bit per non-empty word, then [`bit_index`] of the lowest),
-/// and the word is then read at that index: a branch on each word makes the verifier walk the
-/// judging loop once per combination of empty and non-empty words, at every rule popped (with
-/// eight words, past its 1M instructions).
+/// Bit `i` (< 64) set when the word `w` is not 0: `w` and `again` are two reads of the same word.
+/// The kernel reads it twice from map memory (volatile), so the compiler cannot see `w | -w`
+/// and turn it into a comparison: BPF has no set-on-condition, a comparison is a branch, and a
+/// branch per word makes the verifier walk what follows once per combination of empty and
+/// non-empty words (with eight words, the judging loop went past its 1M instructions).
 #[inline(always)]
-pub fn pop_lowest(word: impl Fn(usize) -> u64, set: impl Fn(usize, u64)) -> Option<u32> {
-    let mut nonempty = 0u64;
-    for i in 0..RULE_WORDS {
-        // 1 when the word is not 0: its top bit or its negation's. Read twice: the kernel's reads
-        // are volatile, so the compiler cannot see `w | -w` and turn it into a comparison (BPF
-        // has no set-on-condition: a comparison becomes a branch).
-        let (w, again) = (word(i), word(i));
-        nonempty |= ((w | again.wrapping_neg()) >> 63) << i;
-    }
-    if nonempty == 0 {
+pub fn nonempty_bit(w: u64, again: u64, i: usize) -> u64 {
+    ((w | again.wrapping_neg()) >> 63) << i
+}
+
+/// Removes the lowest rule of the [`RuleSet`] whose word `i` is `word(i)` (`i` in
+/// `0..RULE_WORDS`; `set(i, v)` writes it) and whose non-empty words are the bits of `summary`
+/// ([`nonempty_bit`]): the rule and the summary after. The kernel's judging loop pops a packet's
+/// candidates from map memory with it (`injector-ebpf`'s classify.rs). The word is found from
+/// the summary without a branch ([`bit_index`] of its lowest bit) and read at that index.
+#[inline(always)]
+pub fn pop_lowest(
+    summary: u64,
+    word: impl Fn(usize) -> u64,
+    set: impl Fn(usize, u64),
+) -> Option<(u32, u64)> {
+    if summary == 0 {
         return None;
     }
-    let i = bit_index(nonempty & nonempty.wrapping_neg()) as usize & (RULE_WORDS - 1);
+    let i = bit_index(summary & summary.wrapping_neg()) as usize & (RULE_WORDS - 1);
     let w = word(i);
     let low = w & w.wrapping_neg();
-    set(i, w & !low);
-    Some(i as u32 * 64 + bit_index(low))
+    let rest = w & !low;
+    set(i, rest);
+    let summary = if rest == 0 {
+        summary & !(1 << i)
+    } else {
+        summary
+    };
+    Some((i as u32 * 64 + bit_index(low), summary))
 }
 
 /// Index of the single set bit in `b`: the number of bits below it, counted without a branch

@@ -148,54 +148,73 @@ fn mask_of(g: u8, m: u32) -> Option<&'static RuleSet> {
     MASKS.get(u32::from(g) * mask::PER_GEN + m)
 }
 
-/// A packet's candidate rules, in map memory (`verdict::JUDGING`): written a word at a time
-/// (volatile: the compiler keeps them there, and the verifier does not track them), never
-/// copied whole onto the stack.
-pub struct Candidates(pub *mut RuleSet);
+/// A packet's candidate rules, in map memory (`verdict::JUDGING`): their words, written one at
+/// a time (volatile: the compiler keeps them there, and the verifier does not track them), never
+/// copied whole onto the stack, and a summary of the non-empty words
+/// (`injector_common::nonempty_bit`), so a rule is popped without reading every word.
+pub struct Candidates {
+    pub words: *mut u64,
+    pub summary: *mut u64,
+}
 
 impl Candidates {
     #[inline(always)]
     fn word(&self, i: usize) -> *mut u64 {
         // SAFETY: word `i` (< RULE_WORDS, masked) of this CPU's slot (the maker's promise).
-        unsafe { (core::ptr::addr_of_mut!((*self.0).0) as *mut u64).add(i & (RULE_WORDS - 1)) }
+        unsafe { self.words.add(i & (RULE_WORDS - 1)) }
     }
 
-    /// Sets the candidates to `a` (`and: false`) or to their intersection with `a`; false when
-    /// the result is empty.
+    /// Sets the candidates to `a` and `b`'s intersection; false when it is empty.
     #[inline(always)]
-    fn set(&self, a: &RuleSet, and: bool) -> bool {
+    fn start(&self, a: &RuleSet, b: &RuleSet) -> bool {
         let mut any = 0;
-        for (i, w) in a.0.iter().enumerate() {
-            let p = self.word(i);
+        for i in 0..RULE_WORDS {
+            let w = a.0[i] & b.0[i];
             // SAFETY: see `word`.
-            let w = unsafe {
-                let w = if and {
-                    core::ptr::read_volatile(p) & w
-                } else {
-                    *w
-                };
-                core::ptr::write_volatile(p, w);
-                w
-            };
+            unsafe { core::ptr::write_volatile(self.word(i), w) };
             any |= w;
         }
         any != 0
     }
 
+    /// Narrows the candidates to their intersection with `a`, `b` and `c`, and writes the summary;
+    /// false when nothing is left.
+    #[inline(always)]
+    fn finish(&self, a: &RuleSet, b: &RuleSet, c: &RuleSet) -> bool {
+        let mut summary = 0;
+        for i in 0..RULE_WORDS {
+            let p = self.word(i);
+            // SAFETY: see `word`. Read back after the write for `nonempty_bit`.
+            unsafe {
+                let w = core::ptr::read_volatile(p) & a.0[i] & b.0[i] & c.0[i];
+                core::ptr::write_volatile(p, w);
+                summary |= injector_common::nonempty_bit(w, core::ptr::read_volatile(p), i);
+            }
+        }
+        // SAFETY: this CPU's slot (the maker's promise).
+        unsafe { core::ptr::write_volatile(self.summary, summary) };
+        summary != 0
+    }
+
     /// Removes and returns the lowest candidate (`injector_common::pop_lowest`).
     #[inline(always)]
     pub fn pop_lowest(&self) -> Option<u32> {
-        // SAFETY: see `word`.
-        injector_common::pop_lowest(
-            |i| unsafe { core::ptr::read_volatile(self.word(i)) },
-            |i, v| unsafe { core::ptr::write_volatile(self.word(i), v) },
-        )
+        // SAFETY: see `word` and `finish`.
+        unsafe {
+            let (r, summary) = injector_common::pop_lowest(
+                core::ptr::read_volatile(self.summary),
+                |i| core::ptr::read_volatile(self.word(i)),
+                |i, v| core::ptr::write_volatile(self.word(i), v),
+            )?;
+            core::ptr::write_volatile(self.summary, summary);
+            Some(r)
+        }
     }
 }
 
 /// Writes the rules of the active generation (`gen_word`: the GEN control word) that `flow`
-/// matches to `out`; false when there are none (`out` then holds no candidate either, or
-/// whatever it held: only a true return makes it the packet's).
+/// matches to `out`; false when there are none (`out` is the packet's only after a true return).
+/// Two passes over the words: the addresses' sets, then the protocol's mask and the ports'.
 #[inline(always)]
 pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
     let g = (gen_word & 1) as u8;
@@ -203,13 +222,10 @@ pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
     let Some(dst) = addr_set(flow, true, gen_word) else {
         return false;
     };
-    if !out.set(dst, false) {
-        return false;
-    }
     let Some(src) = addr_set(flow, false, gen_word) else {
         return false;
     };
-    if !out.set(src, true) {
+    if !out.start(dst, src) {
         return false;
     }
     let class = match flow.proto {
@@ -218,17 +234,17 @@ pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
         IPPROTO_ICMP | IPPROTO_ICMPV6 => mask::ICMP,
         _ => mask::OTHER,
     };
-    if !mask_of(g, class).is_some_and(|m| out.set(m, true)) {
+    let Some(m) = mask_of(g, class) else {
         return false;
-    }
+    };
     if !flow.has_ports {
-        return mask_of(g, mask::NO_PORTS).is_some_and(|m| out.set(m, true));
+        return mask_of(g, mask::NO_PORTS).is_some_and(|n| out.finish(m, n, n));
     }
     match (
         SPORT.get(port(g, flow.sport)),
         DPORT.get(port(g, flow.dport)),
     ) {
-        (Some(s), Some(d)) => out.set(s, true) && out.set(d, true),
+        (Some(s), Some(d)) => out.finish(m, s, d),
         _ => false,
     }
 }

@@ -370,6 +370,8 @@ pub fn compile(planned: &[Planned<'_>]) -> Result<Image, CompileError> {
         deadline_ns,
     } in planned
     {
+        // A fault's rules are numbered consecutively: the kernel judges a fault once by skipping
+        // a rule whose fault it judged just before (rules are popped in order).
         let dirs: &[bool] = if f.both_ways {
             &[false, true]
         } else {
