@@ -153,14 +153,22 @@ fn mask_of(g: u8, m: u32) -> Option<&'static RuleSet> {
 /// copied whole onto the stack, and a summary of the non-empty words
 /// (`injector_common::nonempty_bit`), so a rule is popped without reading every word.
 pub struct Candidates {
-    pub words: *mut u64,
-    pub summary: *mut u64,
+    words: *mut u64,
+    summary: *mut u64,
 }
 
 impl Candidates {
+    /// # Safety
+    /// `words` is `RULE_WORDS` words and `summary` one, of this CPU's slot of a per-CPU map,
+    /// used by nothing else while the program runs.
+    #[inline(always)]
+    pub unsafe fn new(words: *mut u64, summary: *mut u64) -> Candidates {
+        Candidates { words, summary }
+    }
+
     #[inline(always)]
     fn word(&self, i: usize) -> *mut u64 {
-        // SAFETY: word `i` (< RULE_WORDS, masked) of this CPU's slot (the maker's promise).
+        // SAFETY: word `i` (< RULE_WORDS, masked) of the words `new` was given.
         unsafe { self.words.add(i & (RULE_WORDS - 1)) }
     }
 
@@ -191,7 +199,7 @@ impl Candidates {
                 summary |= injector_common::nonempty_bit(w, core::ptr::read_volatile(p), i);
             }
         }
-        // SAFETY: this CPU's slot (the maker's promise).
+        // SAFETY: the summary `new` was given.
         unsafe { core::ptr::write_volatile(self.summary, summary) };
         summary != 0
     }

@@ -321,10 +321,10 @@ pub fn judge<B: Bytes>(
     };
     // SAFETY: fields of this CPU's slot (see JUDGING).
     let set = unsafe {
-        Candidates {
-            words: core::ptr::addr_of_mut!((*j).set) as *mut u64,
-            summary: core::ptr::addr_of_mut!((*j).nonempty),
-        }
+        Candidates::new(
+            core::ptr::addr_of_mut!((*j).set) as *mut u64,
+            core::ptr::addr_of_mut!((*j).nonempty),
+        )
     };
     if !candidates(flow, gen_word, &set) {
         return Verdict::Pass;
