@@ -24,13 +24,13 @@ use injector_tests::{lab::run_prefix, require_root};
 use support::packets::*;
 
 /// Instructions the verifier may walk per program: about 2x what the judging programs take now
-/// on this kernel (~139k on 6.18 with 256 faults and DNS; 213k before). Before DNS: 149k on 6.18; before reject,
+/// on this kernel (~141k on 6.18 with 256 faults and DNS; 213k before). Before DNS: 149k on 6.18; before reject,
 /// duplicate and corrupt: ~40-48k.
 const VERIFIER_BUDGET: u32 = 300_000;
 
 /// The same before Linux 6.4, whose precision tracking cannot follow a value across a BPF-to-BPF
 /// call and so prunes less: half the kernel's limit of 1M (5.2 and later). 6.1 (Debian 12)
-/// walked the egress judges in ~219k since they judge the flow from map memory and pop their
+/// walked the egress judges in ~141k since they judge the flow from map memory and pop their
 /// candidates from it (904k before, see verdict::PARSED in injector-ebpf); CI runs this test
 /// there (`cargo xtask test`, VM part).
 const VERIFIER_BUDGET_BEFORE_6_4: u32 = 500_000;
