@@ -144,9 +144,9 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     // A packet whose destination no fault names passes unparsed: most packets, at the hooks
     // every packet of a node crosses (see classify::destination_misses). A packet judged at
     // ingress was identified by the comparison already. The cost: 6.1's verifier walked
-    // tc_veth_egress in 889k instructions of its 1M (776k before; 322k since the flow is judged
-    // from map memory, see verdict::PARSED); variants that skipped judged-early packets (915k)
-    // or asked inside `judge` (over 1M) cost more.
+    // tc_veth_egress in 889k instructions of its 1M (776k before; 141k now that the flow is
+    // judged from map memory, see verdict::PARSED); variants that skipped judged-early packets
+    // (915k) or asked inside `judge` (over 1M) cost more.
     // With nothing of these stages installed the packet is only counted, as `judge` would, but
     // before the clock read below: a clock read for every packet of an idle node doubled the
     // egress hook's cost (bench part 2, no faults: 69 -> 129 ns; `rdtsc` is slow in this VM).

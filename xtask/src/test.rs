@@ -118,28 +118,35 @@ fn test_executable(name: &str) -> Result<String> {
 /// Real delay needs sch_fq, which this host's kernel lacks: those tests (`#[ignore]`d on the host)
 /// run in a stock Debian kernel under QEMU, the `rt_` ones in real time, the `icount_` ones on
 /// virtual time where precision can be asserted; on 6.1 (bookworm), with vm_actions.rs (reject,
-/// duplicate, reorder) in real time and prog_parse.rs's verifier budget. On 5.10 (bullseye, no `bpf_skb_set_tstamp`) one short
-/// real-time run of tests/tests/vm_5_10.rs: the programs without the EDT stamp load, drop,
-/// blackhole, reject and duplicate work, delay is refused. On 6.12 (bookworm-backports, TCX):
+/// duplicate, reorder) in real time and prog_parse.rs's verifier budget. On 5.10 (bullseye, no
+/// `bpf_skb_set_tstamp`) one short real-time run of tests/tests/vm_5_10.rs: the programs without
+/// the EDT stamp load, drop, blackhole, reject and duplicate work, delay is refused. On 6.12 (bookworm-backports, TCX):
 /// the real-time delay and action tests, but the one about the netlink path. On each, the attach
 /// path follows the kernel (clsact before 6.6, TCX from 6.6). `kernels`: only those; None: the
 /// ones CI runs (5.10 and 6.1; 6.12 on demand).
 pub fn vm_tests(kernels: Option<&[vm::Kernel]>) -> Result<()> {
     use vm::Kernel::{Backports, Bookworm, Bullseye};
-    // (kernel, test file, name filter, --skip, icount); the `#[ignore]`d tests of the file,
-    // except prog_parse's verifier test, which runs on the host too: on 6.1 it checks what the
-    // verifier walks there against that kernel's budget (6.1 prunes less than 6.4 and later).
-    let runs: &[(vm::Kernel, &str, &str, &str, bool)] = &[
-        (Bullseye, "vm_5_10", "", "", false),
-        (Bullseye, "vm_delay", "rt_the_attach_path", "", false),
-        (Bookworm, "prog_parse", "every_program", "", false),
-        (Bookworm, "vm_delay", "rt_", "", false),
-        (Bookworm, "vm_actions", "", "", false),
-        (Bookworm, "vm_delay", "icount_", "", true),
-        (Backports, "vm_delay", "rt_", "kernel_without_tcx", false),
-        (Backports, "vm_actions", "", "", false),
+    // (kernel, test file, name filter, --skip, icount, only the `#[ignore]`d tests). prog_parse's
+    // verifier test is not ignored (it runs on the host too): on 6.1 it checks what the verifier
+    // walks there against that kernel's budget (6.1 prunes less than 6.4 and later).
+    let runs: &[(vm::Kernel, &str, &str, &str, bool, bool)] = &[
+        (Bullseye, "vm_5_10", "", "", false, true),
+        (Bullseye, "vm_delay", "rt_the_attach_path", "", false, true),
+        (Bookworm, "prog_parse", "every_program", "", false, false),
+        (Bookworm, "vm_delay", "rt_", "", false, true),
+        (Bookworm, "vm_actions", "", "", false, true),
+        (Bookworm, "vm_delay", "icount_", "", true, true),
+        (
+            Backports,
+            "vm_delay",
+            "rt_",
+            "kernel_without_tcx",
+            false,
+            true,
+        ),
+        (Backports, "vm_actions", "", "", false, true),
     ];
-    for &(k, file, filter, skip, icount) in runs {
+    for &(k, file, filter, skip, icount, ignored) in runs {
         let wanted = match kernels {
             Some(ks) => ks.contains(&k),
             None => k != Backports,
@@ -154,11 +161,7 @@ pub fn vm_tests(kernels: Option<&[vm::Kernel]>) -> Result<()> {
         } else {
             format!(" --skip {skip}")
         };
-        let ignored = if file == "prog_parse" {
-            ""
-        } else {
-            " --ignored"
-        };
+        let ignored = if ignored { " --ignored" } else { "" };
         let cmd = format!("{exe}{ignored} --nocapture --test-threads=1 {filter}{skip}");
         eprintln!(
             "+ [vm {}{}] {cmd}",
