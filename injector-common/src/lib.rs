@@ -41,8 +41,9 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Per-CPU array indexed by [`Hook`](crate::Hook) -> [`HookStats`](crate::HookStats).
     pub const STATS: &str = "STATS";
-    /// Userspace only: slot -> the daemon's record of the fault (length-prefixed JSON), so a
-    /// restarted daemon adopts the faults it finds pinned. No program reads it.
+    /// Userspace only: hash [`SpecKey`](crate::SpecKey) -> one part of a daemon record (a
+    /// fault's JSON, a generation's manifest), so a restarted daemon adopts the faults it finds
+    /// pinned. No program reads it.
     pub const SPECS: &str = "SPECS";
     /// Array of full-length (host) prefixes, per generation sorted and searched by halving
     /// (see [`hosts`](crate::hosts)): [`hosts::V4`](crate::hosts::V4) or
@@ -177,11 +178,34 @@ pub const MAX_FAULTS: u32 = 256;
 pub const MAX_DNS_FAULTS: u32 = 64;
 /// Most prefixes per classification trie (both generations together).
 pub const MAX_PREFIXES: u32 = 256 * 1024;
-/// Bytes of one [`maps::SPECS`] record: a u32 length, then JSON.
+/// Most bytes of one record in [`maps::SPECS`] (a fault's JSON).
 pub const SPEC_RECORD: usize = 64 * 1024;
+/// Bytes of one part of a [`maps::SPECS`] record. A record takes as many parts as its bytes need
+/// (part 0 starts with a [`SPEC_HEADER`]), so a change copies what its records hold: a value of
+/// the whole 64 KiB each made 256 one-line faults copy 16 MiB. 4032: with the kernel's element
+/// header (40 B) and the 8-byte key, an element is one 4 KiB allocation.
+pub const SPEC_PART: usize = 4032;
+/// Bytes at the start of part 0: the record's length (u32), the CRC-32 of its bytes (u32) and
+/// when it was written (u64, `CLOCK_MONOTONIC` ns); all little-endian.
+pub const SPEC_HEADER: usize = 16;
+/// Most parts of one record.
+pub const SPEC_PARTS: u32 = (SPEC_RECORD + SPEC_HEADER).div_ceil(SPEC_PART) as u32;
 /// Most records in [`maps::SPECS`]: two sets of fault records (during a change, the old set's and
-/// the new one's), a manifest per generation, and the daemon's own records.
-pub const SPEC_KEYS: u32 = 2 * MAX_FAULTS + 8;
+/// the new one's), a manifest per generation, and the daemon's own records (two copies each).
+pub const SPEC_RECORDS: u32 = 2 * MAX_FAULTS + 8;
+/// Most entries (parts) in [`maps::SPECS`].
+pub const SPEC_KEYS: u32 = SPEC_RECORDS * SPEC_PARTS;
+
+/// Key of one part of a record in [`maps::SPECS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpecKey {
+    /// The record.
+    pub id: u32,
+    /// The part, from 0.
+    pub part: u32,
+}
+
 /// Most rules one packet is judged by (the lowest-numbered matching rules win).
 pub const MAX_MATCHES_PER_PACKET: u32 = 8;
 /// Most entries in [`maps::DNS_NAMES`] (both generations).
@@ -683,6 +707,8 @@ mod user {
     // SAFETY: as above (`V6`'s padding is an explicit field).
     unsafe impl aya::Pod for super::hosts::V4 {}
     unsafe impl aya::Pod for super::hosts::V6 {}
+    // SAFETY: two u32s, no padding.
+    unsafe impl aya::Pod for super::SpecKey {}
 }
 
 #[cfg(test)]

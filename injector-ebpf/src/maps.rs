@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_PREFIXES, MAX_RULES,
-    MAX_XDP_IFACES, Rule, RuleSet, SPEC_KEYS, SPEC_RECORD, ctrl, hosts, mask,
+    MAX_XDP_IFACES, Rule, RuleSet, SPEC_KEYS, SPEC_PART, SpecKey, ctrl, hosts, mask,
 };
 
 #[map(name = "SRC_V4")]
@@ -71,6 +71,6 @@ pub static COUNTERS: PerCpuArray<FaultCounters> =
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<HookStats> = PerCpuArray::pinned(Hook::COUNT, 0);
 
-/// Userspace only (the daemon's fault records, for adoption after a restart).
+/// Userspace only (the daemon's records, in parts, for adoption after a restart).
 #[map(name = "SPECS")]
-pub static SPECS: HashMap<u32, [u8; SPEC_RECORD]> = HashMap::pinned(SPEC_KEYS, BPF_F_NO_PREALLOC);
+pub static SPECS: HashMap<SpecKey, [u8; SPEC_PART]> = HashMap::pinned(SPEC_KEYS, BPF_F_NO_PREALLOC);

@@ -21,7 +21,7 @@ pub fn abort(bpffs: &Path) -> Result<()> {
 
 /// Prints the control words, each live fault's counters per hook, and the per-hook counters.
 pub fn stats(bpffs: &Path) -> Result<()> {
-    let maps = Maps::open_pinned(bpffs)?;
+    let mut maps = Maps::open_pinned(bpffs)?;
     // Names from the records of the generation the kernel runs.
     let names: std::collections::BTreeMap<u32, String> =
         records::manifest(&maps, maps.active_gen()?)?
@@ -39,7 +39,7 @@ pub fn stats(bpffs: &Path) -> Result<()> {
         maps.ctrl(ctrl::ARMED)?,
         maps.ctrl(ctrl::GEN)? & 1,
         now.saturating_sub(maps.ctrl(ctrl::HEARTBEAT_NS)?) / 1_000_000,
-        records::fault_ids(&maps)?.len()
+        records::fault_ids(&mut maps)?.len()
     );
     for (slot, cfg) in maps.live_faults()? {
         let name = names

@@ -234,25 +234,29 @@ impl FaultSet {
         })
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+        // Fresh ids for the new records, all written at once; on an error before the flip the
+        // change is undone by removing them (one absent is skipped).
         let mut written: Vec<u32> = Vec::new();
         let undo = |maps: &mut Maps, written: &[u32], e: anyhow::Error| {
             for id in written {
-                if let Err(e) = maps.remove_record(*id) {
+                if let Err(e) = records::remove_fault(maps, *id) {
                     warn!(id, error = %e, "removing the record of a change that failed");
                 }
             }
             ApiError::Internal(e)
         };
+        let mut fresh_ids = Vec::with_capacity(fresh.len());
         for (name, bytes) in fresh {
             let id = self.next_id;
             self.next_id = (self.next_id + 1) % records::key::FAULTS_END;
-            if let Err(e) = maps.put_record(id, &bytes) {
-                return Err(undo(maps, &written, e));
-            }
             written.push(id);
             if let Some(e) = next.get_mut(&name) {
                 e.id = Some(id);
             }
+            fresh_ids.push((id, bytes));
+        }
+        if let Err(e) = records::put_faults(maps, &fresh_ids) {
+            return Err(undo(maps, &written, e));
         }
         failpoint::hit(op, "records");
         let manifest: Manifest = next

@@ -1,12 +1,17 @@
 //! The daemon's records in the SPECS map, and every key of that map: fault records (by id), one
 //! manifest per map generation (which record each slot of that generation runs), and the daemon's
-//! own records (the clsact and fq qdiscs it created). No program reads them.
+//! own records (the clsact and fq qdiscs it created). No program reads them. How a record is
+//! stored (in parts, checksummed) is `kernel::specs`.
 //!
 //! Why a manifest per generation: a change fills the inactive generation of the classification
 //! maps and then flips one control word. Writing that generation's manifest before the flip
 //! makes the flip the commit point for the records too: a restarted daemon reads the manifest of
 //! the generation the kernel runs and adopts exactly that set, whether the old daemon died before
 //! the flip (the old set), after it (the new set), or in between any two writes.
+//!
+//! A write cut short leaves its record unreadable, so none is overwritten where a reader needs the
+//! old one: fault records go to fresh ids, a manifest to the generation the kernel does not run,
+//! and an own record alternates between two ids (the later readable copy wins).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,14 +21,16 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub use crate::api::Carved;
 use crate::{fault::spec::FaultSpec, kernel::Maps};
 
-/// SPECS keys.
+/// SPECS keys (record ids).
 pub mod key {
     /// Fault records have ids below this.
     pub const FAULTS_END: u32 = 0xFFFF_0000;
-    /// The fq qdiscs the daemon installed ([`super::super::fq::FqState`]).
+    /// The fq qdiscs the daemon installed ([`super::super::fq::FqState`]); two copies, this id
+    /// and the next.
     pub const FQ: u32 = 0xFFFF_0000;
-    /// The interfaces whose clsact qdisc an instance of ours created.
-    pub const CLSACT: u32 = 0xFFFF_0001;
+    /// The interfaces whose clsact qdisc an instance of ours created; two copies, this id and the
+    /// next.
+    pub const CLSACT: u32 = 0xFFFF_0002;
     /// The manifest of generation 0; generation 1's is the next key.
     pub const MANIFEST: u32 = 0xFFFF_0010;
 
@@ -53,25 +60,40 @@ pub struct Record {
 pub type Manifest = BTreeMap<u32, u32>;
 
 fn get<T: DeserializeOwned>(maps: &Maps, key: u32) -> Result<Option<T>> {
-    match maps.record(key)? {
+    match maps.records().get(key)? {
         None => Ok(None),
-        Some(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("SPECS record {key:#x}"))?,
+        Some(r) => Ok(Some(
+            serde_json::from_slice(&r.bytes).with_context(|| format!("SPECS record {key:#x}"))?,
         )),
     }
 }
 
 fn put<T: Serialize>(maps: &mut Maps, key: u32, v: &T) -> Result<()> {
-    maps.put_record(key, &serde_json::to_vec(v)?)
+    maps.records_mut().put(key, &serde_json::to_vec(v)?)
+}
+
+/// Of own record `key`'s two copies, the later whole one: (its id, its bytes).
+fn own_copy(maps: &Maps, key: u32) -> Option<(u32, Vec<u8>)> {
+    [key, key + 1]
+        .into_iter()
+        .filter_map(|id| Some((id, maps.records().get(id).ok()??)))
+        .max_by_key(|(_, r)| r.written_ns)
+        .map(|(id, r)| (id, r.bytes))
 }
 
 /// The daemon's own record `key` ([`key::FQ`], [`key::CLSACT`]); `None` when absent or unreadable.
 pub fn own<T: DeserializeOwned>(maps: &Maps, key: u32) -> Option<T> {
-    get(maps, key).ok().flatten()
+    serde_json::from_slice(&own_copy(maps, key)?.1).ok()
 }
 
+/// Writes own record `key` over its older copy: the later one stays readable until this write is
+/// whole.
 pub fn put_own<T: Serialize>(maps: &mut Maps, key: u32, v: &T) -> Result<()> {
-    put(maps, key, v)
+    let into = match own_copy(maps, key) {
+        Some((id, _)) if id == key => key + 1,
+        _ => key,
+    };
+    put(maps, into, v)
 }
 
 /// The manifest of `generation`; empty when there is none (maps just created).
@@ -88,23 +110,35 @@ pub fn fault(maps: &Maps, id: u32) -> Result<Option<Record>> {
     get(maps, id)
 }
 
-/// The record's bytes, checked against the map's value size before anything is written.
+/// The record's bytes, checked against what a record holds before anything is written.
 pub fn encode(r: &Record) -> Result<Vec<u8>, String> {
     let bytes = serde_json::to_vec(r).map_err(|e| e.to_string())?;
-    if bytes.len() + 4 > injector_common::SPEC_RECORD {
+    if bytes.len() > injector_common::SPEC_RECORD {
         return Err(format!(
             "the fault is too large to store ({} bytes of JSON, at most {}); split it",
             bytes.len(),
-            injector_common::SPEC_RECORD - 4
+            injector_common::SPEC_RECORD
         ));
     }
     Ok(bytes)
 }
 
-/// Ids of the fault records stored.
-pub fn fault_ids(maps: &Maps) -> Result<BTreeSet<u32>> {
+/// Stores fault records under fresh ids (ids no record has): in two batches, whatever their number.
+pub fn put_faults(maps: &mut Maps, records: &[(u32, Vec<u8>)]) -> Result<()> {
+    let refs: Vec<(u32, &[u8])> = records.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+    maps.records_mut().put_new(&refs)
+}
+
+/// Removes fault record `id` (absent: nothing to do).
+pub fn remove_fault(maps: &mut Maps, id: u32) -> Result<()> {
+    maps.records_mut().remove(id)
+}
+
+/// Ids of the fault records stored (also of one whose write was cut short).
+pub fn fault_ids(maps: &mut Maps) -> Result<BTreeSet<u32>> {
     Ok(maps
-        .record_keys()?
+        .records_mut()
+        .ids()?
         .into_iter()
         .filter(|k| *k < key::FAULTS_END)
         .collect())
@@ -113,12 +147,6 @@ pub fn fault_ids(maps: &Maps) -> Result<BTreeSet<u32>> {
 /// Removes every fault record not named in `keep` (left by a change that did not complete, or
 /// by the set a completed change replaced).
 pub fn collect_garbage(maps: &mut Maps, keep: &BTreeSet<u32>) -> Result<usize> {
-    let mut n = 0;
-    for id in fault_ids(maps)? {
-        if !keep.contains(&id) {
-            maps.remove_record(id)?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    maps.records_mut()
+        .remove_where(|id| id < key::FAULTS_END && !keep.contains(&id))
 }

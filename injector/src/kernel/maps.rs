@@ -17,12 +17,13 @@ use aya::{
 };
 use injector_common::{
     FaultCfg, FaultCounters, Hook, HookStats, JudgeHook, MAX_FAULTS, MAX_RULES, Rule, RuleSet,
-    SPEC_RECORD, ctrl, hosts, maps, mask, stage,
+    ctrl, hosts, maps, mask, stage,
 };
 
 use super::{
     batch,
     hosts::{HostTable, Mapped},
+    specs::Specs,
 };
 use crate::fault::compile::{Image, Prefix};
 
@@ -30,16 +31,20 @@ pub use injector_common::monotonic_ns;
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
 
+/// Whether `e` says the key is not in the map.
+pub(super) fn absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 /// A removal that found nothing to remove is not an error.
 fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
+        Err(e) if !absent(&e) => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -125,7 +130,7 @@ pub struct Maps {
     ctrl: Array<MapData, u64>,
     counters: PerCpuArray<MapData, FaultCounters>,
     stats: PerCpuArray<MapData, HookStats>,
-    specs: aya::maps::HashMap<MapData, u32, [u8; SPEC_RECORD]>,
+    specs: Specs,
     xdp_ifaces: aya::maps::HashMap<MapData, u32, u32>,
     /// What this process last made `xdp_ifaces` hold, so a sync on a link event writes only what
     /// changed (one pod's veth), not the whole set (it runs for every pod that comes or goes).
@@ -166,13 +171,6 @@ fn write_changed<T: aya::Pod + PartialEq>(
         }
     }
     Ok(())
-}
-
-/// The JSON of a stored record: a u32 length, then the bytes.
-fn record_bytes(rec: &[u8; SPEC_RECORD]) -> Vec<u8> {
-    let len =
-        (u32::from_le_bytes(rec[..4].try_into().expect("4 bytes")) as usize).min(SPEC_RECORD - 4);
-    rec[4..4 + len].to_vec()
 }
 
 fn open(dir: &Path, name: &str) -> Result<Map> {
@@ -287,7 +285,7 @@ impl Maps {
             ctrl: take(maps::CTRL)?.try_into()?,
             counters: take(maps::COUNTERS)?.try_into()?,
             stats: take(maps::STATS)?.try_into()?,
-            specs: take(maps::SPECS)?.try_into()?,
+            specs: Specs::new(take(maps::SPECS)?)?,
             xdp_ifaces: take(maps::XDP_IFACES)?.try_into()?,
             early_ifaces: None,
             dns_names: Hashed::new(take(maps::DNS_NAMES)?)?,
@@ -558,48 +556,13 @@ impl Maps {
         self.dns_names.clear(g)
     }
 
-    /// Stores a record under `key` (at most `SPEC_RECORD - 4` bytes).
-    pub fn put_record(&mut self, key: u32, data: &[u8]) -> Result<()> {
-        anyhow::ensure!(
-            data.len() + 4 <= SPEC_RECORD,
-            "fault record of {} bytes is over the {} byte limit",
-            data.len(),
-            SPEC_RECORD - 4
-        );
-        let mut rec = Box::new([0u8; SPEC_RECORD]);
-        rec[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        rec[4..4 + data.len()].copy_from_slice(data);
-        // The box itself (`Borrow<[u8; N]>`): not another 64 KiB copy on the task's stack.
-        self.specs.insert(key, rec, 0)?;
-        Ok(())
+    /// The daemon's records (the SPECS map).
+    pub fn records(&self) -> &Specs {
+        &self.specs
     }
 
-    pub fn remove_record(&mut self, key: u32) -> Result<()> {
-        absent_ok(self.specs.remove(&key))
-    }
-
-    /// The record stored under `key`, if any.
-    pub fn record(&self, key: u32) -> Result<Option<Vec<u8>>> {
-        match self.specs.get(&key, 0) {
-            Ok(rec) => Ok(Some(record_bytes(&rec))),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The keys of every stored record (without copying the records).
-    pub fn record_keys(&self) -> Result<Vec<u32>> {
-        Ok(self.specs.keys().collect::<Result<_, _>>()?)
-    }
-
-    /// Every stored record, by slot.
-    pub fn records(&self) -> Result<Vec<(u32, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for kv in self.specs.iter() {
-            let (key, rec) = kv?;
-            out.push((key, record_bytes(&rec)));
-        }
-        Ok(out)
+    pub fn records_mut(&mut self) -> &mut Specs {
+        &mut self.specs
     }
 
     /// The live fault configs, by slot (empty slots have deadline 0).

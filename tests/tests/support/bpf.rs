@@ -82,6 +82,11 @@ impl Loaded {
         }
     }
 
+    /// Where the maps are pinned.
+    pub fn pins(&self) -> &std::path::Path {
+        &self._dir.0
+    }
+
     /// Installs the faults of `json` (a fault list, each valid), slots in list order, as the
     /// daemon would.
     pub fn install(&mut self, json: &str) {
