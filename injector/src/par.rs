@@ -17,6 +17,27 @@ pub fn map<T: Sync, R: Send>(
     }
 }
 
+/// As [`map`], taking the items.
+pub fn map_vec<T: Send, R: Send>(
+    items: Vec<T>,
+    large: bool,
+    f: impl Fn(usize, T) -> R + Sync + Send,
+) -> Vec<R> {
+    if large {
+        items
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect()
+    } else {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -24,6 +45,8 @@ mod tests {
         let v: Vec<u32> = (0..10_000).collect();
         for large in [false, true] {
             let out = super::map(&v, large, |i, x| (i as u32) * 2 + x);
+            assert!(out.iter().enumerate().all(|(i, &y)| y == 3 * i as u32));
+            let out = super::map_vec(v.clone(), large, |i, x| (i as u32) * 2 + x);
             assert!(out.iter().enumerate().all(|(i, &y)| y == 3 * i as u32));
         }
     }

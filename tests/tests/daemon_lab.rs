@@ -294,6 +294,50 @@ fn bad_requests_get_4xx_and_change_nothing() {
             r.error_message()
         );
     }
+    // Large requests (4096 addresses and more) are validated fault by fault on every CPU, and
+    // their records stored while the compiler runs: the first fault to fail, in request order, is
+    // the error, and a refusal by the compiler leaves no record behind.
+    let (_, records) = d.kernel_faults();
+    let hosts: Vec<String> = (0..4096)
+        .map(|i| format!("\"10.{}.{}.{}\"", 100 + i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let wide = format!(
+        r#"{{"name":"wide","to":[{}],"blackhole":true,"for":"1m"}}"#,
+        hosts.join(",")
+    );
+    let dns = |i: usize| {
+        format!(
+            r#"{{"name":"d{i}","to":["10.42.1.3"],"dns":"nxdomain","dns_name":["n{i}.example"],"for":"1m"}}"#
+        )
+    };
+    let bad = r#"{"name":"b","to":["10.42.1.3"],"loss":"150%","for":"1m"}"#;
+    let twice = r#"{"name":"wide","to":["10.42.1.4"],"loss":"5%","for":"1m"}"#;
+    let large: Vec<(String, u16, &str)> = vec![
+        (
+            format!(
+                "[{wide},{}]",
+                (0..65).map(dns).collect::<Vec<_>>().join(",")
+            ),
+            400,
+            "too many DNS faults: 65",
+        ),
+        (
+            format!("[{wide},{},{bad},{twice}]", dns(0)),
+            400,
+            "faults[2].loss: '150%'",
+        ),
+        (
+            format!("[{wide},{twice},{bad}]"),
+            400,
+            "faults[1].name: 'wide' appears twice",
+        ),
+    ];
+    for (body, code, msg) in &large {
+        let r = api.request("POST", "/v1/faults", Some(body)).unwrap();
+        assert_eq!(r.status, *code, "{msg}: {}", r.body);
+        assert!(r.error_message().contains(msg), "{}", r.error_message());
+    }
+    assert_eq!(d.kernel_faults().1, records, "no record left behind");
     assert_eq!(faults(&api), before, "nothing changed");
     // A fault over a protected target has it carved out, and the reply says so.
     let r = api
