@@ -20,10 +20,10 @@ pub struct HostTables {
     pub dst_v4: Vec<V4>,
     pub src_v6: Vec<V6>,
     pub dst_v6: Vec<V6>,
-    pub src_v4_trie: TrieEntries,
-    pub dst_v4_trie: TrieEntries,
-    pub src_v6_trie: TrieEntries,
-    pub dst_v6_trie: TrieEntries,
+    pub src_v4_trie: Vec<(Prefix, u32)>,
+    pub dst_v4_trie: Vec<(Prefix, u32)>,
+    pub src_v6_trie: Vec<(Prefix, u32)>,
+    pub dst_v6_trie: Vec<(Prefix, u32)>,
     /// Indexed by the entries' `set`.
     pub sets: Vec<RuleSet>,
 }
@@ -45,9 +45,6 @@ impl Sets {
     }
 }
 
-/// A generation's trie entries: the prefixes shorter than full length, each with its set's index.
-pub type TrieEntries = Vec<(Prefix, u32)>;
-
 /// `entries` (prefixes of width `width`) split: the full-length ones as host entries sorted by
 /// address (or the error naming `what` when there are more than a generation holds), the
 /// shorter ones for the trie; each with its set's index.
@@ -57,7 +54,7 @@ fn table<E>(
     what: &'static str,
     sets: &mut Sets,
     entry: impl Fn(u128, u32) -> E,
-) -> Result<(Vec<E>, TrieEntries), CompileError>
+) -> Result<(Vec<E>, Vec<(Prefix, u32)>), CompileError>
 where
     E: hosts::Entry,
 {
