@@ -20,7 +20,7 @@ pub const SEGMENT: u32 = 128 * 1024;
 pub const MAX_HOSTS: u32 = SEGMENT - 1;
 /// Halvings that take a range of [`MAX_HOSTS`] entries to one (each keeps `ceil(len / 2)`).
 pub const STEPS: u32 = 17;
-/// Distinct rule sets per generation, for the four host maps and the four address tries together.
+/// Distinct rule sets per generation, for the four host maps together.
 pub const SETS_PER_GEN: u32 = 64 * 1024;
 
 /// A host map's entry: a key ordered as the addresses are (big-endian bytes read as integers)

@@ -19,14 +19,10 @@ pub use action::{Action, Count, FaultCounters, Outcome, stage};
 
 /// Names of the maps in the eBPF object; also the file names of their pins.
 pub mod maps {
-    /// LPM trie `[gen, a, b, c, d]` of the prefixes shorter than /32 -> the index in
-    /// [`HOST_SETS`] (`gen * hosts::SETS_PER_GEN + index`) of the [`RuleSet`](crate::RuleSet) of
-    /// rules whose sources contain it. An index, not the set: a trie node holds its value, and
-    /// 64-byte sets (256 faults) put a 10k-prefix trie's nodes in 128-byte allocations instead of
-    /// 64-byte ones; a packet then cost 250 ns instead of ~210 at 10k /24s.
+    /// LPM trie `[gen, a, b, c, d]` -> [`RuleSet`](crate::RuleSet) of rules whose sources contain it.
     pub const SRC_V4: &str = "SRC_V4";
     pub const DST_V4: &str = "DST_V4";
-    /// LPM trie `[gen, 16 address bytes]` (prefixes shorter than /128) -> index, as above.
+    /// LPM trie `[gen, 16 address bytes]` -> [`RuleSet`](crate::RuleSet).
     pub const SRC_V6: &str = "SRC_V6";
     pub const DST_V6: &str = "DST_V6";
     /// LPM trie `[gen, port_hi, port_lo]` -> [`RuleSet`](crate::RuleSet).
@@ -59,7 +55,7 @@ pub mod maps {
     pub const SRC_HOST_V6: &str = "SRC_HOST_V6";
     pub const DST_HOST_V6: &str = "DST_HOST_V6";
     /// Array `gen * hosts::SETS_PER_GEN + i` -> [`RuleSet`](crate::RuleSet): the distinct
-    /// rule sets the host maps' entries and the address tries' values name by index.
+    /// rule sets the host maps' entries name by index.
     pub const HOST_SETS: &str = "HOST_SETS";
     /// Hash ifindex -> 1: where packets enter after their sender's veth judged the early stage
     /// (drops) at ingress: the pod veths with the ingress judge (TC, or XDP with `--xdp`), and

@@ -97,7 +97,7 @@ pub extern "C" fn injector_host(which: u32, g: u32) -> u32 {
 
 /// The rule set of address `a` in the active generation: the host arrays first (full-length
 /// prefixes), then, only if `gen_word` has the direction's `trie_bit` (the trie holds shorter
-/// prefixes), the trie. Both give the set's index in `HOST_SETS`.
+/// prefixes), the trie.
 #[inline(always)]
 fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<&'static RuleSet> {
     let g = (gen_word & 1) as u32;
@@ -108,7 +108,7 @@ fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<&'static RuleSet> {
     let which = if dst { DST } else { 0 } | if flow.v6 { V6 } else { 0 };
     let i = injector_host(which, g);
     if i != NO_SET {
-        return set_at(g, i);
+        return HOST_SETS.get(g * hosts::SETS_PER_GEN + i);
     }
     let trie_bit = match (flow.v6, dst) {
         (false, false) => ctrl::GEN_TRIE_SRC_V4,
@@ -119,20 +119,13 @@ fn addr_set(flow: &Flow, dst: bool, gen_word: u64) -> Option<&'static RuleSet> {
     if gen_word & trie_bit == 0 {
         return None;
     }
-    let i = if flow.v6 {
+    if flow.v6 {
         let trie = if dst { &DST_V6 } else { &SRC_V6 };
         trie.get(trie_key::<17>(g, a))
     } else {
         let trie = if dst { &DST_V4 } else { &SRC_V4 };
         trie.get(trie_key::<5>(g, a))
-    };
-    set_at(g, *i?)
-}
-
-/// Rule set `i` of generation `g` in `HOST_SETS` (named by the host maps and the address tries).
-#[inline(always)]
-fn set_at(g: u32, i: u32) -> Option<&'static RuleSet> {
-    HOST_SETS.get(g * hosts::SETS_PER_GEN + i)
+    }
 }
 
 /// A full-length trie key: `[generation, the address's N - 1 bytes]`.
@@ -300,7 +293,9 @@ pub fn destination_misses(gen_word: u64) -> bool {
     }
     let i = injector_host(DST | if v6 { V6 } else { 0 }, g);
     if i != NO_SET {
-        return set_at(g, i).is_none_or(|d| d.is_empty());
+        return HOST_SETS
+            .get(g * hosts::SETS_PER_GEN + i)
+            .is_none_or(|d| d.is_empty());
     }
     let trie_bit = if v6 {
         ctrl::GEN_TRIE_DST_V6
@@ -318,23 +313,23 @@ pub fn destination_misses(gen_word: u64) -> bool {
             core::ptr::addr_of_mut!((*s).key6),
         )
     };
-    let i = if v6 {
+    let d = if v6 {
         trie_get(&DST_V6, k6, g, a)
     } else {
         trie_get(&DST_V4, k4, g, a)
     };
-    i.and_then(|i| set_at(g, *i)).is_none_or(|d| d.is_empty())
+    d.is_none_or(|d| d.is_empty())
 }
 
 /// Looks up the full-length key `[generation, the address's N - 1 bytes]` (the address at `a`)
 /// in `trie`, the key built at `key`, in map memory.
 #[inline(always)]
 fn trie_get<const N: usize>(
-    trie: &'static LpmTrie<[u8; N], u32>,
+    trie: &'static LpmTrie<[u8; N], RuleSet>,
     key: *mut Key<[u8; N]>,
     g: u32,
     a: *const u8,
-) -> Option<&'static u32> {
+) -> Option<&'static RuleSet> {
     // SAFETY: `key` is a key of this CPU's slot and `a` its 16 address bytes; Key is packed,
     // hence the unaligned and byte-wise writes.
     unsafe {

@@ -13,13 +13,13 @@ use injector_common::{
 };
 
 #[map(name = "SRC_V4")]
-pub static SRC_V4: LpmTrie<[u8; 5], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+pub static SRC_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V4")]
-pub static DST_V4: LpmTrie<[u8; 5], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+pub static DST_V4: LpmTrie<[u8; 5], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "SRC_V6")]
-pub static SRC_V6: LpmTrie<[u8; 17], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+pub static SRC_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 #[map(name = "DST_V6")]
-pub static DST_V6: LpmTrie<[u8; 17], u32> = LpmTrie::pinned(MAX_PREFIXES, 0);
+pub static DST_V6: LpmTrie<[u8; 17], RuleSet> = LpmTrie::pinned(MAX_PREFIXES, 0);
 /// A host map: one value per generation, `hosts::SEGMENT` entries (the header, then the hosts).
 pub type HostMap<E> = Array<[E; hosts::SEGMENT as usize]>;
 

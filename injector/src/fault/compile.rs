@@ -71,8 +71,8 @@ pub enum CompileError {
     )]
     TooManyHosts(&'static str, usize),
     #[error(
-        "too many distinct combinations of faults over addresses: {0}, at most {max} per node; \
-         give addresses that share faults the same faults",
+        "too many distinct combinations of faults over host addresses: {0}, at most {max} per \
+         node; give addresses that share faults the same faults, or use CIDR prefixes",
         max = injector_common::hosts::SETS_PER_GEN
     )]
     TooManyHostSets(usize),

@@ -1,7 +1,7 @@
 //! The host tables of a compiled fault set: its full-length prefixes (/32, /128) as the sorted
-//! arrays the programs search (`injector_common::hosts`), its shorter prefixes as the address
-//! tries hold them, and the rule sets of both numbered once (`maps::HOST_SETS`). Built at compile
-//! time so that a set too large for them is refused before anything is written.
+//! arrays the programs search (`injector_common::hosts`), with their rule sets numbered once for
+//! the four maps. Built at compile time so that a set too large for them is refused before
+//! anything is written.
 
 use std::collections::HashMap;
 
@@ -12,18 +12,13 @@ use injector_common::{
 
 use super::compile::{CompileError, Prefix};
 
-/// One generation's host entries, trie entries (the shorter prefixes, each with its set's index)
-/// and the rule sets they name.
+/// One generation's host entries and the rule sets they name.
 #[derive(Debug, Default)]
 pub struct HostTables {
     pub src_v4: Vec<V4>,
     pub dst_v4: Vec<V4>,
     pub src_v6: Vec<V6>,
     pub dst_v6: Vec<V6>,
-    pub src_v4_trie: Vec<(Prefix, u32)>,
-    pub dst_v4_trie: Vec<(Prefix, u32)>,
-    pub src_v6_trie: Vec<(Prefix, u32)>,
-    pub dst_v6_trie: Vec<(Prefix, u32)>,
     /// Indexed by the entries' `set`.
     pub sets: Vec<RuleSet>,
 }
@@ -45,27 +40,23 @@ impl Sets {
     }
 }
 
-/// `entries` (prefixes of width `width`) split: the full-length ones as host entries sorted by
-/// address (or the error naming `what` when there are more than a generation holds), the
-/// shorter ones for the trie; each with its set's index.
+/// The host entries among `entries` (prefixes of width `width`), sorted by address, or the error
+/// naming `what` when there are more than a generation holds.
 fn table<E>(
     entries: &[(Prefix, RuleSet)],
     width: u8,
     what: &'static str,
     sets: &mut Sets,
     entry: impl Fn(u128, u32) -> E,
-) -> Result<(Vec<E>, Vec<(Prefix, u32)>), CompileError>
+) -> Result<Vec<E>, CompileError>
 where
     E: hosts::Entry,
 {
-    let (mut out, mut trie) = (Vec::new(), Vec::new());
-    for (p, s) in entries {
-        if p.len == width {
-            out.push(entry(p.bits, sets.of(*s)));
-        } else {
-            trie.push((*p, sets.of(*s)));
-        }
-    }
+    let mut out: Vec<E> = entries
+        .iter()
+        .filter(|(p, _)| p.len == width)
+        .map(|(p, s)| entry(p.bits, sets.of(*s)))
+        .collect();
     if out.len() > hosts::MAX_HOSTS as usize {
         return Err(CompileError::TooManyHosts(what, out.len()));
     }
@@ -73,7 +64,7 @@ where
     if !out.is_sorted_by_key(|e| e.key()) {
         out.sort_unstable_by_key(|e| e.key());
     }
-    Ok((out, trie))
+    Ok(out)
 }
 
 /// The host tables of the folded prefix lists.
@@ -94,19 +85,11 @@ pub fn tables(
         set,
         _pad: 0,
     };
-    let (src_v4, src_v4_trie) = table(src_v4, 32, "IPv4 source", &mut sets, v4)?;
-    let (dst_v4, dst_v4_trie) = table(dst_v4, 32, "IPv4 destination", &mut sets, v4)?;
-    let (src_v6, src_v6_trie) = table(src_v6, 128, "IPv6 source", &mut sets, v6)?;
-    let (dst_v6, dst_v6_trie) = table(dst_v6, 128, "IPv6 destination", &mut sets, v6)?;
     let t = HostTables {
-        src_v4,
-        dst_v4,
-        src_v6,
-        dst_v6,
-        src_v4_trie,
-        dst_v4_trie,
-        src_v6_trie,
-        dst_v6_trie,
+        src_v4: table(src_v4, 32, "IPv4 source", &mut sets, v4)?,
+        dst_v4: table(dst_v4, 32, "IPv4 destination", &mut sets, v4)?,
+        src_v6: table(src_v6, 128, "IPv6 source", &mut sets, v6)?,
+        dst_v6: table(dst_v6, 128, "IPv6 destination", &mut sets, v6)?,
         sets: sets.list,
     };
     if t.sets.len() > hosts::SETS_PER_GEN as usize {
@@ -123,9 +106,8 @@ mod tests {
         (Prefix { bits, len }, RuleSet::EMPTY.with(rule))
     }
 
-    /// Only full-length prefixes become host entries, sorted by address, the others trie entries;
-    /// equal rule sets share one index across the maps; the v6 halves are the address's
-    /// big-endian halves.
+    /// Only full-length prefixes become entries, sorted by address; equal rule sets share one
+    /// index across the four maps; the v6 halves are the address's big-endian halves.
     #[test]
     fn hosts_are_sorted_and_sets_numbered_once() {
         let dst4 = [
@@ -153,18 +135,7 @@ mod tests {
             (t.src_v6[0].hi, t.src_v6[0].lo, t.src_v6[0].set),
             (0xfd00 << 48, 7, 0)
         );
-        // The /24 goes to the trie, naming its set by index like the hosts.
-        assert_eq!(
-            t.dst_v4_trie,
-            [(
-                Prefix {
-                    bits: 0x0a00_0000,
-                    len: 24
-                },
-                1
-            )]
-        );
-        assert_eq!(t.sets, [RuleSet::EMPTY.with(1), RuleSet::EMPTY.with(2)]);
+        assert_eq!(t.sets, [RuleSet::EMPTY.with(1)]);
     }
 
     /// One host more than a generation holds is refused, naming the map.

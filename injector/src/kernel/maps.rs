@@ -29,7 +29,7 @@ use crate::fault::compile::{Image, Prefix};
 
 pub use injector_common::monotonic_ns;
 
-type Trie<const N: usize, V> = LpmTrie<MapData, [u8; N], V>;
+type Trie<const N: usize> = LpmTrie<MapData, [u8; N], RuleSet>;
 
 /// Whether `e` says the key is not in the map.
 pub(super) fn absent(e: &aya::maps::MapError) -> bool {
@@ -113,17 +113,17 @@ impl<const N: usize, V: aya::Pod + Sync> Hashed<N, V> {
 
 /// The fault maps and counters of one daemon instance.
 pub struct Maps {
-    src_v4: Tracked<5, u32>,
-    dst_v4: Tracked<5, u32>,
-    src_v6: Tracked<17, u32>,
-    dst_v6: Tracked<17, u32>,
+    src_v4: Tracked<5>,
+    dst_v4: Tracked<5>,
+    src_v6: Tracked<17>,
+    dst_v6: Tracked<17>,
     src_host_v4: HostTable<hosts::V4>,
     dst_host_v4: HostTable<hosts::V4>,
     src_host_v6: HostTable<hosts::V6>,
     dst_host_v6: HostTable<hosts::V6>,
     host_sets: Mapped<RuleSet>,
-    sport: Tracked<3, RuleSet>,
-    dport: Tracked<3, RuleSet>,
+    sport: Tracked<3>,
+    dport: Tracked<3>,
     masks: Array<MapData, RuleSet>,
     rules: Array<MapData, Rule>,
     faults: Array<MapData, FaultCfg>,
@@ -199,12 +199,12 @@ fn key<const N: usize>(g: u8, p: &Prefix) -> Key<[u8; N]> {
 /// generation removes those keys instead of walking the trie (one `BPF_MAP_GET_NEXT_KEY` per
 /// key, and one more per trie when it is empty: 12 syscalls in every change before this, 6 of
 /// them before the flip). `None` (at open): unknown, the trie is walked once.
-struct Tracked<const N: usize, V: aya::Pod> {
-    trie: Trie<N, V>,
+struct Tracked<const N: usize> {
+    trie: Trie<N>,
     keys: [Option<Vec<Key<[u8; N]>>>; 2],
 }
 
-impl<const N: usize, V: aya::Pod> Tracked<N, V> {
+impl<const N: usize> Tracked<N> {
     fn new(m: Map) -> Result<Self> {
         Ok(Tracked {
             trie: m.try_into()?,
@@ -214,7 +214,7 @@ impl<const N: usize, V: aya::Pod> Tracked<N, V> {
 
     /// Writes `entries` into generation `g`. The keys are recorded first: if a write fails
     /// part-way, clearing the generation still removes what was written.
-    fn fill(&mut self, g: u8, entries: &[(Prefix, V)]) -> Result<()> {
+    fn fill(&mut self, g: u8, entries: &[(Prefix, RuleSet)]) -> Result<()> {
         let keys: Vec<Key<[u8; N]>> = entries.iter().map(|(p, _)| key::<N>(g, p)).collect();
         self.keys[usize::from(g)]
             .get_or_insert_with(Vec::new)
@@ -249,14 +249,19 @@ impl<const N: usize, V: aya::Pod> Tracked<N, V> {
 /// host map, the shorter prefixes into the trie. Returns whether the trie got any (the programs
 /// skip it otherwise).
 fn fill_addrs<const N: usize, E: hosts::Entry + aya::Pod>(
-    t: &mut Tracked<N, u32>,
+    t: &mut Tracked<N>,
     h: &mut HostTable<E>,
     g: u8,
-    shorter: &[(Prefix, u32)],
+    entries: &[(Prefix, RuleSet)],
     host_entries: &[E],
 ) -> Result<bool> {
+    let shorter: Vec<_> = entries
+        .iter()
+        .filter(|(p, _)| usize::from(p.len) < 8 * (N - 1))
+        .cloned()
+        .collect();
     h.fill(g, host_entries);
-    t.fill(g, shorter)?;
+    t.fill(g, &shorter)?;
     Ok(!shorter.is_empty())
 }
 
@@ -414,7 +419,7 @@ impl Maps {
                     &mut self.src_v4,
                     &mut self.src_host_v4,
                     g,
-                    &h.src_v4_trie,
+                    &img.src_v4,
                     &h.src_v4,
                 )?,
                 ctrl::GEN_TRIE_SRC_V4,
@@ -424,7 +429,7 @@ impl Maps {
                     &mut self.dst_v4,
                     &mut self.dst_host_v4,
                     g,
-                    &h.dst_v4_trie,
+                    &img.dst_v4,
                     &h.dst_v4,
                 )?,
                 ctrl::GEN_TRIE_DST_V4,
@@ -434,7 +439,7 @@ impl Maps {
                     &mut self.src_v6,
                     &mut self.src_host_v6,
                     g,
-                    &h.src_v6_trie,
+                    &img.src_v6,
                     &h.src_v6,
                 )?,
                 ctrl::GEN_TRIE_SRC_V6,
@@ -444,7 +449,7 @@ impl Maps {
                     &mut self.dst_v6,
                     &mut self.dst_host_v6,
                     g,
-                    &h.dst_v6_trie,
+                    &img.dst_v6,
                     &h.dst_v6,
                 )?,
                 ctrl::GEN_TRIE_DST_V6,
