@@ -2,8 +2,8 @@
 //! records there are and what they hold). A record takes as many parts of [`SPEC_PART`] bytes as
 //! it needs, part 0 starting with a header (length, CRC-32 of the bytes, when written), so a
 //! change copies into the kernel what its records hold. Before, every record was one 64 KiB value:
-//! a change of 256 faults copied 16 MiB in and out of the kernel, a third of applying 100k
-//! prefixes.
+//! a change of 256 faults copied 16 MiB into the kernel (`perf`: ~6 ms of the ~33 that applying
+//! 100k prefixes over 256 faults took here).
 //!
 //! A write puts the tail parts first and part 0 last, then removes the parts a longer record
 //! under the same id left. A write cut short (the daemon killed) leaves no part 0 (the id had no
