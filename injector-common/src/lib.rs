@@ -182,8 +182,9 @@ pub const MAX_PREFIXES: u32 = 256 * 1024;
 pub const SPEC_RECORD: usize = 64 * 1024;
 /// Bytes of one part of a [`maps::SPECS`] record. A record takes as many parts as its bytes need
 /// (part 0 starts with a [`SPEC_HEADER`]), so a change copies what its records hold: a value of
-/// the whole 64 KiB each made 256 one-line faults copy 16 MiB. 4032: with the kernel's element
-/// header (40 B) and the 8-byte key, an element is one 4 KiB allocation.
+/// the whole 64 KiB each made 256 one-line faults copy 16 MiB. 4032: meant to keep an element,
+/// with the kernel's header (~40 B, from the 6.x source; not measured) and the 8-byte key, within
+/// one 4 KiB allocation.
 pub const SPEC_PART: usize = 4032;
 /// Bytes at the start of part 0: the record's length (u32), the CRC-32 of its bytes (u32) and
 /// when it was written (u64, `CLOCK_MONOTONIC` ns); all little-endian.
