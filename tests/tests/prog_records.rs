@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use aya::maps::{HashMap, MapData};
 use injector::{daemon::records, kernel::Maps};
-use injector_common::{SPEC_PART, SPEC_RECORD, SpecKey, maps};
+use injector_common::{SPEC_PART, SPEC_PARTS, SPEC_RECORD, SpecKey, maps};
 
 /// `len` bytes that differ with `seed`.
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
@@ -65,9 +65,9 @@ fn records_of_every_size_come_back_and_a_shorter_one_leaves_no_parts() {
             "{id}"
         );
     }
-    // The largest record takes 17 parts; replaced by 300 bytes, it keeps one.
+    // The largest record takes every part a record may have; replaced by 300 bytes, it keeps one.
     let big = 10 + sizes.len() as u32 - 1;
-    assert_eq!(parts(&b, big).len(), 17);
+    assert_eq!(parts(&b, big).len(), SPEC_PARTS as usize);
     b.maps.records_mut().put(big, &bytes(300, 9)).unwrap();
     assert_eq!(parts(&b, big), BTreeSet::from([0]));
     assert_eq!(

@@ -3,12 +3,12 @@
 //! Ours because aya 0.14 has no batch operations (its `sys` layer is private); the attribute is
 //! the `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
 //!
-//! Used for the DNS names (`maps::DNS_NAMES`). The host addresses, which it served before, are
+//! Used for the DNS names (`maps::DNS_NAMES`) and the daemon's records (`specs`). The host addresses, which it served before, are
 //! sorted arrays written through a mapping now (`hosts`): batched, 100k hash inserts still took
 //! ~80 ms of kernel work (~0.8-1 us per `BPF_F_NO_PREALLOC` element, split over up to 4 threads).
 //!
 //! Where a batch fails (a kernel without the commands, a map type without them, an entry the
-//! kernel refuses) the caller writes the rest entry by entry.
+//! kernel refuses) the rest is written entry by entry, through the caller's `each`.
 //!
 //! A large batch is split into contiguous ranges written at once by up to 4 threads: the work
 //! per element is CPU-bound and the buckets have their own locks. Measured on 6.18 (a C loop of
@@ -134,18 +134,32 @@ fn batch<K: Sync, V: Sync>(
 }
 
 /// Writes `keys[i] -> values[i]` into hash map `fd` (whose key and value sizes are those of `K`
-/// and `V`).
+/// and `V`): in batches, then through `each` (one entry's write) from where a batch stopped.
 pub fn update<K: aya::Pod + Sync, V: aya::Pod + Sync>(
     fd: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
-) -> Result<(), usize> {
+    mut each: impl FnMut(&K, &V) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    batch(BPF_MAP_UPDATE_BATCH, fd, keys, Some(values))
+    let from = batch(BPF_MAP_UPDATE_BATCH, fd, keys, Some(values))
+        .err()
+        .unwrap_or(keys.len());
+    for (k, v) in keys[from..].iter().zip(&values[from..]) {
+        each(k, v)?;
+    }
+    Ok(())
 }
 
-/// Deletes `keys` from hash map `fd`; every key must be present (a missing one stops the batch
-/// with ENOENT).
-pub fn delete<K: aya::Pod + Sync>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), usize> {
-    batch::<K, u8>(BPF_MAP_DELETE_BATCH, fd, keys, None)
+/// Deletes `keys` from hash map `fd`: in batches (a missing key stops one with ENOENT), then
+/// through `each` (one entry's removal, absent skipped) from where a batch stopped.
+pub fn delete<K: aya::Pod + Sync>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    mut each: impl FnMut(&K) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let from = batch::<K, u8>(BPF_MAP_DELETE_BATCH, fd, keys, None)
+        .err()
+        .unwrap_or(keys.len());
+    keys[from..].iter().try_for_each(&mut each)
 }

@@ -41,7 +41,7 @@ pub(super) fn absent(e: &aya::maps::MapError) -> bool {
 }
 
 /// A removal that found nothing to remove is not an error.
-fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
+pub(super) fn absent_ok(r: std::result::Result<(), aya::maps::MapError>) -> Result<()> {
     match r {
         Err(e) if !absent(&e) => Err(e.into()),
         _ => Ok(()),
@@ -81,13 +81,10 @@ impl<const N: usize, V: aya::Pod + Sync> Hashed<N, V> {
         self.keys[usize::from(g)]
             .get_or_insert_with(Vec::new)
             .extend_from_slice(&keys);
-        let from = batch::update(self.fd.as_fd(), &keys, &values)
-            .err()
-            .unwrap_or(keys.len());
-        for (k, v) in &entries[from..] {
-            self.map.insert(k, v, 0)?;
-        }
-        Ok(())
+        let map = &mut self.map;
+        batch::update(self.fd.as_fd(), &keys, &values, |k, v| {
+            Ok(map.insert(k, v, 0)?)
+        })
     }
 
     fn clear(&mut self, g: u8) -> Result<()> {
@@ -100,12 +97,8 @@ impl<const N: usize, V: aya::Pod + Sync> Hashed<N, V> {
                 .filter(|k| k[0] == g)
                 .collect(),
         };
-        let from = batch::delete(self.fd.as_fd(), &keys)
-            .err()
-            .unwrap_or(keys.len());
-        for k in &keys[from..] {
-            absent_ok(self.map.remove(k))?;
-        }
+        let map = &mut self.map;
+        batch::delete(self.fd.as_fd(), &keys, |k| absent_ok(map.remove(k)))?;
         self.keys[usize::from(g)] = Some(Vec::new());
         Ok(())
     }

@@ -21,7 +21,10 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aya::maps::{HashMap, Map, MapData};
 use injector_common::{SPEC_HEADER, SPEC_PART, SPEC_RECORD, SpecKey, monotonic_ns};
 
-use super::{batch, maps::absent};
+use super::{
+    batch,
+    maps::{absent, absent_ok},
+};
 
 type Part = [u8; SPEC_PART];
 
@@ -193,13 +196,13 @@ impl Specs {
     }
 
     fn insert_all(&mut self, keys: &[SpecKey], parts: &[Part]) -> Result<()> {
-        let from = batch::update(self.fd.as_fd(), keys, parts)
-            .err()
-            .unwrap_or(keys.len());
-        for (k, p) in keys[from..].iter().zip(&parts[from..]) {
-            self.map.insert(k, p, 0)?;
-        }
-        Ok(())
+        let map = &mut self.map;
+        batch::update(
+            self.fd.as_fd(),
+            keys,
+            parts,
+            |k, p| Ok(map.insert(k, p, 0)?),
+        )
     }
 
     /// Removes record `id`: part 0 first (no reader finds it after that), then the rest.
@@ -208,15 +211,8 @@ impl Specs {
     }
 
     /// Removes parts `parts` of `id` (absent ones skipped).
-    fn remove_parts(&mut self, id: u32, parts: std::ops::Range<u32>) -> Result<()> {
-        for part in parts {
-            match self.map.remove(&SpecKey { id, part }) {
-                Ok(()) => {}
-                Err(e) if absent(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+    fn remove_parts(&mut self, id: u32, mut parts: std::ops::Range<u32>) -> Result<()> {
+        parts.try_for_each(|part| absent_ok(self.map.remove(&SpecKey { id, part })))
     }
 
     /// The ids with parts stored (also those of a record cut short).
@@ -239,13 +235,8 @@ impl Specs {
             .collect();
         keys.sort_by_key(|k| (k.part != 0, k.id, k.part));
         self.tracked(|s| {
-            let from = batch::delete(s.fd.as_fd(), &keys)
-                .err()
-                .unwrap_or(keys.len());
-            for k in &keys[from..] {
-                s.remove_parts(k.id, k.part..k.part + 1)?;
-            }
-            Ok(())
+            let map = &mut s.map;
+            batch::delete(s.fd.as_fd(), &keys, |k| absent_ok(map.remove(k)))
         })?;
         let known = self.known()?;
         for (id, _) in &gone {
