@@ -404,11 +404,30 @@ impl BpfStats {
 }
 
 /// Run time (ns) and run count, summed, of the programs attached through TCX to `hooks`
-/// (interface, ingress?) in `netns`.
+/// (interface, ingress?) in `netns`, each program once however many hooks it is attached to
+/// (bpf_stats are per program, not per attachment).
 pub fn tcx_run_stats(netns: &str, hooks: &[(String, bool)]) -> Result<(u64, u64)> {
+    Ok(tcx_programs(netns, hooks)?
+        .values()
+        .fold((0, 0), |(ns, runs), p| (ns + p.ns, runs + p.runs)))
+}
+
+/// One program's `bpf_stats` so far.
+#[derive(Clone, Debug)]
+pub struct ProgStats {
+    pub name: String,
+    pub ns: u64,
+    pub runs: u64,
+}
+
+/// The programs attached through TCX to `hooks` in `netns`, by program id.
+pub fn tcx_programs(
+    netns: &str,
+    hooks: &[(String, bool)],
+) -> Result<std::collections::BTreeMap<u32, ProgStats>> {
     let hooks = hooks.to_vec();
-    snapshot::in_netns(netns, move || -> Result<(u64, u64)> {
-        let (mut ns, mut runs) = (0u64, 0u64);
+    snapshot::in_netns(netns, move || {
+        let mut out = std::collections::BTreeMap::new();
         for (iface, ingress) in &hooks {
             let at = if *ingress {
                 TcAttachType::Ingress
@@ -418,11 +437,17 @@ pub fn tcx_run_stats(netns: &str, hooks: &[(String, bool)]) -> Result<(u64, u64)
             let (_, progs) = SchedClassifier::query_tcx(iface, at)
                 .with_context(|| format!("querying TCX programs on {iface}"))?;
             for p in progs {
-                ns += p.run_time().as_nanos() as u64;
-                runs += p.run_count();
+                out.insert(
+                    p.id(),
+                    ProgStats {
+                        name: p.name_as_str().unwrap_or("?").to_string(),
+                        ns: p.run_time().as_nanos() as u64,
+                        runs: p.run_count(),
+                    },
+                );
             }
         }
-        Ok((ns, runs))
+        Ok(out)
     })?
 }
 
