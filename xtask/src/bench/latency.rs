@@ -155,11 +155,25 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     std::thread::sleep(Duration::from_millis(50));
     let mut events = Vec::new();
     let started = Instant::now();
+    // What any process costs here under the same load (item 6's floor): `true`, and this
+    // binary printing its version (its start without a request).
+    let (mut start_true, mut start_ours) = (Vec::new(), Vec::new());
+    let spawn = |prog: &std::path::Path, args: &[&str]| -> Result<f64> {
+        let t = Instant::now();
+        let st = Command::new(prog)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        ensure!(st.success(), "{}: {st}", prog.display());
+        Ok(t.elapsed().as_secs_f64() * 1e6)
+    };
     for round in 0..ctx.latency_rounds {
         for k in 0..ways.len() {
             let w = ways[(k + round as usize) % ways.len()];
             events.push(one(&d, a, b, w)?);
         }
+        start_true.push(spawn(std::path::Path::new("true"), &[])?);
+        start_ours.push(spawn(&d.bin, &["--version"])?);
     }
     let probes = stream.finish()?;
     d.stop()?;
@@ -207,6 +221,16 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
             );
         }
     }
+    sec.rows.push(Row::new(
+        "a process start alone, same load: `true` / `injector --version` (the CLI's floor)",
+        format!(
+            "{} / {} (the CLI call returns after {})",
+            ms(median(&start_true)),
+            ms(median(&start_ours)),
+            ms(med(1, |x| x.3))
+        ),
+        "",
+    ));
     for (oi, oname) in [(0, "API call"), (1, "CLI")] {
         let (ours, alt) = (med(oi, |x| x.1), med(2, |x| x.1));
         sec.rows.push(
