@@ -3,9 +3,10 @@
 //! Ours because aya 0.14 has no batch operations (its `sys` layer is private); the attribute is
 //! the `batch` member of `union bpf_attr` (include/uapi/linux/bpf.h).
 //!
-//! Used for the DNS names (`maps::DNS_NAMES`) and the daemon's records (`specs`). The host addresses, which it served before, are
-//! sorted arrays written through a mapping now (`hosts`): batched, 100k hash inserts still took
-//! ~80 ms of kernel work (~0.8-1 us per `BPF_F_NO_PREALLOC` element, split over up to 4 threads).
+//! Used for the DNS names (`maps::DNS_NAMES`) and the daemon's records (`specs`). The host
+//! addresses, which it served before, are sorted arrays written through a mapping now (`hosts`):
+//! batched, 100k hash inserts still took ~80 ms of kernel work (~0.8-1 us per
+//! `BPF_F_NO_PREALLOC` element, split over up to 4 threads).
 //!
 //! Where a batch fails (a kernel without the commands, a map type without them, an entry the
 //! kernel refuses) the rest is written entry by entry, through the caller's `each`.

@@ -41,9 +41,10 @@ pub fn call_ok(socket: &Path, method: &str, path: &str, body: &str) -> Result<St
     Ok(b)
 }
 
-/// `total` distinct destination prefixes of length `len` (24 or 32) spread over `min(total, MAX_FAULTS)`
-/// blackhole faults, none of them a lab address: random in 10.0.0.0/8 outside 10.42.0.0/16 (the
-/// lab's pods and nodes), so that a pod's packet is looked up among them and matches nothing.
+/// `total` distinct destination prefixes of length `len` (24 or 32) spread over
+/// `min(total, MAX_FAULTS)` blackhole faults, none of them a lab address: random in 10.0.0.0/8
+/// outside 10.42.0.0/16 (the lab's pods and nodes), so that a pod's packet is looked up among
+/// them and matches nothing.
 pub fn non_matching(total: usize, len: u8, tag: &str) -> String {
     let faults = total.clamp(1, MAX_FAULTS as usize);
     let mut seen = HashSet::with_capacity(total);
