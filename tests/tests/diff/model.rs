@@ -363,9 +363,10 @@ pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook, xdp: bool) -> Judged
     {
         return out;
     }
-    // The TC judges pass a packet whose destination no fault names before parsing it
+    // The egress judges pass a packet whose destination no fault names before parsing it
     // (classify::destination_misses): counted seen, not unparsed.
     if !xdp
+        && jh != JudgeHook::VethIngress
         && identity_dst(b).is_some_and(|d| !faults.iter().any(|f| names_destination(&f.fault, d)))
     {
         return out;
