@@ -57,12 +57,11 @@ pub mod maps {
     /// Array `gen * hosts::SETS_PER_GEN + i` -> [`RuleSet`](crate::RuleSet): the distinct
     /// rule sets the host maps' entries name by index.
     pub const HOST_SETS: &str = "HOST_SETS";
-    /// Hash ifindex -> 1: where packets enter after their sender's veth judged the early stage
-    /// (drops) at ingress: the pod veths with the ingress judge (TC, or XDP with `--xdp`), and
-    /// the bridge (routed pod traffic enters the host stack there) while every pod veth has it.
-    /// Egress leaves what was judged there alone (see [`ctrl::EARLY`](crate::ctrl::EARLY)) and
-    /// judges the drops of every other packet (from the node itself, or through an uplink).
-    /// Named for its first use (XDP); the name stays so pins of earlier versions are adopted.
+    /// Hash ifindex -> 1: the pod veths whose XDP program judges the early stage (drops), with
+    /// `--xdp` (empty without). `tc_veth_ingress` asks it about its own interface and records
+    /// the answer with the packet for the egress hook (see [`ctrl::EARLY`](crate::ctrl::EARLY)).
+    /// Egress asked it for every packet, with the bridge and the TC-judging veths in it too,
+    /// before the record carried the answer.
     pub const XDP_IFACES: &str = "XDP_IFACES";
     /// Hash [`dns::Key`](crate::dns::Key) (generation, exact or suffix, length, hash of a
     /// question name) -> u64 set of the DNS faults that answer for it (bit: the fault's DNS
@@ -144,8 +143,7 @@ pub mod ctrl {
     /// their sender's node and are not judged again at veth egress.
     pub const OVERLAY_IFINDEX: u32 = 4;
     /// Where the early stage (drop, blackhole) of a local pod's packets is judged: one of
-    /// [`EARLY_AT_EGRESS`], [`EARLY_XDP`], [`EARLY_TC`]. Egress hooks ask it for packets that
-    /// entered through an interface of [`maps::XDP_IFACES`](crate::maps::XDP_IFACES).
+    /// [`EARLY_AT_EGRESS`], [`EARLY_XDP`], [`EARLY_TC`].
     pub const EARLY: u32 = 5;
     /// Nowhere before egress: every egress hook judges every stage (a word of 0: the state of
     /// a fresh map).
@@ -166,7 +164,12 @@ pub mod ctrl {
     /// 1: rate faults pace (EDT stamps held by fq: the node has both); 0: they police (drop
     /// what is above the rate). Set by the daemon at start from the kernel's features.
     pub const RATE_PACE: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// ifindex of the bridge (cni0): a packet a pod sends to be routed (to another node, to the
+    /// node) enters the host's IP stack through it after its veth's ingress recorded it, so the
+    /// egress hook it reaches takes the record as its own for a packet that entered through the
+    /// bridge or the veth that recorded it (early.rs), through nothing else.
+    pub const BRIDGE_IFINDEX: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Rule sets are 512-bit: a fault is one rule, or two when it applies both ways.

@@ -29,6 +29,8 @@ use network_types::eth::EthHdr;
 
 // EtherTypes as they sit in the packet, and the protocols with ports.
 use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP};
+use crate::verdict::ctrl_word;
+use injector_common::ctrl;
 
 /// Words of an identity: addresses (IPv4 in the first word; IPv6 in four), then protocol and
 /// ports, then a marker that the identity is valid and of which family ([`V4`], [`V6`]).
@@ -48,6 +50,14 @@ fn family(v6: bool) -> u64 {
 pub struct Record {
     recorded: [u64; WORDS],
     now: [u64; WORDS],
+    /// Non-zero: the recorded packet's drops were judged at its ingress (by `tc_veth_ingress`,
+    /// or by XDP before it on an interface of `XDP_IFACES`); written by [`mark`].
+    judged: u64,
+    /// The GEN word under which the recorded packet's destination was found in no rule
+    /// (`classify::destination_misses`); 0: not found so, or not asked. Written by [`mark`].
+    miss: u64,
+    /// The interface the recorded packet entered through (its veth).
+    ifindex: u64,
 }
 
 #[map]
@@ -229,9 +239,10 @@ fn identify_loaded(ctx: &TcContext, now: *mut u64) -> bool {
     true
 }
 
-/// Records the packet (`Step::Record`: the ingress hook), compares it with the record
-/// (`Step::Compare`: the egress hook; true when it is the recorded packet, unchanged), or only
-/// identifies it (`Step::Identify`, see [`identity`]).
+/// Records the packet (`Step::Record`: the ingress hook; what [`mark`] said of the previous
+/// record is cleared), compares it with the record (`Step::Compare`: the egress hook; true when
+/// it is the recorded packet, unchanged, and its drops were judged at ingress: [`mark`]), or
+/// only identifies it (`Step::Identify`, see [`identity`]).
 #[inline(never)]
 pub fn step(ctx: &TcContext, what: Step) -> bool {
     let Some(r) = EARLY_RECORD.get_ptr_mut(0) else {
@@ -250,7 +261,33 @@ pub fn step(ctx: &TcContext, what: Step) -> bool {
     if what == Step::Identify {
         return known;
     }
+    // SAFETY: fields of this CPU's slot, and of the context.
+    let (judged, miss, ifindex, skb) = unsafe {
+        (
+            core::ptr::addr_of_mut!((*r).judged),
+            core::ptr::addr_of_mut!((*r).miss),
+            core::ptr::addr_of_mut!((*r).ifindex),
+            ctx.skb.skb,
+        )
+    };
     let mut diff = 0;
+    // SAFETY: as above.
+    unsafe {
+        if what == Step::Record {
+            core::ptr::write_volatile(judged, 0);
+            core::ptr::write_volatile(miss, 0);
+            core::ptr::write_volatile(ifindex, u64::from((*skb).ifindex));
+        } else {
+            // The record is this packet's only if its ingress judged it, and it came from there:
+            // from the veth that recorded it (bridged to a pod) or the bridge (routed), not from
+            // an uplink or the node itself, whose packets no ingress of ours recorded.
+            let iif = u64::from((*skb).ingress_ifindex);
+            let from_there = iif != 0
+                && (iif == core::ptr::read_volatile(ifindex)
+                    || iif == ctrl_word(ctrl::BRIDGE_IFINDEX));
+            diff = u64::from(core::ptr::read_volatile(judged) == 0 || !from_there);
+        }
+    }
     for i in 0..WORDS {
         // SAFETY: word `i` of both, in map memory.
         unsafe {
@@ -263,4 +300,35 @@ pub fn step(ctx: &TcContext, what: Step) -> bool {
         }
     }
     what == Step::Compare && known && diff == 0
+}
+
+/// What the ingress hook found of the packet it just recorded ([`step`] with `Step::Record`):
+/// whether its drops were judged there (`judged`), and the GEN word under which its
+/// destination is in no rule (`miss`; 0: it is in some, or was not asked). The egress hook
+/// reached next learns both from the record, without a lookup of its own: the interface the
+/// packet entered through (a hash lookup in `XDP_IFACES` for every packet, before) and its
+/// destination (the host search, see [`missed`]).
+#[inline(always)]
+pub fn mark(judged: bool, miss: u64) {
+    let Some(r) = EARLY_RECORD.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: fields of this CPU's slot.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).judged), u64::from(judged));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).miss), miss);
+    }
+}
+
+/// True when the ingress hook found the recorded packet's destination in no rule under
+/// `gen_word` ([`mark`]); for a packet [`step`] with `Step::Compare` found unchanged since. The
+/// GEN word flips with every change, so a change between the two hooks makes the egress hook
+/// look for itself. (A record is overwritten by the next packet's at that CPU's ingress: the
+/// egress hook reads its own packet's, see the module.)
+#[inline(always)]
+pub fn missed(gen_word: u64) -> bool {
+    EARLY_RECORD.get_ptr(0).is_some_and(|r| {
+        // SAFETY: a field of this CPU's slot.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*r).miss)) == gen_word }
+    })
 }

@@ -7,10 +7,10 @@
 //! flannel.1 were judged on their sender's node and pass veth egress unjudged. Drop and blackhole
 //! (the early stage) of what a pod sends are judged where it enters the node, at its host veth's
 //! TC ingress (`tc_veth_ingress`), or with `--xdp` by the XDP program there; the egress hooks then
-//! leave the faults judged there alone for packets that entered through such a veth or the bridge
-//! (the `XDP_IFACES` map, `ctrl::EARLY`), and still judge drops of everything else (from the
-//! node, from an uplink). A packet the host's NAT changed on the way (a Service VIP to a pod) has
-//! its drops judged again at egress, on its new addresses (early.rs).
+//! leave the faults judged there alone for packets that ingress recorded as judged (`ctrl::EARLY`,
+//! early.rs), and still judge drops of everything else (from the node, from an uplink, from a veth
+//! whose XDP attach failed). A packet the host's NAT changed on the way (a Service VIP to a pod)
+//! has its drops judged again at egress, on its new addresses (early.rs).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -119,12 +119,11 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     let iif = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // Entered through a pod veth whose ingress judged its drops, and is the packet as it was
     // then, not changed by NAT on the way (see early.rs)? Asked only while some drop-like fault
-    // is installed: without, there is no early stage to skip.
-    // SAFETY: the value is only tested for presence.
+    // is installed: without, there is no early stage to skip. The record says whether its
+    // ingress judged it (`early::mark`); from the node itself (`iif` 0) nothing was recorded.
     let judged_early = gen_word & (ctrl::GEN_ANY | ctrl::GEN_EARLY_NONE) == ctrl::GEN_ANY
         && iif != 0
         && ctrl_word(ctrl::EARLY) != ctrl::EARLY_AT_EGRESS
-        && unsafe { XDP_IFACES.get(iif) }.is_some()
         && early::step(ctx, early::Step::Compare);
     if judged_early && gen_word & ctrl::GEN_EGRESS_NONE != 0 {
         // Judged at ingress, and nothing of the egress stage is installed: counted only.
@@ -150,8 +149,10 @@ fn tc_judge(ctx: &TcContext, hook: Hook, jh: JudgeHook) -> i32 {
     // With nothing of these stages installed the packet is only counted, as `judge` would, but
     // before the clock read below: a clock read for every packet of an idle node doubled the
     // egress hook's cost (bench part 2, no faults: 69 -> 129 ns; `rdtsc` is slow in this VM).
+    // A packet judged at ingress had its destination looked up there (`early::missed`).
     let nothing = gen_word & ctrl::GEN_ANY == 0 || !installed(stages, gen_word);
     if nothing
+        || judged_early && early::missed(gen_word)
         || (judged_early || early::step(ctx, early::Step::Identify))
             && classify::destination_misses(gen_word)
     {
@@ -237,13 +238,34 @@ pub fn tc_vxlan_egress(ctx: TcContext) -> i32 {
 /// Host veth ingress: what the pod sends, where it enters the node. Records the packet for the
 /// egress hook it reaches next (early.rs) and judges the early stage (drop, blackhole), unless
 /// XDP judged it already (`--xdp`: XDP runs first, and this only records).
+///
+/// A packet whose destination no rule names passes unparsed, as at egress; the record tells
+/// the egress hook so (`early::mark`), and whether the packet's drops were judged here or by
+/// XDP before. Egress asked `XDP_IFACES` for that with a hash lookup on every packet: the
+/// largest single cost of an idle node's egress hooks (bench part 1's profile: 13% of the
+/// programs' samples), where a pod's ingress interface is known here without one.
 #[classifier]
 pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
     let gen_word = ctrl_word(ctrl::GEN);
+    let at = ctrl_word(ctrl::EARLY);
     if gen_word & (ctrl::GEN_ANY | ctrl::GEN_EARLY_NONE) == ctrl::GEN_ANY {
         early::step(&ctx, early::Step::Record);
+        // With `--xdp`, XDP judged it if it is attached here (a veth whose XDP attach failed
+        // has only this program, and its packets' drops are judged at egress).
+        let judged = at == ctrl::EARLY_TC || at == ctrl::EARLY_XDP && xdp_judged(&ctx);
+        // Asked where an answer is used: here (the TC judge), or by an egress judge.
+        let miss = (at == ctrl::EARLY_TC || gen_word & ctrl::GEN_EGRESS_NONE == 0)
+            && classify::destination_misses(gen_word);
+        early::mark(judged, if miss { gen_word } else { 0 });
+        if miss && at == ctrl::EARLY_TC {
+            if let Some(s) = hook_stats(Hook::VethIngress) {
+                s.seen_packets += 1;
+                s.seen_bytes += u64::from(ctx.len());
+            }
+            return TC_ACT_OK;
+        }
     }
-    if ctrl_word(ctrl::EARLY) != ctrl::EARLY_TC {
+    if at != ctrl::EARLY_TC {
         if let Some(s) = hook_stats(Hook::Observe) {
             s.seen_packets += 1;
             s.seen_bytes += u64::from(ctx.len());
@@ -263,6 +285,17 @@ pub fn tc_veth_ingress(ctx: TcContext) -> i32 {
         // The early stage only drops.
         Verdict::Pass | Verdict::Reject(_) | Verdict::DnsError(_) | Verdict::Change(_) => TC_ACT_OK,
     }
+}
+
+/// XDP judges the early stage on this packet's ingress interface (`--xdp`): it is in
+/// `XDP_IFACES`. A function of its own, so that the key copied out of the context for the
+/// lookup takes no room on the judging frame.
+#[inline(never)]
+fn xdp_judged(ctx: &TcContext) -> bool {
+    // SAFETY: reading a context field.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: the value is only tested for presence.
+    unsafe { XDP_IFACES.get(&ifindex) }.is_some()
 }
 
 /// Counts what a hook sees and judges nothing.

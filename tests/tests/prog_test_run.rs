@@ -31,6 +31,14 @@ const XDP_PASS: u32 = 2;
 const VETH: &str = programs::TC_VETH_EGRESS;
 const OVERLAY: &str = programs::TC_OVERLAY_EGRESS;
 const INGRESS: &str = programs::TC_VETH_INGRESS;
+/// The pod's veth: a test run's packet enters through lo (ifindex 1), so that is the interface
+/// the ingress hook records a packet's entry through (early.rs).
+const POD: u32 = 1;
+/// The bridge, as the daemon names it in `ctrl::BRIDGE_IFINDEX` (set by `load`): what a pod
+/// sends to be routed enters the host's IP stack through it.
+const BRIDGE: u32 = 6;
+/// An uplink: nothing of ours judged what enters through it.
+const UPLINK: u32 = 9;
 
 /// The object loaded with its maps pinned in a directory of this test (removed on drop), and the
 /// faults of `json` installed.
@@ -75,6 +83,7 @@ fn load(json: &str) -> Bpf {
     maps.set_ctrl(ctrl::GRACE_NS, 3_600_000_000_000).unwrap();
     // As the daemon runs by default: drops judged at the pod veths' TC ingress.
     maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_TC).unwrap();
+    maps.set_ctrl(ctrl::BRIDGE_IFINDEX, BRIDGE.into()).unwrap();
     let mut b = Bpf {
         ebpf,
         maps,
@@ -790,34 +799,41 @@ fn each_packet_is_judged_at_one_hook_on_one_cpu() {
     assert_eq!(b.tc(VETH, &db, 77, 1).0, OK);
     assert_eq!(b.tc(VETH, &delayed, 77, 1).1, 0, "not delayed twice");
     assert_eq!(b.maps.stats(Hook::VethEgress).unwrap().skipped_packets, 2);
-    assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "from a local pod");
-    // With XDP judging drops at the pod veths (ifindex 5 is one), egress judges them only for
-    // traffic that did not enter through one of those (or changed on the way: the TC ingress
-    // program records what XDP let through).
+    assert_eq!(b.tc(VETH, &db, POD, 1).0, SHOT, "from a local pod");
+    // With XDP judging drops at the pod veths (POD is one), egress judges them only for traffic
+    // that did not enter through one of those (or changed on the way: the TC ingress program
+    // records what XDP let through, and whether XDP is on its interface).
     b.maps.set_ctrl(ctrl::EARLY, ctrl::EARLY_XDP).unwrap();
-    b.maps.set_early_iface(5, true).unwrap();
+    b.maps.set_early_iface(POD, true).unwrap();
     assert_eq!(b.xdp(&db), XDP_DROP);
     assert_eq!(
         b.tc(INGRESS, &db, 0, 1).0,
         OK,
         "with XDP the TC ingress only records"
     );
-    assert_eq!(b.tc(VETH, &db, 5, 1).0, OK, "from a pod: XDP judged it");
-    assert_eq!(b.tc(OVERLAY, &db, 5, 1).0, OK, "from a pod: XDP judged it");
+    assert_eq!(b.tc(VETH, &db, POD, 1).0, OK, "from a pod: XDP judged it");
     assert_eq!(
-        b.tc(VETH, &db, 9, 1).0,
+        b.tc(OVERLAY, &db, BRIDGE, 1).0,
+        OK,
+        "from a pod, routed: XDP judged it"
+    );
+    assert_eq!(
+        b.tc(VETH, &db, UPLINK, 1).0,
         SHOT,
         "through an uplink (no XDP there): judged at egress"
     );
-    b.maps.set_early_iface(5, false).unwrap();
-    assert_eq!(b.tc(VETH, &db, 5, 1).0, SHOT, "that veth's XDP gone");
-    b.maps.set_early_iface(5, true).unwrap();
+    b.maps.set_early_iface(POD, false).unwrap();
+    assert_eq!(b.tc(INGRESS, &db, 0, 1).0, OK);
+    assert_eq!(b.tc(VETH, &db, POD, 1).0, SHOT, "that veth's XDP gone");
+    assert_eq!(b.tc(OVERLAY, &db, BRIDGE, 1).0, SHOT, "routed alike");
+    b.maps.set_early_iface(POD, true).unwrap();
+    assert_eq!(b.tc(INGRESS, &db, 0, 1).0, OK);
     assert_eq!(
         b.tc(VETH, &db, 0, 1).0,
         SHOT,
         "from the node itself: judged at egress"
     );
-    let (_, t) = b.tc(VETH, &delayed, 5, 1);
+    let (_, t) = b.tc(VETH, &delayed, POD, 1);
     assert!(t > monotonic_ns(), "delay is still judged at egress");
     b.install(FAULTS);
     assert_eq!(
@@ -842,7 +858,6 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
   {"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}
 ]"#,
         );
-        b.maps.set_early_iface(5, true).unwrap();
         let matched = |b: &Bpf, f: &str, jh| b.counters(f, jh).packets(Outcome::Matched);
         let db = simple("10.42.1.2", "10.42.2.7", TCP, 40000, 5432);
         assert_eq!(b.tc(INGRESS, &db, 0, 1).0, SHOT, "dropped where it enters");
@@ -855,7 +870,7 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
         let vip = simple("10.42.1.2", "10.96.0.10", TCP, 40000, 5432);
         assert_eq!(b.tc(INGRESS, &vip, 0, 1).0, OK);
         assert_eq!(
-            b.tc(VETH, &db, 5, 1).0,
+            b.tc(VETH, &db, POD, 1).0,
             SHOT,
             "changed by NAT: its drops are judged at egress, on the pod's address"
         );
@@ -865,38 +880,49 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
         assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
         let mut routed = u.clone();
         routed[14 + 8] -= 1;
-        assert_eq!(b.tc(VETH, &routed, 5, 1).0, OK);
+        assert_eq!(b.tc(VETH, &routed, POD, 1).0, OK);
         assert_eq!(matched(&b, "wide", JudgeHook::VethIngress), 1);
         assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 0, "judged once");
         // Changed by NAT: judged at egress on what it carries now (a fault whose prefixes hold
         // both the VIP and the pod is judged at both).
         let uvip = simple("10.42.1.2", "10.96.0.11", UDP, 1, 2);
         assert_eq!(b.tc(INGRESS, &uvip, 0, 1).0, OK);
-        assert_eq!(b.tc(VETH, &u, 5, 1).0, OK);
+        assert_eq!(b.tc(VETH, &u, POD, 1).0, OK);
         assert_eq!(matched(&b, "wide", JudgeHook::VethIngress), 2);
         assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 1);
         // Another port is another packet.
         assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
         let other_port = simple("10.42.1.2", "10.42.2.60", UDP, 1, 3);
-        assert_eq!(b.tc(VETH, &other_port, 5, 1).0, OK);
+        assert_eq!(b.tc(VETH, &other_port, POD, 1).0, OK);
         assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 2);
-        // Through an interface without the ingress judge (9, an uplink): egress judges it all,
-        // whatever this CPU's record says.
+        // Through an interface without the ingress judge (an uplink), or another pod's veth:
+        // egress judges it all, whatever this CPU's record says.
         assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
-        assert_eq!(b.tc(VETH, &u, 9, 1).0, OK);
+        assert_eq!(b.tc(VETH, &u, UPLINK, 1).0, OK);
         assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 3);
+        assert_eq!(b.tc(VETH, &u, POD + 1, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethEgress), 4);
+        // Routed (through the bridge, to another node): judged once.
+        assert_eq!(b.tc(INGRESS, &u, 0, 1).0, OK);
+        assert_eq!(b.tc(OVERLAY, &routed, BRIDGE, 1).0, OK);
+        assert_eq!(matched(&b, "wide", JudgeHook::VethIngress), 5);
+        assert_eq!(
+            matched(&b, "wide", JudgeHook::OverlayEgress),
+            0,
+            "judged once"
+        );
         // IPv6 alike.
         b.install(
             r#"[{"name":"v6","to":["fd00:42:2::/64"],"proto":"tcp","blackhole":true,"dry_run":true,"for":"1h"}]"#,
         );
         let six = simple("fd00:42:1::2", "fd00:42:2::7", TCP, 40000, 80);
         assert_eq!(b.tc(INGRESS, &six, 0, 1).0, OK);
-        assert_eq!(b.tc(VETH, &six, 5, 1).0, OK);
+        assert_eq!(b.tc(VETH, &six, POD, 1).0, OK);
         assert_eq!(matched(&b, "v6", JudgeHook::VethIngress), 1);
         assert_eq!(matched(&b, "v6", JudgeHook::VethEgress), 0, "judged once");
         let six_nat = simple("fd00:42:1::2", "fd00:42:2::8", TCP, 40000, 80);
         assert_eq!(b.tc(INGRESS, &six, 0, 1).0, OK);
-        assert_eq!(b.tc(VETH, &six_nat, 5, 1).0, OK);
+        assert_eq!(b.tc(VETH, &six_nat, POD, 1).0, OK);
         assert_eq!(matched(&b, "v6", JudgeHook::VethEgress), 1);
         b.install(
             r#"[{"name":"db","to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"1h"},
@@ -905,16 +931,40 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
         // Delay is judged at egress, also for a packet from a pod.
         let d = simple("10.42.1.2", "10.42.2.40", UDP, 1, 2);
         assert_eq!(b.tc(INGRESS, &d, 0, 1).0, OK);
-        let (_, t) = b.tc(VETH, &d, 5, 1);
+        let (_, t) = b.tc(VETH, &d, POD, 1);
         assert!(t > monotonic_ns(), "delayed at egress");
         // With no drop-like fault installed the ingress hook does not even parse.
         // An IPv4 header length of 16 bytes: no parser takes it.
+        // Its destination (bytes 30-33) is db's: a packet to an address no fault names passes
+        // unparsed (below).
         let mut garbled = [eth(0x0800), vec![0; 40]].concat();
         garbled[14] = 0x44;
+        garbled[30..34].copy_from_slice(&[10, 42, 2, 7]);
         let unparsed = |b: &Bpf| b.maps.stats(Hook::VethIngress).unwrap().unparsed_packets;
         let before = unparsed(&b);
         assert_eq!(b.tc(INGRESS, &garbled, 0, 1).0, OK);
         assert_eq!(unparsed(&b), before + 1, "parsed while a drop is installed");
+        let mut elsewhere = garbled.clone();
+        elsewhere[30..34].copy_from_slice(&[10, 9, 9, 9]);
+        assert_eq!(b.tc(INGRESS, &elsewhere, 0, 1).0, OK);
+        assert_eq!(
+            unparsed(&b),
+            before + 1,
+            "to an address no fault names: not parsed"
+        );
+        // The ingress hook found that destination in no rule; a change since (another GEN word)
+        // makes egress look again: the new fault's delay applies.
+        let to_new = simple("10.42.1.2", "10.42.2.41", UDP, 1, 2);
+        assert_eq!(b.tc(INGRESS, &to_new, 0, 1).0, OK);
+        b.install(
+            r#"[{"name":"db","to":["10.42.2.7"],"proto":"tcp","dport":["5432"],"blackhole":true,"for":"1h"},
+                {"name":"delay","to":["10.42.2.40","10.42.2.41"],"delay":"50ms","for":"1h"}]"#,
+        );
+        let (_, t) = b.tc(VETH, &to_new, POD, 1);
+        assert!(
+            t > monotonic_ns(),
+            "delayed: the ingress's miss was of the old faults"
+        );
         b.install(r#"[{"name":"delay","to":["10.42.2.40"],"delay":"50ms","for":"1h"}]"#);
         assert_eq!(b.tc(INGRESS, &garbled, 0, 1).0, OK);
         assert_eq!(unparsed(&b), before + 1, "not parsed: no drop installed");

@@ -1,5 +1,6 @@
 //! The interfaces the daemon covers: attaching every selected one at start, following netlink
-//! link events (and a rescan) for new and vanished ones, and keeping `XDP_IFACES` true to them.
+//! link events (and a rescan) for new and vanished ones, and keeping `XDP_IFACES` true to them
+//! (with `--xdp`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,7 +20,7 @@ use super::{
 use crate::{
     kernel::{
         Maps,
-        attach::{self, IfaceStatus},
+        attach::{self, IfaceStatus, Role},
     },
     net::{
         ifaces,
@@ -70,10 +71,14 @@ pub fn attach_all(cfg: &Config, ebpf: &mut aya::Ebpf, maps: &mut Maps) -> Result
             "detached pinned links of interfaces that are gone"
         );
     }
-    let overlay = ifs.get(&cfg.roles.overlay).map_or(0, |s| s.ifindex);
-    maps.set_ctrl(ctrl::OVERLAY_IFINDEX, u64::from(overlay))?;
-    maps.sync_early_ifaces(&attach::early_judged(ifs.values(), cfg.roles.xdp))
-        .context("recording the interfaces whose ingress judges drops")?;
+    for (role, word) in [
+        (&cfg.roles.overlay, ctrl::OVERLAY_IFINDEX),
+        (&cfg.roles.bridge, ctrl::BRIDGE_IFINDEX),
+    ] {
+        maps.set_ctrl(word, u64::from(ifs.get(role).map_or(0, |s| s.ifindex)))?;
+    }
+    maps.sync_early_ifaces(&attach::xdp_judged(ifs.values(), cfg.roles.xdp))
+        .context("recording the interfaces whose XDP judges drops")?;
     Ok(Attached {
         ifaces: ifs,
         attach_errors,
@@ -81,13 +86,12 @@ pub fn attach_all(cfg: &Config, ebpf: &mut aya::Ebpf, maps: &mut Maps) -> Result
     })
 }
 
-/// Makes `XDP_IFACES` match the interfaces covered now (a veth that came or went can change
-/// whether the bridge counts as judged at ingress).
+/// Makes `XDP_IFACES` match the interfaces covered now.
 fn sync_early(c: &mut Core, xdp: bool) {
-    let judged = attach::early_judged(c.ifaces.values(), xdp);
+    let judged = attach::xdp_judged(c.ifaces.values(), xdp);
     if let Err(e) = c.maps.sync_early_ifaces(&judged) {
-        // Egress then judges drops the ingress judged too (twice), or misses some: say so loudly.
-        warn!(error = %e, "recording the interfaces whose ingress judges drops");
+        // Egress then judges drops XDP judged too (twice), or misses some: say so loudly.
+        warn!(error = %e, "recording the interfaces whose XDP judges drops");
     }
 }
 
@@ -134,10 +138,15 @@ fn appeared(shared: &Shared, ebpf: &mut aya::Ebpf, cfg: &Config, ifindex: u32, n
         c.save_clsact();
     }
     c.attach_errors += u64::from(st.error.is_some());
-    if name == cfg.roles.overlay
-        && let Err(e) = c.maps.set_ctrl(ctrl::OVERLAY_IFINDEX, u64::from(ifindex))
+    let word = match cfg.roles.of(&name) {
+        Role::Overlay => Some(ctrl::OVERLAY_IFINDEX),
+        Role::Bridge => Some(ctrl::BRIDGE_IFINDEX),
+        Role::PodVeth => None,
+    };
+    if let Some(w) = word
+        && let Err(e) = c.maps.set_ctrl(w, u64::from(ifindex))
     {
-        warn!(error = %e, "writing the overlay ifindex");
+        warn!(error = %e, iface = %name, "writing the interface's ifindex");
     }
     c.ifaces.insert(name, st);
     sync_early(&mut c, cfg.roles.xdp);

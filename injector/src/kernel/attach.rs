@@ -128,12 +128,12 @@ impl IfaceStatus {
 }
 
 /// The interfaces whose entering packets' drops were judged at ingress (TC by default, XDP with
-/// `--xdp`), which is what [`maps::XDP_IFACES`](injector_common::maps::XDP_IFACES) tells the
-/// egress programs (they then leave what was judged there alone): every pod veth with an
-/// ingress judge attached, and the bridge, since what a pod sends to be routed (to another node)
-/// enters the host stack through the bridge after its veth judged it. That holds for the bridge
-/// only while *every* pod veth has the judge: one veth without it (its attach failed) would have
-/// its routed packets judged nowhere, so then the bridge is left out and egress judges their drops.
+/// `--xdp`), as status reports them (`early_judged`): every pod veth with an ingress judge
+/// attached, and the bridge, since what a pod sends to be routed (to another node) enters the
+/// host stack through the bridge after its veth judged it, while *every* pod veth has the judge.
+/// (The programs learn it per packet: the ingress hook's record says whether it was judged, so
+/// a veth without the judge has its packets' drops judged at egress, see injector-ebpf's
+/// early.rs.)
 pub fn early_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: bool) -> Vec<u32> {
     let ifaces: Vec<&IfaceStatus> = ifaces.into_iter().collect();
     let veths = || ifaces.iter().filter(|s| s.role == Role::PodVeth);
@@ -150,6 +150,20 @@ pub fn early_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: 
         );
     }
     out
+}
+
+/// What [`maps::XDP_IFACES`](injector_common::maps::XDP_IFACES) holds: the pod veths whose XDP
+/// program judges drops (`--xdp`; none without), which `tc_veth_ingress` asks about its own
+/// interface.
+pub fn xdp_judged<'a>(ifaces: impl IntoIterator<Item = &'a IfaceStatus>, xdp: bool) -> Vec<u32> {
+    if !xdp {
+        return Vec::new();
+    }
+    ifaces
+        .into_iter()
+        .filter(|s| s.role == Role::PodVeth && s.judges_early(true))
+        .map(|s| s.ifindex)
+        .collect()
 }
 
 pub fn links_dir(bpffs: &Path) -> PathBuf {
@@ -389,9 +403,12 @@ mod tests {
             assert_eq!(
                 early_judged([&bridge, &overlay, &a, &failed], xdp),
                 [10],
-                "a veth without the judge: the bridge is not judged early, so egress judges \
-                 its drops (xdp: {xdp})"
+                "a veth without the judge: not every packet entering through the bridge was \
+                 judged early (xdp: {xdp})"
             );
+            // XDP_IFACES: the veths XDP judges at, only those, and none without --xdp.
+            let want: &[u32] = if xdp { &[10] } else { &[] };
+            assert_eq!(xdp_judged([&bridge, &overlay, &a, &failed], xdp), want);
         }
         // The observer alone judges nothing; with --xdp, the TC ingress program only records.
         let observed = iface(12, Role::PodVeth, &["tc_ingress:tc_observe"]);

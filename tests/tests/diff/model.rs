@@ -363,10 +363,9 @@ pub fn judge(faults: &[Installed], b: &[u8], jh: JudgeHook, xdp: bool) -> Judged
     {
         return out;
     }
-    // The egress judges pass a packet whose destination no fault names before parsing it
+    // The TC judges pass a packet whose destination no fault names before parsing it
     // (classify::destination_misses): counted seen, not unparsed.
     if !xdp
-        && jh != JudgeHook::VethIngress
         && identity_dst(b).is_some_and(|d| !faults.iter().any(|f| names_destination(&f.fault, d)))
     {
         return out;
