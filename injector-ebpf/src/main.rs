@@ -295,7 +295,7 @@ fn xdp_judged(ctx: &TcContext) -> bool {
     // SAFETY: reading a context field.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: the value is only tested for presence.
-    unsafe { XDP_IFACES.get(&ifindex) }.is_some()
+    unsafe { XDP_IFACES.get(ifindex) }.is_some()
 }
 
 /// Counts what a hook sees and judges nothing.
