@@ -121,9 +121,10 @@ impl Position for core::cell::Cell<u32> {
 
 /// Where `key` is among the `n` sorted entries `at(0) .. at(n - 1)` (`n` at most [`MAX_HOSTS`]):
 /// the index of the last entry whose key is not above it (0 when none is; the caller compares).
-/// The same search as the programs': always [`STEPS`] reads (once the range is one entry, the
-/// rest read it again), so the verifier sees a fixed sequence. `at` returns `None` where the map
-/// would (the programs then pass the packet).
+/// The same search as the programs': ceil(log2(n)) reads, at most [`STEPS`]; it stops once the
+/// range is one entry (it read all [`STEPS`] before, that entry again and again: 17 reads for
+/// one host, and part 2 of the benchmarks saw a veth's judge cost the same with 1 prefix as with
+/// 10,000). `at` returns `None` where the map would (the programs then pass the packet).
 #[inline(always)]
 pub fn search<K: Ord + Copy>(
     n: u32,
@@ -135,6 +136,9 @@ pub fn search<K: Ord + Copy>(
     // A mask, not a clamp: the same for every valid `n` and no branch for the verifier.
     let mut len = n & MAX_HOSTS;
     for _ in 0..STEPS {
+        if len <= 1 {
+            break;
+        }
         let half = len / 2;
         let probe = pos.get() + half;
         if at(probe)? <= key {
@@ -158,7 +162,7 @@ mod tests {
 
     /// The halving search finds every present key and, for absent ones, the last key below
     /// (the caller's equality check then misses), at every size up to a few thousand and at
-    /// the largest, in at most STEPS reads.
+    /// the largest, in ceil(log2(n)) reads, at most STEPS.
     #[test]
     fn search_finds_exactly_the_present_keys() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -187,7 +191,13 @@ mod tests {
                     &core::cell::Cell::new(0),
                 )
                 .unwrap();
-                assert!(reads <= STEPS, "{reads} reads for n={n}");
+                // ceil(log2(n)): the range halves (rounded up) until it is one entry.
+                let want = if n <= 1 {
+                    0
+                } else {
+                    32 - (n - 1).leading_zeros()
+                };
+                assert!(reads == want && reads <= STEPS, "{reads} reads for n={n}");
                 n > 0 && keys[i as usize] == k
             };
             for (i, &k) in keys.iter().enumerate() {
