@@ -100,10 +100,10 @@ fn sigterm_leaves_the_node_as_it_was() {
     let l = Lab::up(&lab::run_prefix("ts"), 2).unwrap();
     let node = l.node(1);
     let before = snapshot::node(&node.netns, &node.bpffs()).unwrap();
-    let d = Daemon::start_with(&injector_bin(), node, &["--xdp"]).unwrap();
+    let d = Daemon::start_with(&injector_bin(), node, &["--xdp", "--observe"]).unwrap();
     let during = snapshot::node(&node.netns, &node.bpffs()).unwrap();
-    // veths: XDP judges, TC records in, judges out; cni0: observe both ways; flannel.1: observe
-    // in, judge out.
+    // veths: XDP judges, TC records in, judges out; with --observe, cni0: observe both ways;
+    // flannel.1: observe in, judge out.
     assert_eq!(during.matches("Ingress:tc_observe").count(), 2, "{during}");
     assert_eq!(
         during.matches("Ingress:tc_veth_ingress").count(),
@@ -137,4 +137,21 @@ fn sigterm_leaves_the_node_as_it_was() {
     assert_eq!(before, after);
     assert!(!socket.exists(), "the API socket is removed");
     assert_eq!(l.ping(l.pod(1, 1), l.pod(2, 1).ip.into(), 3).unwrap(), 3);
+    // Without --observe, the default: no observer anywhere (cni0 has nothing attached), and a
+    // clean stop leaves the node as it was too.
+    let d = Daemon::start(&injector_bin(), node).unwrap();
+    let during = snapshot::node(&node.netns, &node.bpffs()).unwrap();
+    assert_eq!(during.matches("tc_observe").count(), 0, "{during}");
+    assert_eq!(
+        during.matches("Egress:tc_vxlan_egress").count(),
+        1,
+        "{during}"
+    );
+    assert_eq!(
+        during.matches("Ingress:tc_veth_ingress").count(),
+        2,
+        "{during}"
+    );
+    d.stop().unwrap();
+    assert_eq!(before, snapshot::node(&node.netns, &node.bpffs()).unwrap());
 }

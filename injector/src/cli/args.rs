@@ -260,6 +260,10 @@ pub struct DaemonArgs {
     /// Also judge drop/blackhole in XDP on the pod veths (the cheapest drop).
     #[arg(long)]
     pub xdp: bool,
+    /// Also count what the bridge and the overlay's ingress forward (the "observe" hook's
+    /// counters): one more program run per packet at each, so off by default.
+    #[arg(long)]
+    pub observe: bool,
     /// Faults lapse when the daemon's heartbeat is older than this (e.g. 30s).
     #[arg(long, default_value = "30s")]
     pub grace: String,
@@ -363,6 +367,7 @@ impl DaemonArgs {
                 bridge: self.bridge,
                 overlay: self.overlay,
                 xdp: self.xdp,
+                observe: self.observe,
             },
             grace,
             socket,

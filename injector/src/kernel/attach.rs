@@ -25,9 +25,9 @@ use crate::kernel::features;
 pub enum Role {
     /// A pod's host veth: drops judged at ingress (TC, or XDP with `--xdp`), the rest at egress.
     PodVeth,
-    /// The bridge (cni0): observed only.
+    /// The bridge (cni0): observed only, with `--observe`; nothing attached without.
     Bridge,
-    /// The overlay (flannel.1): judged at egress, observed at ingress.
+    /// The overlay (flannel.1): judged at egress, observed at ingress with `--observe`.
     Overlay,
 }
 
@@ -46,6 +46,10 @@ pub struct Roles {
     pub bridge: String,
     pub overlay: String,
     pub xdp: bool,
+    /// `tc_observe` on the bridge (both ways) and the overlay's ingress: counters of what the
+    /// node forwards (`injector_hook_packets{hook="observe"}`), at the price of one more program
+    /// run per packet at each (three for a packet between nodes; bench part 1). Off by default.
+    pub observe: bool,
 }
 
 impl Roles {
@@ -76,17 +80,19 @@ impl Hook {
     }
 }
 
-fn hooks(role: Role, xdp: bool) -> Vec<Hook> {
+fn hooks(role: Role, xdp: bool, observe: bool) -> Vec<Hook> {
     use TcAttachType::{Egress, Ingress};
     match role {
-        Role::Overlay => vec![
+        Role::Overlay if observe => vec![
             Hook::Tc(programs::TC_OBSERVE, Ingress),
             Hook::Tc(programs::TC_OVERLAY_EGRESS, Egress),
         ],
-        Role::Bridge => vec![
+        Role::Overlay => vec![Hook::Tc(programs::TC_OVERLAY_EGRESS, Egress)],
+        Role::Bridge if observe => vec![
             Hook::Tc(programs::TC_OBSERVE, Ingress),
             Hook::Tc(programs::TC_OBSERVE, Egress),
         ],
+        Role::Bridge => vec![],
         // The ingress judge last: a veth counts as judged at ingress (`early_judged`) once it
         // is there, and then every hook is. With XDP, the TC ingress program only records the
         // packet for egress (a packet NAT changes on the way is judged again there).
@@ -250,6 +256,13 @@ fn attach_inner(
     st: &mut IfaceStatus,
 ) -> Result<()> {
     let tcx = features::tcx();
+    let wanted = hooks(st.role, roles.xdp, roles.observe);
+    // A bridge without `--observe`: nothing to attach, no clsact to add. (A previous instance's
+    // observers, attached with `--observe`, are taken out: its TCX pins by
+    // `remove_stale_pins`, its netlink filters below.)
+    if wanted.is_empty() && tcx {
+        return Ok(());
+    }
     if !tcx {
         match tc::qdisc_add_clsact(name) {
             Ok(()) => st.added_clsact = true,
@@ -264,8 +277,9 @@ fn attach_inner(
             Err(e) => return Err(e).with_context(|| format!("adding clsact to {name}")),
         }
         // Netlink filters outlive their process: take out a previous instance's before adding
-        // ours, so nothing runs twice (a gap of a few syscalls; TCX swaps without one).
-        for h in hooks(st.role, roles.xdp) {
+        // ours, so nothing runs twice (a gap of a few syscalls; TCX swaps without one). All the
+        // role's filters, also the observers this instance does not want.
+        for h in hooks(st.role, roles.xdp, true) {
             if let Hook::Tc(prog, at) = h {
                 match tc::qdisc_detach_program(name, at, prog) {
                     Ok(()) => st.adopted += 1,
@@ -278,7 +292,7 @@ fn attach_inner(
             }
         }
     }
-    for h in hooks(st.role, roles.xdp) {
+    for h in wanted {
         let pin = pin_path(bpffs, name, &h);
         if (tcx || matches!(h, Hook::Xdp(_))) && adopt(ebpf, &h, &pin)? {
             st.adopted += 1;
@@ -382,7 +396,28 @@ mod tests {
     }
 
     fn labels(role: Role, xdp: bool) -> Vec<String> {
-        hooks(role, xdp).iter().map(Hook::label).collect()
+        hooks(role, xdp, false).iter().map(Hook::label).collect()
+    }
+
+    #[test]
+    fn observers_only_with_observe() {
+        for xdp in [false, true] {
+            let labels = |role, observe| -> Vec<String> {
+                hooks(role, xdp, observe).iter().map(Hook::label).collect()
+            };
+            assert!(labels(Role::Bridge, false).is_empty());
+            assert_eq!(
+                labels(Role::Bridge, true),
+                ["tc_ingress:tc_observe", "tc_egress:tc_observe"]
+            );
+            assert_eq!(
+                labels(Role::Overlay, false),
+                [format!("tc_egress:{}", programs::TC_OVERLAY_EGRESS)]
+            );
+            assert_eq!(labels(Role::Overlay, true).len(), 2);
+            // A pod veth's hooks do not depend on it.
+            assert_eq!(labels(Role::PodVeth, false), labels(Role::PodVeth, true));
+        }
     }
 
     #[test]

@@ -127,9 +127,10 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
         );
     }
     // bpf_stats time every run with the kernel's clock, and in this VM a clock read is not
-    // cheap: the cheapest program seen (tc_observe, a per-CPU counter added to) bounds what the
-    // stats add to each run, so the share is given as bpf_stats report it and with that much
-    // taken off every run (the programs' own cost lies between).
+    // cheap: the cheapest program seen (with the default hooks, a veth's egress hook passing a
+    // packet from another node: a compare and a per-CPU counter) bounds what the stats add to
+    // each run, so the share is given as bpf_stats report it and with that much taken off every
+    // run (the programs' own cost lies between).
     let stats_ns = shares
         .iter()
         .flat_map(|s| &s.progs)
@@ -151,8 +152,8 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     }
     sec.notes.push(format!(
         "Medians of {} rounds, alternating; each round {} s of iperf3 and {} one-at-a-time UDP \
-         round trips per path. \"Attached\" = a daemon in each node (programs on cni0, every veth \
-         and flannel.1) with {MAX_FAULTS} blackhole faults (the most a node takes) whose 10,000 \
+         round trips per path. \"Attached\" = a daemon in each node (programs on every veth and \
+         flannel.1; none on cni0 and flannel.1's ingress without --observe) with {MAX_FAULTS} blackhole faults (the most a node takes) whose 10,000 \
          /32 destinations (random in 10.0.0.0/8 outside the lab's 10.42.0.0/16) match none of \
          this traffic. Ratio = injector / baseline for throughput, baseline / injector for \
          latency (> 1: no tax).",
