@@ -84,7 +84,7 @@ fn check_cfg(insns: &[[u8; 8]]) -> Result<(), String> {
     state[0] = DISCOVERED;
     while let Some(&t) = stack.last() {
         let i = insns[t];
-        let (code, src) = (i[0], i[1] >> 4);
+        let code = i[0];
         let off = i16::from_le_bytes([i[2], i[3]]) as i64;
         let (class, op) = (code & 7, code & 0xf0);
         // (edge bit, target, may close a loop), in the kernel's order.
