@@ -133,6 +133,12 @@ pub mod ctrl {
     pub const GEN_EARLY_NONE: u64 = 256;
     /// GEN bit 9: the active generation holds no fault of the egress stage (`stage::EGRESS`).
     pub const GEN_EGRESS_NONE: u64 = 512;
+    /// GEN bits 32-63: how many changes were flipped in (wrapping), so that two words are equal
+    /// only for the same state of the rules. The generation bit and the flags alone repeat (two
+    /// changes flip the generation back), and the programs keep answers under the word they
+    /// were found with: the destination misses each CPU remembers (injector-ebpf's
+    /// `classify::destination_misses`) and the ingress record's (`early::mark`).
+    pub const GEN_SEQ_SHIFT: u32 = 32;
     /// 1: faults are live. 0: every fault is off (abort), in one write.
     pub const ARMED: u32 = 1;
     /// CLOCK_MONOTONIC ns of the daemon's last heartbeat.

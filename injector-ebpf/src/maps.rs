@@ -42,6 +42,24 @@ pub struct HostSearch {
     /// `destination_misses`'s trie keys.
     pub key4: Key<[u8; 5]>,
     pub key6: Key<[u8; 17]>,
+    /// The destinations this CPU found in no rule lately, direct-mapped by a hash of the
+    /// address (`classify::destination_misses`).
+    pub misses: [Miss; MISSES],
+}
+
+/// Entries of [`HostSearch::misses`]: a power of two.
+pub const MISSES: usize = 64;
+
+/// A destination found in no rule: the address's two words as `destination_misses` reads them
+/// (IPv4: the address and 0) and the GEN word it was found under (inverted for IPv6, so that
+/// an IPv4 address and an IPv6 one of the same words never share an entry). Zeroed at load:
+/// no GEN word the search runs under is 0 (it has `ctrl::GEN_ANY`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Miss {
+    pub tag: u64,
+    pub a: u64,
+    pub b: u64,
 }
 
 /// This CPU's host search; not pinned.

@@ -975,6 +975,34 @@ fn tc_ingress_judges_drops_and_egress_what_nat_changed() {
 /// 10,240 host prefixes. Each fault's packets are judged by it alone, in both directions, at the
 /// lowest and highest slots and rules and across the words of the rule sets (64 rules each); the
 /// last fault, matched by both of its rules (510 and 511), is judged once.
+/// A destination found in no rule is remembered per CPU under the GEN word it was found with
+/// (classify.rs `destination_misses`); a change that names it must end that, also when the
+/// change after it brings back the same generation and flags (only the change count in the GEN
+/// word, `ctrl::GEN_SEQ_SHIFT`, tells the two words apart).
+#[test]
+fn a_remembered_miss_ends_with_the_change_that_names_its_destination() {
+    require_root();
+    on_cpu0(|| {
+        let other =
+            r#"{"name":"other","to":["10.42.2.8","fd00:42:2::8"],"blackhole":true,"for":"1h"}"#;
+        let target =
+            r#"{"name":"target","to":["10.42.2.9","fd00:42:2::9"],"blackhole":true,"for":"1h"}"#;
+        let mut b = load(&format!("[{other}]"));
+        let v4 = simple("10.42.1.2", "10.42.2.9", UDP, 1, 2);
+        let v6 = simple("fd00:42:1::2", "fd00:42:2::9", UDP, 1, 2);
+        let verdicts =
+            |b: &Bpf| [&v4, &v6].map(|p| (b.tc(INGRESS, p, 0, 2).0, b.tc(VETH, p, 0, 2).0));
+        assert_eq!(verdicts(&b), [(OK, OK); 2], "named by no fault");
+        // A change that does not name it (nothing sent meanwhile), then one that does: the
+        // generation and the flags are the first change's again.
+        b.install(&format!("[{other}]"));
+        b.install(&format!("[{other},{target}]"));
+        assert_eq!(verdicts(&b), [(SHOT, SHOT); 2], "named now");
+        b.install(&format!("[{other}]"));
+        assert_eq!(verdicts(&b), [(OK, OK); 2], "no longer");
+    });
+}
+
 #[test]
 fn a_full_node_of_faults_with_ten_thousand_prefixes_matches_exactly() {
     let n = MAX_FAULTS;

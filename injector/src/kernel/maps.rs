@@ -500,9 +500,11 @@ impl Maps {
             }
         }
         let any = img.masks.iter().any(|m| !m.is_empty());
+        let seq = ((self.ctrl(ctrl::GEN)? >> ctrl::GEN_SEQ_SHIFT) + 1) & u64::from(u32::MAX);
         Ok(Prepared {
             generation: g,
-            word: u64::from(g)
+            word: seq << ctrl::GEN_SEQ_SHIFT
+                | u64::from(g)
                 | if any { ctrl::GEN_ANY } else { 0 }
                 | if img.clones { ctrl::GEN_CLONES } else { 0 }
                 | if img.dns.is_empty() { 0 } else { ctrl::GEN_DNS }
