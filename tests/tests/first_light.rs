@@ -94,6 +94,20 @@ fn a_fault_ends_at_its_deadline() {
     assert_eq!(d1.cli_ok(&["fault", "ls"], "").unwrap(), "no faults\n");
 }
 
+/// How many of each hook a node's snapshot holds: tc_observe at ingress and at egress,
+/// tc_veth_ingress, tc_veth_egress, tc_vxlan_egress, XDP programs.
+fn attached(snapshot: &str) -> [usize; 6] {
+    [
+        "Ingress:tc_observe",
+        "Egress:tc_observe",
+        "Ingress:tc_veth_ingress",
+        "Egress:tc_veth_egress",
+        "Egress:tc_vxlan_egress",
+        "prog/xdp id",
+    ]
+    .map(|h| snapshot.matches(h).count())
+}
+
 #[test]
 fn sigterm_leaves_the_node_as_it_was() {
     require_root();
@@ -104,28 +118,7 @@ fn sigterm_leaves_the_node_as_it_was() {
     let during = snapshot::node(&node.netns, &node.bpffs()).unwrap();
     // veths: XDP judges, TC records in, judges out; with --observe, cni0: observe both ways;
     // flannel.1: observe in, judge out.
-    assert_eq!(during.matches("Ingress:tc_observe").count(), 2, "{during}");
-    assert_eq!(
-        during.matches("Ingress:tc_veth_ingress").count(),
-        2,
-        "{during}"
-    );
-    assert_eq!(
-        during.matches("Egress:tc_veth_egress").count(),
-        2,
-        "{during}"
-    );
-    assert_eq!(
-        during.matches("Egress:tc_vxlan_egress").count(),
-        1,
-        "{during}"
-    );
-    assert_eq!(during.matches("Egress:tc_observe").count(), 1, "{during}");
-    assert_eq!(
-        during.matches("prog/xdp id").count(),
-        2,
-        "XDP on both veths:\n{during}"
-    );
+    assert_eq!(attached(&during), [2, 1, 2, 2, 1, 2], "{during}");
     assert!(
         during.contains("\"DST_V4\"") && during.contains("\"links\""),
         "{during}"
@@ -141,17 +134,7 @@ fn sigterm_leaves_the_node_as_it_was() {
     // clean stop leaves the node as it was too.
     let d = Daemon::start(&injector_bin(), node).unwrap();
     let during = snapshot::node(&node.netns, &node.bpffs()).unwrap();
-    assert_eq!(during.matches("tc_observe").count(), 0, "{during}");
-    assert_eq!(
-        during.matches("Egress:tc_vxlan_egress").count(),
-        1,
-        "{during}"
-    );
-    assert_eq!(
-        during.matches("Ingress:tc_veth_ingress").count(),
-        2,
-        "{during}"
-    );
+    assert_eq!(attached(&during), [0, 0, 2, 2, 1, 0], "{during}");
     d.stop().unwrap();
     assert_eq!(before, snapshot::node(&node.netns, &node.bpffs()).unwrap());
 }

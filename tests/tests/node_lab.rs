@@ -77,10 +77,10 @@ fn veths(n: &Node, m: &Member) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The interfaces the daemon on `m` attaches to: cni0, the pods' veths, flannel.1 (two nodes).
+/// The interfaces the daemon on `m` attaches to: the pods' veths, flannel.1 (two nodes). Not
+/// cni0: the DaemonSet runs without `--observe`.
 fn judged_ifaces(n: &Node, m: &Member) -> Result<Vec<String>> {
     let mut all = veths(n, m)?;
-    all.push(node::BRIDGE.into());
     if n.nodes.len() > 1 {
         all.push("flannel.1".into());
     }
@@ -110,8 +110,8 @@ fn scenario(n: &Node) -> Result<()> {
     n.install_injector()?;
     eprintln!("DaemonSet Ready in {:.1?}", t.elapsed());
     let web_ip = start_pods(n)?;
-    // On every node the daemon attached to the real bridge, every pod's host-side veth and
-    // flannel.1: web on the last node, client and bystander on the first.
+    // On every node the daemon attached to every pod's host-side veth and flannel.1 (web on the
+    // last node, client and bystander on the first), and nothing to the real bridge.
     let want_pods = if n.nodes.len() > 1 { [2, 1] } else { [3, 0] };
     for (m, want) in n.nodes.iter().zip(want_pods) {
         let pods = veths(n, m)?;
@@ -126,6 +126,13 @@ fn scenario(n: &Node) -> Result<()> {
                     .all(|i| tcx(n, m, i).is_ok_and(|p| !p.is_empty())))
             },
         )?;
+        let bridge = tcx(n, m, node::BRIDGE)?;
+        ensure!(
+            bridge.is_empty(),
+            "{}: programs on {} without --observe: {bridge:?}",
+            m.name,
+            node::BRIDGE
+        );
         let attached = sample(&metrics(m)?, "injector_interfaces_attached");
         ensure!(
             attached >= ifaces.len() as f64,
