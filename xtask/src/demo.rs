@@ -80,7 +80,9 @@ pub fn run(kubernetes_only: bool, node_only: bool) -> Result<()> {
         }
     }
 
-    println!("\n== 2. a daemon in each node attaches to cni0, veth*, flannel.1");
+    println!(
+        "\n== 2. a daemon in each node attaches to veth*, flannel.1 (cni0 only with --observe)"
+    );
     let d1 = Daemon::start(&bin, l.node(1))?;
     let d2 = Daemon::start(&bin, l.node(2))?;
     for d in [&d1, &d2] {

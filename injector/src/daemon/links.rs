@@ -97,6 +97,10 @@ fn sync_early(c: &mut Core, xdp: bool) {
 
 fn log_attach(name: &str, st: &IfaceStatus) {
     match &st.error {
+        // The bridge without --observe.
+        None if st.hooks.is_empty() => {
+            info!(iface = %name, role = ?st.role, "nothing to attach (counters with --observe)")
+        }
         None => {
             info!(iface = %name, role = ?st.role, hooks = st.hooks.len(), adopted = st.adopted, "attached")
         }
