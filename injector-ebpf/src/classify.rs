@@ -263,10 +263,10 @@ pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
 /// reads are helper calls, ~60 of the ~180 ns that judging such a packet took in a test run
 /// here). False when it is, or the packet has no identity: the judge decides.
 ///
-/// Inlined into the judging frame, which it must not grow (with `early::step`'s frame after it,
-/// that frame is at 512 bytes): the address goes from map memory to map memory, the host search
-/// is the global [`injector_host`] (a frame of its own, beside `early::step`'s), and the trie key
-/// is built in map memory. The destination only: faults name their targets, so a packet that
+/// Its work is the global [`injector_dst_misses`], a frame of its own beside `early::step`'s
+/// (the judging frame and `early::step`'s come to 512 bytes), which calls the global
+/// [`injector_host`]: the address goes from map memory to map memory and the trie key is built
+/// in map memory, so both frames stay small. The destination only: faults name their targets, so a packet that
 /// matches none nearly always misses there.
 ///
 /// A miss is remembered per CPU under the GEN word (`maps::Miss`; the word changes with every
@@ -325,7 +325,7 @@ fn dst_misses(gen_word: u64) -> bool {
         return false;
     }
     // SAFETY: the entry of this CPU's slot found above; the address read back from the slot
-    // (not kept in registers across the search: the judging frame has no room to spill them).
+    // (not kept in registers across the search, which would spill them to this small frame).
     unsafe {
         let p = core::ptr::addr_of!((*s).addr) as *const u64;
         core::ptr::write_volatile(e, if v6 { !gen_word } else { gen_word });

@@ -257,9 +257,10 @@ fn attach_inner(
 ) -> Result<()> {
     let tcx = features::tcx();
     let wanted = hooks(st.role, roles.xdp, roles.observe);
-    // A bridge without `--observe`: nothing to attach, no clsact to add. (A previous instance's
-    // observers, attached with `--observe`, are taken out: its TCX pins by
-    // `remove_stale_pins`, its netlink filters below.)
+    // A bridge without `--observe`: nothing to attach. With TCX, not even a clsact (a previous
+    // instance's observers go with their pins, `remove_stale_pins`); through netlink the clsact
+    // is added, or found, to take a previous instance's observer filters out below (they
+    // outlive it), and removed on a clean stop if this instance added it.
     if wanted.is_empty() && tcx {
         return Ok(());
     }
