@@ -266,8 +266,8 @@ pub fn candidates(flow: &Flow, gen_word: u64, out: &Candidates) -> bool {
 /// Its work is the global [`injector_dst_misses`], a frame of its own beside `early::step`'s
 /// (the judging frame and `early::step`'s come to 512 bytes), which calls the global
 /// [`injector_host`]: the address goes from map memory to map memory and the trie key is built
-/// in map memory, so both frames stay small. The destination only: faults name their targets, so a packet that
-/// matches none nearly always misses there.
+/// in map memory, so both frames stay small. The destination only: faults name their targets,
+/// so a packet that matches none nearly always misses there.
 ///
 /// A miss is remembered per CPU under the GEN word (`maps::Miss`; the word changes with every
 /// change, `ctrl::GEN_SEQ_SHIFT`), and the next packet to that destination is answered from

@@ -323,8 +323,9 @@ pub fn mark(judged: bool, miss: u64) {
 /// True when the ingress hook found the recorded packet's destination in no rule under
 /// `gen_word` ([`mark`]); for a packet [`step`] with `Step::Compare` found unchanged since. The
 /// GEN word differs after every change (its change count, `ctrl::GEN_SEQ_SHIFT`), so a change
-/// between the two hooks makes the egress hook look for itself. (A record is overwritten by the next packet's at that CPU's ingress: the
-/// egress hook reads its own packet's, see the module.)
+/// between the two hooks makes the egress hook look for itself. (A record is overwritten by the
+/// next packet's at that CPU's ingress: the egress hook reads its own packet's, see the
+/// module.)
 #[inline(always)]
 pub fn missed(gen_word: u64) -> bool {
     EARLY_RECORD.get_ptr(0).is_some_and(|r| {

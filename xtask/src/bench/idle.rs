@@ -153,10 +153,10 @@ pub fn run(ctx: &Ctx, l: &Lab) -> Result<Section> {
     sec.notes.push(format!(
         "Medians of {} rounds, alternating; each round {} s of iperf3 and {} one-at-a-time UDP \
          round trips per path. \"Attached\" = a daemon in each node (programs on every veth and \
-         flannel.1; none on cni0 and flannel.1's ingress without --observe) with {MAX_FAULTS} blackhole faults (the most a node takes) whose 10,000 \
-         /32 destinations (random in 10.0.0.0/8 outside the lab's 10.42.0.0/16) match none of \
-         this traffic. Ratio = injector / baseline for throughput, baseline / injector for \
-         latency (> 1: no tax).",
+         flannel.1; none on cni0 and flannel.1's ingress without --observe) with {MAX_FAULTS} \
+         blackhole faults (the most a node takes) whose 10,000 /32 destinations (random in \
+         10.0.0.0/8 outside the lab's 10.42.0.0/16) match none of this traffic. Ratio = \
+         injector / baseline for throughput, baseline / injector for latency (> 1: no tax).",
         ctx.rounds, ctx.iperf_secs, ctx.rtt_count
     ));
     Ok(sec)
@@ -214,10 +214,10 @@ impl Share {
 /// the compared rounds: the stats add clock reads to every run), summing run time and run count
 /// of every TCX program on both nodes (each pod's veth, cni0, flannel.1, both directions)
 /// against the CPU time of the whole machine. The daemons run with `--observe` here, whose
-/// counters (not in the share) give the floor of a program run under bpf_stats. Runs per byte received also tell whether GSO
-/// packets reach the hooks whole: every data packet and every ACK runs the path's programs, so
-/// whole 64 KB packets give a run per several KB, segments one per ~1.4 KB divided by the
-/// programs on the path.
+/// counters (not in the share) give the floor of a program run under bpf_stats. Runs per byte
+/// received also tell whether GSO packets reach the hooks whole: every data packet and every
+/// ACK runs the path's programs, so whole 64 KB packets give a run per several KB, segments one
+/// per ~1.4 KB divided by the programs on the path.
 fn programs_share(
     ctx: &Ctx,
     l: &Lab,
