@@ -1,7 +1,7 @@
 //! Parsing of what people type: CIDRs (`10.42.2.0/24`, `10.42.2.7`, `fd00::/64`) and durations
 //! (`250ms`, `30s`, `5m`, `1h`). Errors name the value and say how to fix it.
 
-use std::{net::IpAddr, time::Duration};
+use std::{borrow::Cow, net::IpAddr, time::Duration};
 
 use thiserror::Error;
 
@@ -59,6 +59,16 @@ impl Cidr {
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
         };
         Cidr { addr, len: 0 }
+    }
+
+    /// Every address of a set of CIDRs, where no CIDR means any (both families). Borrowed when
+    /// the set names its CIDRs: a large set is not copied to be checked against a few others.
+    pub fn whole(set: &[Cidr]) -> Cow<'_, [Cidr]> {
+        if set.is_empty() {
+            Cow::Owned(vec![Cidr::any(false), Cidr::any(true)])
+        } else {
+            Cow::Borrowed(set)
+        }
     }
 
     /// The address as bits and the family's width.

@@ -17,7 +17,7 @@ use injector_common::{JudgeHook, ctrl};
 
 use super::{
     core::Shared,
-    faultset::{AddOptions, ApiError, Entry},
+    faultset::{AddOptions, ApiError, Entry, ms},
     health::{self, Listeners},
 };
 use crate::{
@@ -122,10 +122,13 @@ async fn create(
         )));
     }
     let (force, replace) = (flag(&q, "force")?, flag(&q, "replace")?);
+    let t = std::time::Instant::now();
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("body: not UTF-8 JSON".into()))?;
     let specs = crate::fault::spec::parse_list(text).map_err(ApiError::BadRequest)?;
+    let parsed = t.elapsed();
     let mut guard = s.shared.lock();
+    let locked = t.elapsed();
     let c = &mut *guard;
     let opts = AddOptions {
         force,
@@ -139,9 +142,18 @@ async fn create(
         .faults
         .add_arming(&mut c.maps, specs, opts, monotonic_ns());
     // After a failure to arm the change still happened: fq follows it as after a success.
+    let added_at = t.elapsed();
     if matches!(added, Ok(_) | Err(ApiError::Internal(_))) {
         c.sync_fq();
     }
+    // Where a POST's time goes (`RUST_LOG=injector=debug`): cumulative, from the body's arrival.
+    tracing::debug!(
+        parsed_ms = ms(parsed),
+        locked_ms = ms(locked),
+        added_ms = ms(added_at),
+        synced_ms = ms(t.elapsed()),
+        "POST /v1/faults"
+    );
     let names = added?;
     tracing::info!(faults = ?names, force, "faults added");
     let carved = names

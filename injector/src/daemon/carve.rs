@@ -15,15 +15,6 @@ pub struct Protected {
     pub net: Cidr,
 }
 
-/// Every address of a set (`any`: both families).
-fn whole(set: &[Cidr]) -> Vec<Cidr> {
-    if set.is_empty() {
-        vec![Cidr::any(false), Cidr::any(true)]
-    } else {
-        set.to_vec()
-    }
-}
-
 /// Carves the protected targets a fault would reach out of it. A protected CIDR is reached when
 /// it overlaps a destination set (`to`, and `from` for a both-ways fault); it is then carved out
 /// of both `to` and `from` (an exception on each set it overlaps), so the fault leaves every
@@ -31,7 +22,7 @@ fn whole(set: &[Cidr]) -> Vec<Cidr> {
 /// by a fault on the node's pod subnet. Refused (the field, what it reaches, the fix) when a set
 /// is left with no address.
 pub(super) fn carve(f: &Fault, protected: &[Protected], at: &str) -> Result<Vec<Carved>, ApiError> {
-    let (to, from) = (whole(&f.to), whole(&f.from));
+    let (to, from) = (Cidr::whole(&f.to), Cidr::whole(&f.from));
     let mut dests = vec![(&to, &f.to_except)];
     if f.both_ways {
         dests.push((&from, &f.from_except));

@@ -3,10 +3,13 @@
 //! as one transaction (records, the generation's manifest, the maps, one flip: see `records`), so
 //! after a failure or a crash at any point the old set or the new one runs, never a mix.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use injector_common::ctrl;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{
     carve::{Protected, carve},
@@ -223,6 +226,7 @@ impl FaultSet {
         arm: bool,
     ) -> Result<(), ApiError> {
         let op = op.name();
+        let t = Instant::now();
         // The new faults' records go under fresh ids.
         let mut ids: Vec<(String, u32)> = Vec::new();
         for name in next.iter().filter(|(_, e)| e.id.is_none()).map(|(n, _)| n) {
@@ -265,6 +269,7 @@ impl FaultSet {
             (Err(e), _) => return Err(undo(maps, e.into())),
             (_, Err(e)) => return Err(undo(maps, e)),
         };
+        let compiled = t.elapsed();
         for (name, id) in ids {
             if let Some(e) = next.get_mut(&name) {
                 e.id = Some(id);
@@ -288,10 +293,12 @@ impl FaultSet {
             Err(e) => return Err(undo(maps, ApiError::Internal(e))),
         };
         failpoint::hit(op, "filled");
+        let filled = t.elapsed();
         if let Err(e) = maps.flip(prepared) {
             return Err(undo(maps, ApiError::Internal(e)));
         }
         // Committed.
+        let flipped = t.elapsed();
         self.entries = next;
         let armed = if arm {
             maps.set_ctrl(ctrl::ARMED, 1)
@@ -311,6 +318,15 @@ impl FaultSet {
             );
         }
         failpoint::hit(op, "collected");
+        // Where a change's time goes (`RUST_LOG=injector=debug`): cumulative, from the start.
+        debug!(
+            op,
+            compiled_and_stored_ms = ms(compiled),
+            filled_ms = ms(filled),
+            flipped_ms = ms(flipped),
+            tidied_ms = ms(t.elapsed()),
+            "change committed"
+        );
         Ok(armed?)
     }
 
@@ -355,6 +371,7 @@ impl FaultSet {
         // and the set. The first fault to fail, in that order, is the error, as one pass would
         // find it.
         let large = FaultSpec::large(&specs);
+        let t = Instant::now();
         let alone = crate::par::map_vec(specs, large, |i, spec| {
             let at = format!("faults[{i}].");
             let fault = spec
@@ -384,6 +401,7 @@ impl FaultSet {
             };
             Ok((name, entry()))
         });
+        let validated = t.elapsed();
         let mut new: Vec<Entry> = Vec::new();
         let mut replaced = false;
         for (i, r) in alone.into_iter().enumerate() {
@@ -451,6 +469,11 @@ impl FaultSet {
             };
             next.insert(name.clone(), e);
         }
+        debug!(
+            validated_ms = ms(validated),
+            planned_ms = ms(t.elapsed()),
+            "change planned"
+        );
         let op = if replaced { Op::Replace } else { Op::Add };
         self.commit_arming(maps, next, &reset, op, arm)?;
         Ok(added)
@@ -524,4 +547,9 @@ pub struct AddOptions<'a> {
     /// Whether delay is possible here; `Err` says why not (no fq, no EDT stamp).
     pub delay: Result<(), String>,
     pub protected: &'a [Protected],
+}
+
+/// A duration in milliseconds, for the logs.
+pub(super) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }

@@ -112,7 +112,16 @@ pub fn fault(maps: &Maps, id: u32) -> Result<Option<Record>> {
 
 /// The record's bytes, checked against what a record holds before anything is written.
 pub fn encode(r: &Record) -> Result<Vec<u8>, String> {
-    let bytes = serde_json::to_vec(r).map_err(|e| e.to_string())?;
+    // Sized for the CIDR lists up front: grown from empty, a large record's bytes were copied
+    // by every doubling on the way.
+    let s = &r.spec;
+    let cidrs: usize = [&s.from, &s.to, &s.from_except, &s.to_except]
+        .iter()
+        .flat_map(|l| l.iter())
+        .map(|c| c.len() + 3)
+        .sum();
+    let mut bytes = Vec::with_capacity(cidrs + 1024);
+    serde_json::to_writer(&mut bytes, r).map_err(|e| e.to_string())?;
     if bytes.len() > injector_common::SPEC_RECORD {
         return Err(format!(
             "the fault is too large to store ({} bytes of JSON, at most {}); split it",

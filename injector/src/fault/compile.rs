@@ -112,42 +112,59 @@ pub fn fold(
     include: &[(Prefix, u32)],
     exclude: &[(Prefix, u32)],
 ) -> Vec<(Prefix, RuleSet)> {
-    // The sort is most of the work: a prefix of at most 56 bits sorts as one u64 (its bits, then
-    // its length), an element of 16 bytes instead of 48.
-    if width <= 56 {
-        fold_keyed(
+    // The sort is most of the work. A prefix of at most 32 bits and its rule (with the excluded
+    // flag) pack into one u64, sorted as it is: (bits, len, then the rule's bits), 8 bytes moved
+    // per element instead of 16 (the sort was a third of compiling 100k hosts at 16). Longer
+    // prefixes sort as (prefix, rule) pairs.
+    const RULE_BITS: u32 = 10;
+    const EXCLUDED: u64 = 1 << (RULE_BITS - 1);
+    const _: () = assert!(MAX_RULES as u64 <= EXCLUDED);
+    if width <= 32 {
+        let pack = |&(p, r): &(Prefix, u32), excluded: u64| {
+            (((p.bits as u64) << 8 | u64::from(p.len)) << RULE_BITS) | excluded | u64::from(r)
+        };
+        let mut all: Vec<u64> = Vec::with_capacity(include.len() + exclude.len());
+        all.extend(include.iter().map(|e| pack(e, 0)));
+        all.extend(exclude.iter().map(|e| pack(e, EXCLUDED)));
+        fold_sorted(
             width,
-            include,
-            exclude,
-            |p| ((p.bits as u64) << 8) | u64::from(p.len),
+            all,
+            |e| e >> RULE_BITS,
+            |e| ((e & (EXCLUDED - 1)) as u32, e & EXCLUDED != 0),
             |k| Prefix {
                 bits: u128::from(k >> 8),
                 len: k as u8,
             },
         )
     } else {
-        fold_keyed(width, include, exclude, |p| p, |p| p)
+        let mut all: Vec<(Prefix, u32)> = Vec::with_capacity(include.len() + exclude.len());
+        all.extend(include.iter().map(|&(p, r)| (p, r)));
+        all.extend(exclude.iter().map(|&(p, r)| (p, r | 1 << 31)));
+        fold_sorted(
+            width,
+            all,
+            |e| e.0,
+            |e| (e.1 & !(1 << 31), e.1 >> 31 != 0),
+            |p| p,
+        )
     }
 }
 
-/// [`fold`] with prefixes sorted as `key(p)`, which must order as `p` does (`prefix` undoes it).
-fn fold_keyed<K: Copy + Ord + Send>(
+/// [`fold`] over `all`, elements that sort by their key (`key`, which orders as the prefix
+/// `prefix` makes of it) first, each naming a rule and whether it is excluded (`rule`).
+fn fold_sorted<E: Copy + Ord + Send, K: Copy + Eq>(
     width: u8,
-    include: &[(Prefix, u32)],
-    exclude: &[(Prefix, u32)],
-    key: impl Fn(Prefix) -> K,
+    mut all: Vec<E>,
+    key: impl Fn(E) -> K,
+    rule: impl Fn(E) -> (u32, bool),
     prefix: impl Fn(K) -> Prefix,
 ) -> Vec<(Prefix, RuleSet)> {
-    const EXCLUDED: u32 = 1 << 31;
-    let mut all: Vec<(K, u32)> = Vec::with_capacity(include.len() + exclude.len());
-    all.extend(include.iter().map(|&(p, r)| (key(p), r)));
-    all.extend(exclude.iter().map(|&(p, r)| (key(p), r | EXCLUDED)));
     // Stable: the faults' lists arrive as sorted runs, which this sort merges cheaply. A large
     // set on every CPU (with the parallel parse: ~39 -> ~35 ms per 100k-host apply here).
     if all.len() >= 16_384 {
-        rayon::slice::ParallelSliceMut::par_sort_by_key(&mut all[..], |e| e.0);
+        rayon::slice::ParallelSliceMut::par_sort(&mut all[..]);
     } else {
-        all.sort_by_key(|e| e.0);
+        all.sort();
     }
     let mut out: Vec<(Prefix, RuleSet)> = Vec::with_capacity(all.len());
     // The prefixes containing the current one: (prefix, included rules, excluded rules), each
@@ -155,14 +172,12 @@ fn fold_keyed<K: Copy + Ord + Send>(
     let mut stack: Vec<(Prefix, RuleSet, RuleSet)> = Vec::new();
     let mut i = 0;
     while i < all.len() {
-        let k = all[i].0;
+        let k = key(all[i]);
         let (mut inc, mut exc) = (RuleSet::EMPTY, RuleSet::EMPTY);
-        while i < all.len() && all[i].0 == k {
-            let r = all[i].1;
-            if r & EXCLUDED == 0 {
-                inc = inc.with(r);
-            } else {
-                exc = exc.with(r & !EXCLUDED);
+        while i < all.len() && key(all[i]) == k {
+            match rule(all[i]) {
+                (r, false) => inc = inc.with(r),
+                (r, true) => exc = exc.with(r),
             }
             i += 1;
         }
@@ -175,7 +190,12 @@ fn fold_keyed<K: Copy + Ord + Send>(
             exc = exc.or(t.2);
         }
         out.push((p, inc.minus(exc)));
-        stack.push((p, inc, exc));
+        // A full-length prefix contains no later one (equal keys were merged above): not
+        // stacked. Most prefixes of a large set are hosts, and an entry here is 160 bytes with
+        // 512-rule sets (100k hosts: ~16 MB of stores saved).
+        if p.len < width {
+            stack.push((p, inc, exc));
+        }
     }
     out
 }
@@ -583,9 +603,13 @@ mod tests {
                             ),
                             len,
                         };
-                        // 16 rules spread over every word of a set (0, 33, .., 495); the
-                        // exclusions name the first 8 of them.
-                        let rule = (rng.next() % 16) as u32 * 33;
+                        // 16 rules spread over every word of a set (0, 33, .., 495) and the
+                        // last rule (the highest a packed sort key holds); the exclusions name
+                        // the first 8 of them, and others.
+                        let rule = match rng.next() % 17 {
+                            16 => MAX_RULES - 1,
+                            k => k as u32 * 33,
+                        };
                         list.push((p, if side == 0 { rule } else { rule % (8 * 33) }));
                     }
                 }

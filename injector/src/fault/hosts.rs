@@ -25,19 +25,51 @@ pub struct HostTables {
 
 /// Numbers distinct rule sets in order of first use. Hashed with aHash, not SipHash: one lookup
 /// per host (100k of them: ~2 ms with SipHash, by perf); the sets are the daemon's own, not an attacker's.
+/// A set of one rule, what most hosts have (a host named by one fault), is numbered through
+/// `single` instead: no 64-byte key hashed and compared.
 #[derive(Default)]
 struct Sets {
     index: HashMap<RuleSet, u32, ahash::RandomState>,
+    /// By rule: the number of the set holding only it, `u32::MAX` if none yet.
+    single: Vec<u32>,
     list: Vec<RuleSet>,
 }
 
 impl Sets {
     fn of(&mut self, s: RuleSet) -> u32 {
-        *self.index.entry(s).or_insert_with(|| {
-            self.list.push(s);
-            self.list.len() as u32 - 1
-        })
+        let list = &mut self.list;
+        let mut add = || {
+            list.push(s);
+            list.len() as u32 - 1
+        };
+        match only_rule(s) {
+            Some(r) => {
+                let r = r as usize;
+                if r >= self.single.len() {
+                    self.single.resize(r + 1, u32::MAX);
+                }
+                if self.single[r] == u32::MAX {
+                    self.single[r] = add();
+                }
+                self.single[r]
+            }
+            None => *self.index.entry(s).or_insert_with(add),
+        }
     }
+}
+
+/// The rule of a set of exactly one.
+fn only_rule(s: RuleSet) -> Option<u32> {
+    let mut found = None;
+    for (i, &w) in s.0.iter().enumerate() {
+        if w != 0 {
+            if found.is_some() || !w.is_power_of_two() {
+                return None;
+            }
+            found = Some(i as u32 * 64 + w.trailing_zeros());
+        }
+    }
+    found
 }
 
 /// The host entries among `entries` (prefixes of width `width`), sorted by address, or the error
@@ -136,6 +168,32 @@ mod tests {
             (0xfd00 << 48, 7, 0)
         );
         assert_eq!(t.sets, [RuleSet::EMPTY.with(1)]);
+    }
+
+    /// Sets of one rule (numbered through `single`) and larger ones (hashed) share one
+    /// numbering, in order of first use.
+    #[test]
+    fn sets_of_one_rule_and_more_are_numbered_in_order_of_first_use() {
+        let one = |r| RuleSet::EMPTY.with(r);
+        let both = one(1).with(300);
+        let mut sets = Sets::default();
+        let got: Vec<u32> = [
+            one(300),
+            both,
+            one(300),
+            one(1),
+            both,
+            RuleSet::EMPTY,
+            one(1),
+        ]
+        .into_iter()
+        .map(|s| sets.of(s))
+        .collect();
+        assert_eq!(got, [0, 1, 0, 2, 1, 3, 2]);
+        assert_eq!(sets.list, [one(300), both, one(1), RuleSet::EMPTY]);
+        assert_eq!(only_rule(one(511)), Some(511));
+        assert_eq!(only_rule(one(64).with(65)), None);
+        assert_eq!(only_rule(RuleSet::EMPTY), None);
     }
 
     /// One host more than a generation holds is refused, naming the map.

@@ -310,12 +310,7 @@ fn excepts(at: &str, field: &str, set: &[Cidr], except: &[Cidr]) -> Result<Vec<C
             ));
         }
     }
-    let whole = if set.is_empty() {
-        vec![Cidr::any(false), Cidr::any(true)]
-    } else {
-        set.to_vec()
-    };
-    if !except.is_empty() && whole.iter().all(|c| c.covered_by(except)) {
+    if !except.is_empty() && Cidr::whole(set).iter().all(|c| c.covered_by(except)) {
         return Err(err(
             &fe,
             format!(
