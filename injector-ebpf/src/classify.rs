@@ -312,8 +312,7 @@ fn dst_misses(gen_word: u64) -> bool {
         core::ptr::write_volatile(p, a);
         core::ptr::write_volatile(p.add(1), b);
         let e = miss_entry(s, a, b);
-        let tag = if v6 { !gen_word } else { gen_word };
-        if core::ptr::read_volatile(e) == tag
+        if core::ptr::read_volatile(e) == miss_tag(gen_word, v6)
             && core::ptr::read_volatile(e.add(1)) == a
             && core::ptr::read_volatile(e.add(2)) == b
         {
@@ -328,11 +327,18 @@ fn dst_misses(gen_word: u64) -> bool {
     // (not kept in registers across the search, which would spill them to this small frame).
     unsafe {
         let p = core::ptr::addr_of!((*s).addr) as *const u64;
-        core::ptr::write_volatile(e, if v6 { !gen_word } else { gen_word });
+        core::ptr::write_volatile(e, miss_tag(gen_word, v6));
         core::ptr::write_volatile(e.add(1), core::ptr::read_volatile(p));
         core::ptr::write_volatile(e.add(2), core::ptr::read_volatile(p.add(1)));
     }
     true
+}
+
+/// What a remembered miss is tagged with: the GEN word it was found under, inverted for IPv6 (an
+/// IPv4 address and an IPv6 one can share the two address words; the tags keep them apart).
+#[inline(always)]
+fn miss_tag(gen_word: u64, v6: bool) -> u64 {
+    if v6 { !gen_word } else { gen_word }
 }
 
 /// The entry of `s`'s misses that address `(a, b)` maps to (Fibonacci hashing), as three words.
