@@ -85,6 +85,16 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
     if std::env::var_os("INJECTOR_VM_ICOUNT").is_none() {
         bail!("bench-vm runs inside the VM with -icount (cargo xtask bench starts it)");
     }
+    // The guest's one CPU runs everything, and a kernel thread holding it delays the receiving
+    // thread whatever the path: khugepaged, collapsing memory into huge pages in the guest's
+    // first minutes, ran 2.1 then 1.3 ms at a stretch (sched_switch traced, the daemon stopped),
+    // and the probes received meanwhile were counted 0.3-1.9 ms late. That was the rare ~1.8 ms
+    // "stall" of earlier runs, in whichever run (netem's or injector's) it fell. Off in this
+    // throwaway guest, where nothing needs huge pages.
+    let thp = "/sys/kernel/mm/transparent_hugepage/enabled";
+    if let Err(e) = std::fs::write(thp, "never") {
+        eprintln!("bench-vm: cannot turn transparent huge pages off ({thp}: {e}); stalls may show");
+    }
     let l = Lab::up(&lab::run_prefix("bv"), 2)?;
     let d1 = Daemon::start(&ctx.bin, l.node(1))?;
     let (a, b, c) = (l.pod(1, 1), l.pod(1, 2), l.pod(2, 1));
@@ -192,8 +202,11 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
          across nodes), limit 100000. The sender goes on for 100 ms past the measured probes: \
          when it stops, the idle one-CPU guest releases each held packet ~100 us late, for \
          netem and injector alike (measured: p99 45 ms at 10k pkt/s for both), an emulator \
-         artifact and not the delay's. Ratio = netem's p99 error / injector's (> 1: injector is \
-         tighter); for TCP, injector / netem over {iperf_secs} s of iperf3."
+         artifact and not the delay's. Transparent huge pages are off in the guest: khugepaged \
+         held its one CPU for 1-2 ms at a time in its first minutes, and the probes received \
+         meanwhile counted late (the rare ~1.8 ms stall of earlier runs, for either side). \
+         Ratio = netem's p99 error / injector's (> 1: injector is tighter); for TCP, injector / \
+         netem over {iperf_secs} s of iperf3."
     ));
     println!("{MARK}{}", sec.to_json());
     let bw = super::rate::in_vm(ctx, &l, &d1)?;
