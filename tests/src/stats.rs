@@ -1,4 +1,5 @@
-//! Reading `injector local stats` output in tests and the demo.
+//! Reading `injector local stats` output in tests and the demo, and the statistics the tests
+//! assert with and the benchmarks report (bounds and confidence intervals).
 
 /// `key` of the `fault NAME ... hook=HOOK` line, e.g. `dropped`.
 pub fn fault(stats: &str, name: &str, hook: &str, key: &str) -> u64 {
@@ -106,4 +107,143 @@ pub fn assert_gilbert(b: &Bursts, loss: f64, burst: f64, what: &str) {
         b.mean_burst(),
         b.bursts
     );
+}
+
+/// A distribution-free 95% confidence interval of percentile `p` (0..=100) of the population a
+/// sorted sample `v` was drawn from: the order statistics at ranks `n q -+ 1.96 sqrt(n q (1-q))`
+/// (the number of values below the true percentile is Binomial(n, q); normal approximation,
+/// widened to whole ranks). The upper end is infinite where that rank is past the sample (a
+/// p99.9 of fewer than a few thousand values has none): only more values would bound it.
+pub fn percentile_ci(v: &[f64], p: f64) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let q = p / 100.0;
+    let half = 1.96 * (n * q * (1.0 - q)).sqrt();
+    // 1-based ranks; the interval [X(lo), X(hi)].
+    let lo = (n * q - half).floor();
+    let hi = (n * q + half).ceil() + 1.0;
+    let at = |r: f64| v[(r as usize).clamp(1, v.len()) - 1];
+    (
+        if lo < 1.0 { f64::NEG_INFINITY } else { at(lo) },
+        if hi > n { f64::INFINITY } else { at(hi) },
+    )
+}
+
+/// Paired rounds' ratios (each round's measurement over its own baseline) summed up: their
+/// geometric mean and its 95% confidence interval (Student's t on the logarithms: rounds are
+/// few), and how many rounds would narrow that interval to +-`within` (e.g. 0.01: 1%) at the
+/// spread seen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RatioCi {
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub rounds_for: f64,
+}
+
+pub fn ratio_ci(ratios: &[f64], within: f64) -> RatioCi {
+    let n = ratios.len();
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        let m = mean.exp();
+        return RatioCi {
+            mean: m,
+            lo: f64::NEG_INFINITY,
+            hi: f64::INFINITY,
+            rounds_for: f64::INFINITY,
+        };
+    }
+    let sd = (logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let half = t975(n - 1) * sd / (n as f64).sqrt();
+    // Enough rounds that 1.96 sd / sqrt(rounds) is within ln(1 + within).
+    let rounds_for = (1.96 * sd / (1.0 + within).ln()).powi(2).ceil();
+    RatioCi {
+        mean: mean.exp(),
+        lo: (mean - half).exp(),
+        hi: (mean + half).exp(),
+        rounds_for,
+    }
+}
+
+/// The 97.5% quantile of Student's t with `df` degrees of freedom (two-sided 95%).
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => T[df - 1],
+        _ => 1.96,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A uniform(0, 1) sample of `n`, sorted.
+    fn uniform(rng: &mut Rng, n: usize) -> Vec<f64> {
+        let mut v: Vec<f64> = (0..n)
+            .map(|_| (rng.u64() >> 11) as f64 / (1u64 << 53) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    #[test]
+    fn percentile_intervals_cover_the_true_percentile_at_least_95_times_in_100() {
+        // Uniform(0, 1): the true p-th percentile is p / 100. Of 100 samples each, the count of
+        // intervals that hold it is Binomial(100, 0.95-0.97) (ranks widened outwards): at least
+        // 88 (-3.29 sd). Too narrow an interval (e.g. +-1 sd of ranks: 68%) falls below; too
+        // wide a one is caught by the ranks below.
+        let mut rng = Rng::new(0x5eed_c1);
+        for (p, n) in [(50.0, 1000), (99.0, 3000), (99.9, 30_000)] {
+            let hits = (0..100)
+                .filter(|_| {
+                    let (lo, hi) = percentile_ci(&uniform(&mut rng, n), p);
+                    lo <= p / 100.0 && p / 100.0 <= hi
+                })
+                .count();
+            assert!(
+                hits >= 88,
+                "p{p} of {n}: {hits} of 100 intervals hold the true percentile"
+            );
+        }
+    }
+
+    #[test]
+    fn a_percentile_past_the_sample_has_no_upper_end() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let (lo, hi) = percentile_ci(&v, 99.9);
+        assert!(lo >= 995.0 && hi.is_infinite(), "{lo} {hi}");
+        // The median of 1000: ranks 500 -+ 31 (1.96 sd), widened to whole ranks.
+        assert_eq!(percentile_ci(&v, 50.0), (469.0, 532.0));
+    }
+
+    #[test]
+    fn ratio_intervals_narrow_with_rounds_and_say_how_many_1_percent_needs() {
+        // Five rounds spread as the idle tax's (0.81-1.10x): an interval far wider than 1%.
+        let r = ratio_ci(&[0.81, 0.95, 1.10, 0.92, 0.98], 0.01);
+        assert!(
+            r.lo < 0.9 && r.hi > 1.0 && r.lo < r.mean && r.mean < r.hi,
+            "{r:?}"
+        );
+        assert!((0.94..0.96).contains(&r.mean), "{r:?}");
+        // sd of the logs ~0.11: (1.96 * 0.11 / 0.00995)^2 ~ 470 rounds.
+        assert!((300.0..700.0).contains(&r.rounds_for), "{r:?}");
+        // The same spread over 100 rounds: about sqrt(20) times narrower.
+        let many: Vec<f64> = (0..20)
+            .flat_map(|_| [0.81, 0.95, 1.10, 0.92, 0.98])
+            .collect();
+        let m = ratio_ci(&many, 0.01);
+        let w = |r: RatioCi| (r.hi / r.lo).ln();
+        assert!(w(r) / w(m) > 4.0 && w(r) / w(m) < 8.0, "{r:?} {m:?}");
+        assert!(ratio_ci(&[0.9], 0.01).hi.is_infinite());
+    }
 }

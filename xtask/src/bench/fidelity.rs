@@ -11,6 +11,7 @@ use injector_tests::{
     daemon::Daemon,
     lab::{self, Lab},
     perf::{self, percentile},
+    stats::percentile_ci,
     traffic::{Schedule, one_way},
 };
 
@@ -52,6 +53,9 @@ struct Errors {
     p50: f64,
     p99: f64,
     p999: f64,
+    /// 95% confidence intervals of p99 and p99.9 ([`percentile_ci`]).
+    p99_ci: (f64, f64),
+    p999_ci: (f64, f64),
     max: f64,
 }
 
@@ -69,14 +73,52 @@ fn errors(v: &[Option<u64>], offset_ns: u64) -> Errors {
         p50: percentile(&e, 50.0),
         p99: percentile(&e, 99.0),
         p999: percentile(&e, 99.9),
+        p99_ci: percentile_ci(&e, 99.0),
+        p999_ci: percentile_ci(&e, 99.9),
         max: e.last().copied().unwrap_or(f64::NAN),
     }
 }
 
+/// A confidence interval, `[lo, hi]`; an end the sample cannot bound is shown as such.
+fn ci((lo, hi): (f64, f64)) -> String {
+    let end = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.1}")
+        } else {
+            "∞".into()
+        }
+    };
+    format!("[{}, {}]", end(lo), end(hi))
+}
+
 fn show(e: &Errors) -> String {
     format!(
-        "p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} us; {} lost, {} early",
-        e.p50, e.p99, e.p999, e.max, e.lost, e.early
+        "p50 {:.1} / p99 {:.1} {} / p99.9 {:.1} {} / max {:.1} us; {} lost, {} early",
+        e.p50,
+        e.p99,
+        ci(e.p99_ci),
+        e.p999,
+        ci(e.p999_ci),
+        e.max,
+        e.lost,
+        e.early
+    )
+}
+
+/// Whether this run tells injector's p99 from netem's: only when their 95% intervals are apart.
+fn p99_against(ours: &Errors, theirs: &Errors) -> String {
+    let (o, t) = (ours.p99_ci, theirs.p99_ci);
+    let verdict = if o.1 < t.0 {
+        "below netem's (the 95% intervals apart)"
+    } else if o.0 > t.1 {
+        "above netem's (the 95% intervals apart)"
+    } else {
+        "not told apart from netem's in this run (the 95% intervals overlap)"
+    };
+    format!(
+        "injector's p99 {verdict}; the ratio lies in [{:.2}, {:.2}]x",
+        t.0 / o.1,
+        t.1 / o.0
     )
 }
 
@@ -162,8 +204,11 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
             .goal("none lost or early", ok),
         );
         sec.notes.push(format!(
-            "At {pps} pkt/s{how}, the path itself, with no delay, measures p50 {:.1} / p99 {:.1} us.",
-            base.p50, base.p99
+            "At {pps} pkt/s{how}: {}. The path itself, with no delay, measures p50 {:.1} / p99 \
+             {:.1} us.",
+            p99_against(&ours, &theirs),
+            base.p50,
+            base.p99
         ));
     }
     let iperf_secs = if ctx.quick { 2 } else { 5 };
@@ -206,7 +251,9 @@ pub fn in_vm(ctx: &Ctx) -> Result<()> {
          held its one CPU for 1-2 ms at a time in its first minutes, and the probes received \
          meanwhile counted late (the rare ~1.8 ms stall of earlier runs, for either side). \
          Ratio = netem's p99 error / injector's (> 1: injector is tighter); for TCP, injector / \
-         netem over {iperf_secs} s of iperf3."
+         netem over {iperf_secs} s of iperf3. In brackets: a distribution-free 95% confidence \
+         interval of the percentile (order statistics at the binomial ranks; ∞: too few probes \
+         to bound it), so that two runs' percentiles are compared with their sampling noise."
     ));
     println!("{MARK}{}", sec.to_json());
     let bw = super::rate::in_vm(ctx, &l, &d1)?;
