@@ -58,6 +58,11 @@ enum Cmd {
         /// target/bench/.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Paired rounds of the idle tax, the per-packet costs and the drop cost (default 5, 1
+        /// with --quick). Part 1 says how many would resolve its ratio to 1% at the spread it
+        /// saw (~150 same-node here: about 25 minutes for that part alone).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rounds: Option<u32>,
     },
     /// The differential fuzzing of the kernel path against its reference model, then the
     /// libFuzzer targets of fuzz/ (cargo fuzz, nightly) over the userspace parsers.
@@ -223,7 +228,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { unprivileged } => test::run(unprivileged),
         Cmd::Demo { kubernetes, node } => demo::run(kubernetes, node),
         Cmd::DemoDelay => demo::delay_in_vm(),
-        Cmd::Bench { quick, only } => bench::run(quick, &only),
+        Cmd::Bench {
+            quick,
+            only,
+            rounds,
+        } => bench::run(quick, &only, rounds),
         Cmd::BenchVm { quick } => bench::in_vm(quick),
         Cmd::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
         Cmd::Soak { minutes } => soak::run(minutes),

@@ -68,7 +68,7 @@ pub fn run(unprivileged_only: bool) -> Result<()> {
     )?;
     vm_tests(None)?;
     // The benchmarks, short: every part runs and produces its table (not a result).
-    crate::bench::run(true, &[])
+    crate::bench::run(true, &[], None)
 }
 
 /// `target/debug/injector --version` prints the version (not the empty eBPF host stub).

@@ -64,7 +64,8 @@ const PARTS: [&str; 9] = [
     "idle", "cost", "attach", "drop", "latency", "rate", "k8s", "cluster", "fidelity",
 ];
 
-pub fn run(quick: bool, only: &[String]) -> Result<()> {
+/// `rounds`: instead of [`Ctx::new`]'s (`--rounds`).
+pub fn run(quick: bool, only: &[String], rounds: Option<u32>) -> Result<()> {
     if let Some(p) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
         bail!(
             "--only: unknown part {p:?}; use some of {}",
@@ -88,12 +89,15 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         // SAFETY: no other thread exists yet in this process.
         unsafe { std::env::set_var(var, root().join("target/release").join(bin)) };
     }
-    let ctx = Ctx::new(quick);
-    let command = if quick {
-        "cargo xtask bench --quick"
-    } else {
-        "cargo xtask bench"
-    };
+    let mut ctx = Ctx::new(quick);
+    if let Some(r) = rounds {
+        ctx.rounds = r;
+    }
+    let command = format!(
+        "cargo xtask bench{}{}",
+        if quick { " --quick" } else { "" },
+        rounds.map_or(String::new(), |r| format!(" --rounds {r}"))
+    );
     let mut sections = Vec::new();
     type Part = fn(&Ctx, &Lab) -> Result<report::Section>;
     let parts: [(&str, Part); 6] = [
@@ -137,7 +141,7 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         }
         vm_kernel = k;
     }
-    let doc = report::document(&sections, command, &vm_kernel, quick);
+    let doc = report::document(&sections, &command, &vm_kernel, quick);
     let out = if !only.is_empty() {
         root().join("target/bench/benchmarks-partial.md")
     } else if quick {
