@@ -134,7 +134,7 @@ pub fn percentile_ci(v: &[f64], p: f64) -> (f64, f64) {
 /// Paired rounds' ratios (each round's measurement over its own baseline) summed up: their
 /// geometric mean and its 95% confidence interval (Student's t on the logarithms: rounds are
 /// few), and how many rounds would narrow that interval to +-`within` (e.g. 0.01: 1%) at the
-/// spread seen.
+/// spread seen. Fewer than two rounds bound nothing: `0..inf`, infinitely many rounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RatioCi {
     pub mean: f64,
@@ -151,7 +151,7 @@ pub fn ratio_ci(ratios: &[f64], within: f64) -> RatioCi {
         let m = mean.exp();
         return RatioCi {
             mean: m,
-            lo: f64::NEG_INFINITY,
+            lo: 0.0,
             hi: f64::INFINITY,
             rounds_for: f64::INFINITY,
         };
